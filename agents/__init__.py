@@ -1,0 +1,1 @@
+"""Host-side programs of blockctl (installed as ``blockctl_agents``): predictor agent, emulator, profiler."""

@@ -1,0 +1,3 @@
+from blockctl.cli.main import main
+
+main()

@@ -1,0 +1,31 @@
+"""Command groups whose subcommands live in several modules (``bench``, ``profile``).
+
+A group is added to the app only when at least one of its modules is importable, so ``--help`` lists only
+commands that exist. Each listed module defines ``register(group: typer.Typer) -> None``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "profile": (
+        "Step-time profiles: list, show, predict, and measure one on a GPU.",
+        (),
+    ),
+    "bench": (
+        "Benchmarks: load generation, policy comparison, capacity search, component speed.",
+        (),
+    ),
+}
+
+
+def register(app: typer.Typer) -> None:
+    for name, (help_text, modules) in GROUPS.items():
+        group = typer.Typer(help=help_text, no_args_is_help=True)
+        for module in modules:
+            importlib.import_module(module).register(group)
+        if modules:
+            app.add_typer(group, name=name)

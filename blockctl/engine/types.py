@@ -1,0 +1,87 @@
+"""Plain data shared by the engine model, the emulator, the predictor and the simulator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """The engine settings that shape scheduling; names and defaults follow vLLM's where they overlap."""
+
+    block_size: int = 16  # tokens per KV block
+    num_gpu_blocks: int = 4096  # KV blocks on the instance (vLLM: --num-gpu-blocks-override)
+    max_num_seqs: int = 256  # most requests running at once
+    max_num_batched_tokens: int = 2048  # token budget of one step (chunked prefill)
+    max_model_len: int = 4096  # prompt + output must fit
+
+
+class Phase(IntEnum):
+    WAITING = 0
+    RUNNING = 1
+    FINISHED = 2
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """One request as the engine model sees it.
+
+    NOTE: ``output_tokens`` is the length the engine model runs the request to: the true length in the
+    emulator and simulator, the *predicted* length in a predictor's what-if. Progress fields are owned by
+    the engine once the request is added.
+    """
+
+    req_id: str
+    prompt_tokens: int
+    output_tokens: int  # tokens produced before the request finishes (>= 1)
+    arrival_time: float = 0.0
+    num_computed_tokens: int = 0  # tokens whose KV is in the cache (prompt + generated, minus the newest)
+    num_output_tokens: int = 0  # tokens produced so far
+    first_token_time: float | None = None
+    finish_time: float | None = None
+    num_preemptions: int = 0
+    phase: Phase = Phase.WAITING
+
+
+@dataclass(frozen=True, slots=True)
+class StepShape:
+    """What one engine step's duration depends on (aggregated over the step's requests).
+
+    Decode sequences compute one token each; everything else is a prefill chunk. For a chunk of ``n``
+    new tokens over ``c`` cached ones, its attention work is ``n * (c + (n + 1) / 2)`` (causal).
+    """
+
+    prefill_tokens: int = 0  # new prompt tokens in the step, all prefill chunks together
+    prefill_seqs: int = 0  # number of prefill chunks
+    prefill_attn: float = 0.0  # sum over chunks of n * (c + (n + 1) / 2)
+    decode_batch: int = 0  # decode sequences
+    decode_context: int = 0  # sum over decode sequences of the tokens each attends to
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prefill_tokens + self.decode_batch
+
+
+@dataclass(slots=True)
+class StepResult:
+    """What one completed step did; ``produced`` are the requests that emitted one token in it."""
+
+    start: float
+    duration: float
+    shape: StepShape
+    produced: list[Request] = field(default_factory=list)  # first tokens included
+    finished: list[Request] = field(default_factory=list)
+    preempted: list[Request] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A what-if forecast for one new request on one instance (seconds from now)."""
+
+    ttft_s: float
+    e2e_s: float
+    queue_s: float  # until the request is first scheduled
+    running: int
+    waiting: int
+    kv_free_blocks: int

@@ -1,0 +1,1 @@
+"""Measured step-time profiles shipped with blockctl (installed as ``blockctl_profiles``)."""
