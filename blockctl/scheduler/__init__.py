@@ -1,0 +1,1 @@
+"""The global scheduler: routing policies (pure), the agent client and the OpenAI-compatible daemon."""
