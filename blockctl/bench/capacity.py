@@ -1,0 +1,150 @@
+"""Capacity search: run-level latency SLOs (``ttft-p99=3``); bisection for the highest QPS meeting them."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from blockctl.errors import ConfigError
+
+METRICS = ("ttft", "e2e", "tpot")
+_STAT = re.compile(r"^(mean|p(\d{1,2}(?:\.\d+)?))$")
+
+
+@dataclass(frozen=True, slots=True)
+class Slo:
+    """``metric`` (ttft | e2e | tpot) summarised by ``stat`` (mean | pNN) must be ≤ ``limit`` seconds.
+
+    Percentiles use numpy's default (linear interpolation). A request that failed counts as infinitely slow.
+    """
+
+    metric: str
+    stat: str
+    limit: float
+
+    def __str__(self) -> str:
+        return f"{self.metric}-{self.stat}={self.limit:g}"
+
+    @property
+    def quantile(self) -> float | None:
+        """The percentile as a fraction in [0, 1], or None for ``mean``."""
+        return None if self.stat == "mean" else float(self.stat[1:]) / 100.0
+
+    def value(self, samples: Sequence[float]) -> float:
+        if not samples:
+            return math.inf
+        arr = np.asarray(samples, dtype=float)
+        if self.quantile is None:
+            return float(arr.mean())
+        return float(np.percentile(arr, self.quantile * 100.0))
+
+    def holds(self, samples: Sequence[float]) -> bool:
+        return self.value(samples) <= self.limit
+
+    def max_violations(self, n: int) -> int | None:
+        """How many of ``n`` samples may exceed ``limit`` before a percentile SLO is certainly broken.
+
+        With linear interpolation the pQ value is at least the sorted sample at index ⌊Q(n−1)⌋, so once
+        ``n − ⌊Q(n−1)⌋`` samples exceed the limit the SLO cannot hold. None for ``mean`` (no such bound).
+        """
+        q = self.quantile
+        if q is None or n <= 0:
+            return None
+        return n - math.floor(q * (n - 1)) - 1
+
+
+def parse_slos(spec: str) -> list[Slo]:
+    """Parse ``ttft-p99=3[,e2e-p90=30,...]``; ConfigError names the option and the bad part."""
+    slos: list[Slo] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        name, eq, raw = part.partition("=")
+        metric, _, stat = name.strip().partition("-")
+        if not eq or metric not in METRICS or not _STAT.match(stat):
+            raise ConfigError(
+                f"'{part}': expected METRIC-STAT=SECONDS with METRIC in {', '.join(METRICS)} "
+                "and STAT mean or pNN (e.g. ttft-p99=3)",
+                key="--slo",
+            )
+        try:
+            limit = float(raw)
+        except ValueError:
+            raise ConfigError(f"'{part}': the limit must be a number of seconds", key="--slo") from None
+        if stat.startswith("p") and not 0.0 < float(stat[1:]) <= 100.0:
+            raise ConfigError(f"'{part}': the percentile must be in (0, 100]", key="--slo")
+        if limit <= 0:
+            raise ConfigError(f"'{part}': the limit must be positive", key="--slo")
+        slos.append(Slo(metric, stat, limit))
+    if not slos:
+        raise ConfigError("no SLO given", key="--slo")
+    return slos
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityResult:
+    """The highest QPS found to meet the SLO (0.0 when even ``min_qps`` fails) and every point tried."""
+
+    capacity: float
+    tried: tuple[tuple[float, bool], ...]  # (qps, slo held) in the order evaluated
+    capped: bool = False  # the SLO still held at max_qps: the true capacity may be higher
+
+
+def bisect_capacity(
+    holds: Callable[[float], bool],
+    *,
+    start: float,
+    resolution: float,
+    min_qps: float | None = None,
+    max_qps: float = 1e6,
+) -> CapacityResult:
+    """Highest QPS with ``holds(qps)`` true, assuming it is true below some threshold and false above.
+
+    Brackets first (doubling up from ``start`` while it holds, halving down while it fails), then bisects
+    until the bracket is narrower than ``resolution`` QPS; the answer is the bracket's lower end, a QPS that
+    was actually run and held. Halving stops at ``min_qps`` (default: ``resolution``).
+    """
+    if start <= 0 or resolution <= 0:
+        raise ConfigError("start and resolution must be positive", key="--resolution")
+    floor = resolution if min_qps is None else min_qps
+    tried: list[tuple[float, bool]] = []
+
+    def run(qps: float) -> bool:
+        ok = holds(qps)
+        tried.append((qps, ok))
+        return ok
+
+    lo: float | None = None
+    hi: float | None = None
+    qps = min(max(start, floor), max_qps)
+    if run(qps):
+        lo = qps
+        while hi is None:
+            if lo >= max_qps:
+                return CapacityResult(lo, tuple(tried), capped=True)
+            nxt = min(lo * 2.0, max_qps)
+            if run(nxt):
+                lo = nxt
+            else:
+                hi = nxt
+    else:
+        hi = qps
+        while lo is None:
+            if hi <= floor:
+                return CapacityResult(0.0, tuple(tried))
+            nxt = max(hi / 2.0, floor)
+            if run(nxt):
+                lo = nxt
+            else:
+                hi = nxt
+    while hi - lo > resolution:
+        mid = (lo + hi) / 2.0
+        if run(mid):
+            lo = mid
+        else:
+            hi = mid
+    return CapacityResult(lo, tuple(tried))

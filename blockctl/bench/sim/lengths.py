@@ -1,0 +1,79 @@
+"""Predicted output lengths for simulated requests: ``oracle``, ``noisy:PCT`` or ``tagger[:DIR]``."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from blockctl.errors import ConfigError
+
+KINDS = ("oracle", "noisy", "tagger")
+
+
+@dataclass(frozen=True, slots=True)
+class LengthSpec:
+    """A parsed ``--lengths`` value.
+
+    ``noisy:PCT``: predicted = round(true × (1 + u)), u ~ Uniform(−PCT/100, +PCT/100), at least 1 — an
+    unbiased error whose magnitude never exceeds PCT % (mean |error| = PCT/2 %). ``tagger[:DIR]``: the
+    trained length tagger in DIR (default: the tagger's own default location) predicts from the prompt text.
+    """
+
+    kind: str
+    pct: float = 0.0
+    tagger_dir: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "noisy":
+            return f"noisy:{self.pct:g}"
+        if self.kind == "tagger" and self.tagger_dir:
+            return f"tagger:{self.tagger_dir}"
+        return self.kind
+
+
+def parse_lengths(spec: str) -> LengthSpec:
+    """Parse ``oracle``, ``noisy:PCT`` (0 ≤ PCT ≤ 100) or ``tagger[:DIR]``; ConfigError names the option."""
+    kind, _, arg = spec.strip().partition(":")
+    if kind == "oracle" and not arg:
+        return LengthSpec("oracle")
+    if kind == "noisy":
+        try:
+            pct = float(arg)
+        except ValueError:
+            raise ConfigError(f"'{spec}': expected noisy:PCT with PCT a number", key="--lengths") from None
+        if not 0.0 <= pct <= 100.0:
+            raise ConfigError(f"'{spec}': PCT must be between 0 and 100", key="--lengths")
+        return LengthSpec("noisy", pct=pct)
+    if kind == "tagger":
+        return LengthSpec("tagger", tagger_dir=arg or None)
+    raise ConfigError(f"'{spec}': expected one of oracle, noisy:PCT, tagger[:DIR]", key="--lengths")
+
+
+def noisy_lengths(true_lengths: Sequence[int], pct: float, *, seed: int) -> list[int]:
+    """Each true length times a uniform relative error in ±pct %, rounded, ≥ 1; same seed, same list."""
+    rng = random.Random(seed)
+    frac = pct / 100.0
+    return [max(1, round(n * (1.0 + rng.uniform(-frac, frac)))) for n in true_lengths]
+
+
+def predicted_lengths(
+    spec: LengthSpec, true_lengths: Sequence[int], prompts: Sequence[str | None], *, seed: int
+) -> list[int]:
+    """The output length the predictor is told for each request (the engine still runs the true one)."""
+    if spec.kind == "oracle":
+        return [max(1, n) for n in true_lengths]
+    if spec.kind == "noisy":
+        return noisy_lengths(true_lengths, spec.pct, seed=seed)
+    return _tagger_lengths(spec.tagger_dir, prompts)
+
+
+def _tagger_lengths(tagger_dir: str | None, prompts: Sequence[str | None]) -> list[int]:
+    if any(p is None for p in prompts):
+        raise ConfigError(
+            "the workload has no prompt text (lengths only), so a tagger cannot predict from it",
+            key="--lengths",
+            hint="use --lengths noisy:50 or a text workload such as --workload sharegpt",
+        )
+    raise ConfigError("no length tagger is available in this build", key="--lengths",
+                      hint="--lengths noisy:50")

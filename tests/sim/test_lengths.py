@@ -1,0 +1,55 @@
+"""The --lengths parser and the noisy-length generator's statistics."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from blockctl.bench.sim.lengths import LengthSpec, noisy_lengths, parse_lengths, predicted_lengths
+from blockctl.errors import ConfigError
+
+
+def test_parse_each_kind() -> None:
+    assert parse_lengths("oracle") == LengthSpec("oracle")
+    assert parse_lengths("noisy:50") == LengthSpec("noisy", pct=50.0)
+    assert parse_lengths("tagger") == LengthSpec("tagger")
+    assert parse_lengths("tagger:/tmp/t") == LengthSpec("tagger", tagger_dir="/tmp/t")
+    assert str(parse_lengths("noisy:12.5")) == "noisy:12.5"
+
+
+@pytest.mark.parametrize("bad", ["", "noisy", "noisy:x", "noisy:-1", "noisy:101", "oracle:1", "perfect"])
+def test_parse_rejects_bad_values(bad: str) -> None:
+    with pytest.raises(ConfigError, match="--lengths"):
+        parse_lengths(bad)
+
+
+def test_noisy_error_is_uniform_unbiased_and_bounded() -> None:
+    true = [1000] * 20000
+    pred = noisy_lengths(true, 50.0, seed=3)
+    rel = [p / t - 1.0 for p, t in zip(pred, true, strict=True)]
+    assert max(rel) <= 0.5 and min(rel) >= -0.5
+    assert abs(statistics.fmean(rel)) < 0.01  # unbiased
+    # Uniform on [-0.5, 0.5]: mean |error| 0.25, standard deviation 0.5 / sqrt(3) ≈ 0.2887.
+    assert statistics.fmean(abs(r) for r in rel) == pytest.approx(0.25, abs=0.01)
+    assert statistics.pstdev(rel) == pytest.approx(0.5 / 3**0.5, abs=0.01)
+    # Each quarter of the range gets about a quarter of the samples.
+    quarters = [sum(lo <= r < lo + 0.25 for r in rel) for lo in (-0.5, -0.25, 0.0, 0.25)]
+    assert all(abs(q / len(rel) - 0.25) < 0.02 for q in quarters)
+
+
+def test_noisy_is_deterministic_per_seed_and_at_least_one() -> None:
+    true = [1, 2, 5, 300, 7]
+    assert noisy_lengths(true, 100.0, seed=1) == noisy_lengths(true, 100.0, seed=1)
+    assert noisy_lengths(true * 200, 30.0, seed=1) != noisy_lengths(true * 200, 30.0, seed=2)
+    assert min(noisy_lengths(true * 200, 100.0, seed=4)) >= 1
+    assert noisy_lengths(true, 0.0, seed=9) == true
+
+
+def test_oracle_is_the_truth() -> None:
+    assert predicted_lengths(LengthSpec("oracle"), [3, 9], [None, None], seed=0) == [3, 9]
+
+
+def test_tagger_needs_prompt_text() -> None:
+    with pytest.raises(ConfigError, match="no prompt text"):
+        predicted_lengths(LengthSpec("tagger"), [3], [None], seed=0)
