@@ -7,6 +7,7 @@
     ├── EngineError               the engine model was asked something impossible (e.g. prompt > KV capacity)
     ├── TaggerError               a length tagger cannot be trained, loaded or run
     ├── UpstreamError             an agent, engine or scheduler answered badly or not at all
+    ├── BadRequest                an HTTP client sent a body we refuse (rendered as OpenAI's 4xx error JSON)
     └── ClusterError              the cluster cannot be brought to the wanted state
         ├── StateError            the local state directory is missing or inconsistent
         └── HostError             one host failed one stage (names host, stage, exit status, stderr tail)
@@ -60,6 +61,18 @@ class UpstreamError(BlockctlError):
     def __init__(self, message: str, *, url: str | None = None, hint: str | None = None) -> None:
         super().__init__(f"{url}: {message}" if url else message, hint=hint)
         self.url = url
+
+
+class BadRequest(BlockctlError):
+    """A client's request is invalid; servers render it with ``blockctl.openai_api.error_response``."""
+
+    def __init__(
+        self, message: str, *, param: str | None = None, status: int = 400, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.param = param
+        self.status = status
+        self.code = code
 
 
 class ClusterError(BlockctlError):
