@@ -1,0 +1,98 @@
+"""Shared test fixtures: free loopback ports and ASGI apps served by a real uvicorn on loopback.
+
+Use ``serve_app`` (async, same event loop as the test) or ``serve_app_in_thread`` (its own loop in a
+thread, for sync clients such as ``openai.OpenAI``). Both bind the socket first, so the URL is ready and
+there is no port race, and both stop the server cleanly (lifespan shutdown runs) when the block exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+__all__ = ["bind_loopback", "free_port", "serve_app", "serve_app_in_thread"]
+
+
+def bind_loopback(port: int = 0) -> socket.socket:
+    """A listening-ready TCP socket on 127.0.0.1 (port 0: the OS picks a free one)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (prefer ``serve_app``, which keeps the socket it binds)."""
+    with contextlib.closing(bind_loopback()) as sock:
+        return int(sock.getsockname()[1])
+
+
+def _server(app: Any, **config: Any) -> uvicorn.Server:
+    settings: dict[str, Any] = {
+        "log_level": "warning",
+        "lifespan": "on",
+        "ws": "none",
+        "timeout_graceful_shutdown": 5,
+    }
+    settings.update(config)
+    return uvicorn.Server(uvicorn.Config(app, **settings))
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any, **config: Any) -> AsyncIterator[str]:
+    """Serve ``app`` on a free loopback port in the running loop; yields ``http://127.0.0.1:PORT``."""
+    sock = bind_loopback()
+    server = _server(app, **config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # re-raises a start-up failure
+                raise RuntimeError("uvicorn exited before it started")
+            await asyncio.sleep(0.005)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=15)
+        sock.close()
+
+
+@contextlib.contextmanager
+def serve_app_in_thread(app: Any, **config: Any) -> Iterator[str]:
+    """Like ``serve_app`` but on its own event loop in a daemon thread (for blocking clients)."""
+    sock = bind_loopback()
+    server = _server(app, **config)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(server.serve(sockets=[sock]))
+        except BaseException as exc:  # surfaced in the test thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="uvicorn-test", daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if errors or not thread.is_alive():
+                raise RuntimeError(f"uvicorn did not start: {errors!r}")
+            threading.Event().wait(0.005)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def unused_port() -> int:
+    return free_port()
