@@ -1,0 +1,28 @@
+"""The request shapes a workload yields, and a loaded workload with what was skipped while reading it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One request of a workload.
+
+    NOTE: ``output_tokens`` is the reference (true) output length: the load generator forces it with
+    ``max_tokens`` + ``ignore_eos``; the simulator runs the engine model to it.
+    """
+
+    prompt: str | None  # text when the source has it (None for length-only traces)
+    prompt_tokens: int
+    output_tokens: int  # reference (true) output length
+    timestamp: float | None = None  # seconds from trace start (trace replay)
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A loaded workload: the items, where they came from, and notes such as rows skipped."""
+
+    name: str  # the spec it was loaded from (registry name or file path)
+    items: list[WorkItem]
+    notes: list[str] = field(default_factory=list)  # e.g. "skipped 12 failed requests (zero response tokens)"
