@@ -1,0 +1,1 @@
+"""Predictor agent: a sidecar that proxies one engine instance and answers what-if latency predictions."""

@@ -1,0 +1,153 @@
+"""The agent's HTTP server: OpenAI proxy routes, /predict, /load, /state, /health, /metrics; its lifecycle.
+
+Auth: when a token is configured, every route except ``/health`` and ``/metrics`` needs
+``Authorization: Bearer <token>`` — the OpenAI routes too, so an agent on a GPU host's network port is not an
+open inference endpoint beside the scheduler. ``/health`` and ``/metrics`` carry no prompts and no secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from blockctl.engine.profile import load_profile
+from blockctl.engine.steptime import StepTimeModel
+from blockctl.errors import EngineError
+from blockctl.openai_api import error_response
+from blockctl_agents.predictor.core import AgentCore
+from blockctl_agents.predictor.metrics import render_metrics
+from blockctl_agents.predictor.observe import parse_metrics
+from blockctl_agents.predictor.proxy import forward_completion, forward_models
+from blockctl_agents.predictor.settings import AgentSettings
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _guard(core: AgentCore, handler: Handler) -> Handler:
+    token = core.settings.token
+    if token is None:
+        return handler
+    expected = f"Bearer {token}".encode()
+
+    async def guarded(request: Request) -> Response:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return error_response(401, "missing or wrong bearer token", type="authentication_error",
+                                  code="invalid_token", headers={"www-authenticate": "Bearer"})
+        return await handler(request)
+
+    return guarded
+
+
+def _int_field(data: dict[str, Any], key: str) -> int:
+    value = data.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{key}: must be an integer >= 1, got {value!r}")
+    return value
+
+
+async def _scrape_loop(core: AgentCore, client: httpx.AsyncClient) -> None:
+    """Refresh ``core.obs`` from the engine's /metrics every ``scrape_interval_s``; failures are counted."""
+    while True:
+        try:
+            resp = await client.get("/metrics", timeout=2.0)
+            resp.raise_for_status()
+            now = time.monotonic()
+            core.obs = parse_metrics(resp.text, now)
+            core.last_scrape_ok = now
+        except httpx.HTTPError:
+            core.scrape_failures += 1
+        await asyncio.sleep(core.settings.scrape_interval_s)
+
+
+def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> Starlette:
+    """The agent as an ASGI app; ``model`` defaults to the step-time model of ``settings.profile``."""
+    core = AgentCore(settings, model if model is not None else load_profile(settings.profile).model)
+    holder: dict[str, httpx.AsyncClient] = {}
+
+    def client() -> httpx.AsyncClient:
+        return holder["client"]
+
+    async def predict(request: Request) -> Response:
+        try:
+            data = json.loads(await request.body())
+            if not isinstance(data, dict):
+                raise ValueError("body must be a JSON object")
+            prompt, predicted = _int_field(data, "prompt_tokens"), _int_field(data, "predicted_output_tokens")
+            now = time.monotonic()
+            prediction, view = core.predict(prompt, predicted, now)
+        except (ValueError, EngineError) as exc:
+            return error_response(400, str(exc))
+        return JSONResponse({
+            **core.load(view, now),
+            "ttft_s": prediction.ttft_s,
+            "e2e_s": prediction.e2e_s,
+            "queue_s": prediction.queue_s,
+        })
+
+    async def load(request: Request) -> Response:
+        now = time.monotonic()
+        return JSONResponse(core.load(core.view(now), now))
+
+    async def state(request: Request) -> Response:
+        return JSONResponse(core.state(time.monotonic()))
+
+    async def health(request: Request) -> Response:
+        try:
+            resp = await client().get("/health", timeout=2.0)
+            engine_ok, detail = resp.status_code == 200, f"HTTP {resp.status_code}"
+        except httpx.HTTPError as exc:
+            engine_ok, detail = False, type(exc).__name__
+        body = {"status": "ok" if engine_ok else "engine_unhealthy", "instance": settings.name,
+                "engine": {"url": settings.engine_url, "healthy": engine_ok, "detail": detail}}
+        return JSONResponse(body, status_code=200 if engine_ok else 503)
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(render_metrics(core, time.monotonic()),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def completions(request: Request) -> Response:
+        return await forward_completion(request, core, client())
+
+    async def models(request: Request) -> Response:
+        return await forward_models(core, client())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        timeout = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=None)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=settings.engine_url, timeout=timeout, limits=limits) as c:
+            holder["client"] = c
+            task = asyncio.create_task(_scrape_loop(core, c))
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    g = lambda h: _guard(core, h)  # noqa: E731
+    routes = [
+        Route("/v1/completions", g(completions), methods=["POST"]),
+        Route("/v1/chat/completions", g(completions), methods=["POST"]),
+        Route("/v1/models", g(models), methods=["GET"]),
+        Route("/predict", g(predict), methods=["POST"]),
+        Route("/load", g(load), methods=["GET"]),
+        Route("/state", g(state), methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.core = core
+    return app

@@ -1,0 +1,134 @@
+"""The agent's beliefs and its prediction function: in-flight table, engine metrics, error stats; no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from blockctl.engine.steptime import StepTimeModel
+from blockctl.engine.types import Prediction, Request
+from blockctl.engine.whatif import predict as whatif_predict
+from blockctl.errors import EngineError
+from blockctl_agents.predictor.accuracy import PredictionErrors
+from blockctl_agents.predictor.observe import EngineObservation
+from blockctl_agents.predictor.settings import AgentSettings
+from blockctl_agents.predictor.tracker import Tracked, Tracker, estimated_produced
+from blockctl_agents.predictor.view import FRESH_S, EngineView, build_view
+
+NEW_ID = "blockctl-agent-new"
+
+
+class AgentCore:
+    """Owned by one event loop; every method is synchronous and cheap except ``predict`` (one what-if)."""
+
+    def __init__(self, settings: AgentSettings, model: StepTimeModel) -> None:
+        self.settings = settings
+        self.model = model
+        self.tracker = Tracker()
+        self.obs: EngineObservation | None = None
+        self.errors = PredictionErrors()
+        self.predictions_total = 0
+        self.scrape_failures = 0
+        self.last_scrape_ok: float | None = None
+
+    def view(self, now: float) -> EngineView:
+        return build_view(self.tracker.inflight.values(), now, self.settings.engine_config, self.obs)
+
+    def predict(
+        self, prompt_tokens: int, predicted_output_tokens: int, now: float
+    ) -> tuple[Prediction, EngineView]:
+        """What-if of a new request on this instance from now; EngineError if it can never run here."""
+        cfg = self.settings.engine_config
+        if prompt_tokens < 1 or prompt_tokens >= cfg.max_model_len:
+            raise EngineError(
+                f"prompt of {prompt_tokens} tokens leaves no room for output "
+                f"in max_model_len {cfg.max_model_len}"
+            )
+        view = self.view(now)
+        length = max(1, min(predicted_output_tokens, cfg.max_model_len - prompt_tokens))
+        new = Request(NEW_ID, prompt_tokens, length)
+        prediction = whatif_predict(view.config, self.model, view.running, view.waiting, new)
+        self.predictions_total += 1
+        return prediction, view
+
+    def load(self, view: EngineView, now: float) -> dict[str, Any]:
+        return {
+            "instance": self.settings.name,
+            "running": len(view.running),
+            "waiting": len(view.waiting),
+            "outstanding": len(self.tracker.inflight),
+            "kv_free_blocks": view.kv_free_blocks,
+            "kv_total_blocks": view.kv_total_blocks,
+            "waiting_prompt_blocks": view.waiting_prompt_blocks,
+            "recent_requests": self.tracker.recent_requests(now),
+        }
+
+    def admit(self, t: Tracked, now: float) -> None:
+        """Record the agent's own prediction for ``t`` (the baseline of the error metrics), then track it."""
+        try:
+            prediction, _ = self.predict(t.prompt_tokens, t.predicted_output_tokens, now)
+        except EngineError:
+            pass  # the engine will reject it; it is tracked (and failed) like any other
+        else:
+            t.predicted_ttft_s = prediction.ttft_s
+            t.predicted_e2e_s = prediction.e2e_s
+        self.tracker.add(t)
+
+    def complete(
+        self, req_id: str, now: float, *, ok: bool, output_tokens: int | None = None
+    ) -> Tracked | None:
+        """Remove a request; for a successful one, score the arrival prediction against what happened."""
+        t = self.tracker.finish(req_id, ok=ok)
+        if t is None or not ok:
+            return t
+        if output_tokens is not None:
+            t.produced = output_tokens
+        if t.predicted_e2e_s is not None:
+            self.errors.e2e.observe(t.predicted_e2e_s, now - t.arrival)
+        if t.stream and t.predicted_ttft_s is not None and t.first_token_at is not None:
+            self.errors.ttft.observe(t.predicted_ttft_s, t.first_token_at - t.arrival)
+        return t
+
+    def state(self, now: float) -> dict[str, Any]:
+        """Everything the agent believes, without prompts (it never stores them)."""
+        view = self.view(now)
+        obs = self.obs
+        tracked = len(self.tracker.inflight)
+        engine: dict[str, Any] = {"url": self.settings.engine_url, "metrics": None}
+        if obs is not None:
+            engine["metrics"] = {**asdict(obs), "age_s": now - obs.at, "fresh": now - obs.at <= FRESH_S}
+            if obs.running is not None and obs.waiting is not None:
+                engine["untracked_requests"] = max(0, obs.running + obs.waiting - tracked)
+        engine["scrape_failures"] = self.scrape_failures
+        running_ids = {r.req_id for r in view.running}
+        return {
+            **self.load(view, now),
+            "profile": self.settings.profile,
+            "engine_config": asdict(self.settings.engine_config),
+            "simulated_num_gpu_blocks": view.config.num_gpu_blocks,
+            "preempted_guess": view.preempted,
+            "hidden_kv_blocks": view.hidden_blocks,
+            "engine": engine,
+            "totals": {
+                "requests": self.tracker.total_requests,
+                "completed": self.tracker.total_completed,
+                "failed": self.tracker.total_failed,
+                "predictions": self.predictions_total,
+            },
+            "errors": {"ttft": self.errors.ttft.summary(), "e2e": self.errors.e2e.summary()},
+            "requests": [
+                {
+                    "id": t.req_id,
+                    "age_s": round(now - t.arrival, 4),
+                    "prompt_tokens": t.prompt_tokens,
+                    "predicted_output_tokens": t.predicted_output_tokens,
+                    "max_tokens": t.max_tokens,
+                    "stream": t.stream,
+                    "produced": estimated_produced(t, now),
+                    "phase": "running" if t.req_id in running_ids else "waiting",
+                    "predicted_ttft_s": t.predicted_ttft_s,
+                    "predicted_e2e_s": t.predicted_e2e_s,
+                }
+                for t in self.tracker.inflight.values()
+            ],
+        }

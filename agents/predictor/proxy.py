@@ -1,0 +1,166 @@
+"""Relay OpenAI requests to the engine while keeping the in-flight table of ``AgentCore`` up to date.
+
+The body is validated (a 400 in OpenAI's shape before anything reaches the engine) and forwarded unchanged.
+Connection failures are retried ``connect_retries`` times (nothing was sent yet); any later failure is a 502.
+The agent's bearer token is never forwarded; the engine is asked for an uncompressed body so SSE can be read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from blockctl.errors import BadRequest
+from blockctl.openai_api import ENDPOINT_KIND, bad_request_response, error_response, parse_completion_body
+from blockctl.tokens import count_prompt_tokens
+from blockctl_agents.predictor.core import AgentCore
+from blockctl_agents.predictor.sse import SseTokenCounter
+from blockctl_agents.predictor.tracker import Tracked, fallback_output_tokens
+
+H_PREDICTED = "x-blockctl-predicted-output-tokens"
+H_PROMPT = "x-blockctl-prompt-tokens"
+_DROP_REQUEST = {"host", "content-length", "authorization", "connection", "accept-encoding",
+                 "transfer-encoding", "keep-alive", "te", "upgrade", "proxy-authorization"}
+_DROP_RESPONSE = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+def _positive_header(request: Request, name: str) -> int | None:
+    raw = request.headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"header {name} must be an integer, got {raw!r}", param=name) from None
+    if value < 1:
+        raise BadRequest(f"header {name} must be at least 1, got {value}", param=name)
+    return value
+
+
+def _engine_down(core: AgentCore, exc: Exception, status: int) -> Response:
+    url = core.settings.engine_url
+    what = "is not reachable" if status == 503 else "failed"
+    return error_response(
+        status,
+        f"engine {url} {what}: {type(exc).__name__}",
+        type="service_unavailable" if status == 503 else "bad_gateway",
+        code="engine_unavailable" if status == 503 else "engine_error",
+        headers={"x-blockctl-hint": f"check the engine: curl {url}/health"},
+    )
+
+
+async def _send(core: AgentCore, client: httpx.AsyncClient, req: httpx.Request) -> httpx.Response:
+    """Send with bounded retries on connection failures only; the last failure propagates."""
+    retries = core.settings.connect_retries
+    for attempt in range(retries + 1):
+        try:
+            return await client.send(req, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            if attempt == retries:
+                raise
+            await asyncio.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+async def forward_models(core: AgentCore, client: httpx.AsyncClient) -> Response:
+    try:
+        resp = await client.get("/v1/models")
+    except httpx.HTTPError as exc:
+        refused = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+        return _engine_down(core, exc, 503 if refused else 502)
+    drop = _DROP_RESPONSE | {"content-encoding"}
+    headers = {k: v for k, v in resp.headers.items() if k.lower() not in drop}
+    return Response(resp.content, status_code=resp.status_code, headers=headers)
+
+
+async def forward_completion(request: Request, core: AgentCore, client: httpx.AsyncClient) -> Response:
+    path = request.url.path
+    raw = await request.body()
+    try:
+        body = parse_completion_body(raw, ENDPOINT_KIND[path])
+        prompt_tokens = _positive_header(request, H_PROMPT)
+        predicted = _positive_header(request, H_PREDICTED)
+        if prompt_tokens is None:
+            prompt_tokens = max(1, count_prompt_tokens(body))
+    except BadRequest as exc:
+        return bad_request_response(exc)
+    except ValueError as exc:
+        return error_response(400, str(exc), param="prompt")
+    limit = body.output_limit()
+    if predicted is None:
+        predicted = fallback_output_tokens(limit, body.ignore_eos)
+    req_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    if req_id in core.tracker.inflight:
+        req_id = f"{req_id}-{uuid.uuid4().hex[:8]}"
+    core.admit(
+        Tracked(req_id, time.monotonic(), prompt_tokens, predicted, stream=body.stream, max_tokens=limit),
+        time.monotonic(),
+    )
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
+    headers["accept-encoding"] = "identity"
+    upstream = client.build_request("POST", path, content=raw, headers=headers)
+    done = False
+    try:
+        try:
+            resp = await _send(core, client, upstream)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            return _engine_down(core, exc, 503)
+        except httpx.HTTPError as exc:
+            return _engine_down(core, exc, 502)
+        out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in _DROP_RESPONSE}
+        out_headers["x-blockctl-instance"] = core.settings.name
+        if resp.status_code != 200 or not body.stream:
+            try:
+                data = await resp.aread()
+            except httpx.HTTPError as exc:
+                return _engine_down(core, exc, 502)
+            finally:
+                await resp.aclose()
+            tokens = _usage_tokens(data) if resp.status_code == 200 else None
+            done = True
+            core.complete(req_id, time.monotonic(), ok=resp.status_code == 200, output_tokens=tokens)
+            out_headers.pop("content-encoding", None)
+            return Response(data, status_code=resp.status_code, headers=out_headers)
+        done = True  # from here the relay generator owns the request's completion
+        return StreamingResponse(
+            _relay(core, req_id, resp), status_code=resp.status_code, headers=out_headers,
+            background=BackgroundTask(resp.aclose),
+        )
+    finally:
+        if not done:
+            core.complete(req_id, time.monotonic(), ok=False)
+
+
+async def _relay(core: AgentCore, req_id: str, resp: httpx.Response) -> AsyncIterator[bytes]:
+    counter = SseTokenCounter()
+    ok = False
+    try:
+        async for chunk in resp.aiter_raw():
+            n = counter.feed(chunk)
+            if n:
+                core.tracker.token(req_id, time.monotonic(), n)
+            yield chunk
+        ok = counter.error is None
+    except httpx.HTTPError as exc:
+        err = {"error": {"message": f"engine stream broke: {type(exc).__name__}", "type": "bad_gateway",
+                         "param": None, "code": "engine_error"}}
+        yield f"data: {json.dumps(err)}\n\n".encode()
+    finally:
+        core.complete(req_id, time.monotonic(), ok=ok, output_tokens=counter.usage_completion_tokens)
+
+
+def _usage_tokens(data: bytes) -> int | None:
+    try:
+        usage = json.loads(data).get("usage") or {}
+    except (ValueError, AttributeError):
+        return None
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) else None

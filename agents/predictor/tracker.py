@@ -1,0 +1,119 @@
+"""What the agent knows about each in-flight request, and the rules that turn it into engine-model progress.
+
+Rules (documented here because the scheduler and the benchmarks rely on them):
+
+* Predicted output length: the ``x-blockctl-predicted-output-tokens`` header; without it, ``max_tokens``
+  when the body sets ``ignore_eos`` (the length is then exact), else
+  ``min(max_tokens, DEFAULT_OUTPUT_TOKENS)``.
+  Always capped so that prompt + output fits ``max_model_len``.
+* Progress: streaming requests count one token per SSE content chunk (vLLM and the emulator send one chunk per
+  token). Non-streaming requests cannot be observed, so their progress is interpolated from the prediction the
+  agent made at their arrival: no token before the predicted first-token time, then one token per predicted
+  inter-token interval ``(e2e - ttft) / (L - 1)``, extrapolated at the same pace past the predicted finish.
+* Overrun: a request that has produced ``p >= L`` tokens (``L`` = its predicted length) is assumed to continue
+  for ``max(1, ceil(OVERRUN_FRACTION * p))`` more tokens, capped by ``max_tokens`` and ``max_model_len`` but
+  never below one token. Output lengths are heavy-tailed, so the expected remainder of a request that has
+  outlived its prediction grows with its age; half its current length is a middle ground between the
+  exponential (constant remainder) and Pareto (remainder proportional to age) cases. Re-evaluated on every
+  prediction, so a request that keeps overrunning keeps being pushed further out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+DEFAULT_OUTPUT_TOKENS = 256  # fallback predicted length: about the mean ShareGPT reply
+OVERRUN_FRACTION = 0.5
+RECENT_WINDOW_S = 60.0
+
+
+@dataclass(slots=True)
+class Tracked:
+    """One in-flight request as the agent sees it; times are ``time.monotonic()`` seconds."""
+
+    req_id: str
+    arrival: float
+    prompt_tokens: int
+    predicted_output_tokens: int
+    stream: bool
+    max_tokens: int | None = None
+    produced: int = 0  # streaming: content chunks seen so far
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+    predicted_ttft_s: float | None = None  # the agent's own prediction at arrival
+    predicted_e2e_s: float | None = None
+
+
+def fallback_output_tokens(
+    max_tokens: int | None, ignore_eos: bool, default: int = DEFAULT_OUTPUT_TOKENS
+) -> int:
+    """Predicted output length when the scheduler sent none (see module docstring)."""
+    if max_tokens is not None and max_tokens >= 1:
+        return max_tokens if ignore_eos else min(max_tokens, default)
+    return default
+
+
+def estimated_produced(t: Tracked, now: float) -> int:
+    """Tokens the request has produced by ``now``: counted when streaming, interpolated otherwise."""
+    if t.stream:
+        return t.produced
+    if t.predicted_ttft_s is None or t.predicted_e2e_s is None:
+        return 0
+    since_first = now - t.arrival - t.predicted_ttft_s
+    if since_first < 0:
+        return 0
+    length = t.predicted_output_tokens
+    tpot = (t.predicted_e2e_s - t.predicted_ttft_s) / (length - 1) if length > 1 else t.predicted_ttft_s
+    produced = 1 + int(since_first / max(tpot, 1e-4))
+    return min(produced, t.max_tokens) if t.max_tokens else produced
+
+
+def assumed_total_output(produced: int, predicted: int, max_tokens: int | None, length_cap: int) -> int:
+    """Total output length the what-if runs a request to; always at least one token beyond ``produced``."""
+    total = predicted if produced < predicted else produced + max(1, math.ceil(OVERRUN_FRACTION * produced))
+    if max_tokens is not None:
+        total = min(total, max_tokens)
+    total = min(total, length_cap)
+    return max(total, produced + 1)
+
+
+class Tracker:
+    """The in-flight table plus arrival history; the agent's only mutable request state."""
+
+    def __init__(self) -> None:
+        self.inflight: dict[str, Tracked] = {}  # insertion order = arrival order
+        self._arrivals: deque[float] = deque()
+        self.total_requests = 0
+        self.total_completed = 0
+        self.total_failed = 0
+
+    def add(self, t: Tracked) -> None:
+        self.inflight[t.req_id] = t
+        self._arrivals.append(t.arrival)
+        self.total_requests += 1
+
+    def token(self, req_id: str, now: float, n: int = 1) -> None:
+        t = self.inflight.get(req_id)
+        if t is None or n <= 0:
+            return
+        if t.first_token_at is None:
+            t.first_token_at = now
+        t.produced += n
+        t.last_token_at = now
+
+    def finish(self, req_id: str, *, ok: bool) -> Tracked | None:
+        t = self.inflight.pop(req_id, None)
+        if t is not None:
+            if ok:
+                self.total_completed += 1
+            else:
+                self.total_failed += 1
+        return t
+
+    def recent_requests(self, now: float) -> int:
+        """Requests that arrived in the last ``RECENT_WINDOW_S`` seconds."""
+        while self._arrivals and self._arrivals[0] < now - RECENT_WINDOW_S:
+            self._arrivals.popleft()
+        return len(self._arrivals)

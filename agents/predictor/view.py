@@ -1,0 +1,124 @@
+"""Turn the agent's in-flight table and the engine's metrics into the engine-model view a what-if runs on.
+
+Reconciliation with the engine's ``/metrics`` (used only when the scrape is at most ``FRESH_S`` old):
+
+* Running vs waiting: a request with at least one (observed or estimated) token is running, in arrival order
+  (FCFS admission); a request without one is waiting, so the what-if admits it exactly as the engine would.
+* Preemptions: the agent cannot see a preemption, but the engine's ``num_requests_waiting`` can exceed the
+  number of tracked requests that had no first token at scrape time. That excess is taken as preempted: the
+  latest-admitted running requests that produced no token since the scrape (vLLM preempts from the back of
+  the running queue) move to the front of the waiting queue with their KV dropped (recompute).
+* KV usage: ``kv_free_blocks`` comes from the engine's KV usage when known. If the engine uses more blocks
+  than the view accounts for by over ``HIDDEN_TOLERANCE`` of the cache (traffic that bypassed the agent, or a
+  cache smaller than configured), the what-if runs on a cache shrunk by that hidden usage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from blockctl.engine.types import EngineConfig, Phase, Request
+from blockctl_agents.predictor.observe import EngineObservation
+from blockctl_agents.predictor.tracker import Tracked, assumed_total_output, estimated_produced
+
+FRESH_S = 2.0
+HIDDEN_TOLERANCE = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class EngineView:
+    """The engine state a what-if starts from (times relative to now), plus its load summary."""
+
+    running: list[Request]
+    waiting: list[Request]
+    config: EngineConfig  # num_gpu_blocks possibly shrunk by hidden usage
+    kv_free_blocks: int
+    kv_total_blocks: int
+    waiting_prompt_blocks: int
+    preempted: int  # running requests moved to waiting by the preemption rule
+    hidden_blocks: int  # KV blocks in use that the view does not account for
+
+
+def _blocks(tokens: int, block_size: int) -> int:
+    return -(-tokens // block_size)
+
+
+def _first_token_at(t: Tracked) -> float | None:
+    if t.stream or t.predicted_ttft_s is None:
+        return t.first_token_at
+    return t.arrival + t.predicted_ttft_s
+
+
+def build_view(
+    inflight: Iterable[Tracked], now: float, config: EngineConfig, obs: EngineObservation | None
+) -> EngineView:
+    running: list[Request] = []
+    waiting: list[Request] = []
+    by_id: dict[str, Tracked] = {}
+    for t in inflight:
+        cap = config.max_model_len - t.prompt_tokens
+        if cap < 1:
+            continue  # the engine rejects it; it will leave the table in a moment
+        by_id[t.req_id] = t
+        produced = min(estimated_produced(t, now), cap - 1)
+        total = assumed_total_output(produced, t.predicted_output_tokens, t.max_tokens, cap)
+        req = Request(t.req_id, t.prompt_tokens, total, arrival_time=t.arrival - now)
+        if produced > 0:
+            req.num_output_tokens = produced
+            req.num_computed_tokens = t.prompt_tokens + produced - 1
+            first = _first_token_at(t)
+            req.first_token_time = None if first is None else first - now
+            req.phase = Phase.RUNNING
+            running.append(req)
+        else:
+            waiting.append(req)
+
+    fresh = obs is not None and now - obs.at <= FRESH_S
+    preempted = 0
+    if fresh and obs is not None and obs.waiting is not None:
+        unstarted = 0
+        for t in by_id.values():
+            first = _first_token_at(t)
+            if t.arrival <= obs.at and (first is None or first > obs.at):
+                unstarted += 1
+        excess = obs.waiting - unstarted
+        moved: list[Request] = []
+        for req in reversed(running):
+            if len(moved) >= excess:
+                break
+            t = by_id[req.req_id]
+            if t.stream and t.last_token_at is not None and t.last_token_at >= obs.at:
+                continue  # it produced a token since the scrape: running
+            moved.append(req)
+        for req in moved:
+            running.remove(req)
+            req.num_computed_tokens = 0
+            req.phase = Phase.WAITING
+        preempted = len(moved)
+        waiting = moved[::-1] + waiting
+
+    bs = config.block_size
+    total_blocks = config.num_gpu_blocks
+    used_view = sum(_blocks(r.prompt_tokens + r.num_output_tokens, bs) for r in running)
+    kv_free = max(0, total_blocks - used_view)
+    hidden = 0
+    sim_config = config
+    if fresh and obs is not None and obs.kv_usage is not None:
+        used_metric = obs.kv_usage * total_blocks
+        kv_free = max(0, round(total_blocks - used_metric))
+        if used_metric - used_view > HIDDEN_TOLERANCE * total_blocks:
+            hidden = int(used_metric - used_view)
+            sim_config = dataclasses.replace(config, num_gpu_blocks=max(1, total_blocks - hidden))
+    waiting_blocks = sum(_blocks(r.prompt_tokens + r.num_output_tokens, bs) for r in waiting)
+    return EngineView(
+        running=running,
+        waiting=waiting,
+        config=sim_config,
+        kv_free_blocks=kv_free,
+        kv_total_blocks=total_blocks,
+        waiting_prompt_blocks=waiting_blocks,
+        preempted=preempted,
+        hidden_blocks=hidden,
+    )
