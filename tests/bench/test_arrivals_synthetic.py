@@ -20,8 +20,10 @@ def _gaps(t: np.ndarray) -> np.ndarray:
     return np.diff(t)
 
 
-@pytest.mark.parametrize(("process", "burstiness", "cv"), [("poisson", 1.0, 1.0), ("gamma", 0.25, 2.0),
-                                                            ("gamma", 4.0, 0.5), ("constant", 1.0, 0.0)])
+@pytest.mark.parametrize(
+    ("process", "burstiness", "cv"),
+    [("poisson", 1.0, 1.0), ("gamma", 0.25, 2.0), ("gamma", 4.0, 0.5), ("constant", 1.0, 0.0)],
+)
 def test_rate_and_burstiness(process: str, burstiness: float, cv: float) -> None:
     t = arrival_times(process, N, qps=8.0, burstiness=burstiness, seed=3)
     assert t[0] == 0.0 and np.all(np.diff(t) >= 0)

@@ -1,7 +1,7 @@
 """Workloads: built-in datasets, synthetic generators, trace files, and arrival processes.
 
-    load_workload("sharegpt", num_requests=1000, seed=0) -> list[WorkItem]
-    arrival_times("gamma", 1000, qps=4.0, burstiness=0.5, seed=0) -> numpy array of send offsets (s)
+load_workload("sharegpt", num_requests=1000, seed=0) -> list[WorkItem]
+arrival_times("gamma", 1000, qps=4.0, burstiness=0.5, seed=0) -> numpy array of send offsets (s)
 """
 
 from __future__ import annotations

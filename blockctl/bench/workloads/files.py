@@ -121,9 +121,7 @@ def read_jsonl(path: Path, *, limit: int | None = None) -> Workload:
                 break
     texts = [p for p, _, _, _ in raw if p is not None]
     counted = iter(count_tokens(texts))
-    items = [
-        WorkItem(p, pt if pt is not None else next(counted), o, ts) for p, pt, o, ts in raw
-    ]
+    items = [WorkItem(p, pt if pt is not None else next(counted), o, ts) for p, pt, o, ts in raw]
     if any(i.prompt_tokens < 1 for i in items):
         raise WorkloadError(f"{path}: a prompt has no tokens")
     return Workload(str(path), _relative(path, items))
@@ -192,10 +190,7 @@ def _relative(path: Path, items: list[WorkItem]) -> list[WorkItem]:
     t0 = min(stamps)
     if len(stamps) == len(items):
         items = sorted(items, key=lambda i: i.timestamp or 0.0)  # stable: replay in time order
-    return [
-        WorkItem(i.prompt, i.prompt_tokens, i.output_tokens, _shift(i.timestamp, t0))
-        for i in items
-    ]
+    return [WorkItem(i.prompt, i.prompt_tokens, i.output_tokens, _shift(i.timestamp, t0)) for i in items]
 
 
 def _shift(ts: float | None, t0: float) -> float | None:
