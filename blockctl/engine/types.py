@@ -42,6 +42,7 @@ class Request:
     finish_time: float | None = None
     num_preemptions: int = 0
     phase: Phase = Phase.WAITING
+    first_scheduled_time: float | None = None  # start of the first step that computed any of its tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,8 @@ class StepShape:
     prefill_seqs: int = 0  # number of prefill chunks
     prefill_attn: float = 0.0  # sum over chunks of n * (c + (n + 1) / 2)
     decode_batch: int = 0  # decode sequences
-    decode_context: int = 0  # sum over decode sequences of the tokens each attends to
+    decode_context: int = 0  # sum over decode sequences of the cached tokens each attends to
+    prefill_cached: int = 0  # sum over chunks of their cached prefix c (KV read by the chunk)
 
     @property
     def total_tokens(self) -> int:

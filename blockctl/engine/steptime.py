@@ -1,0 +1,138 @@
+"""The step-time model: how long one engine step takes on a GPU, from the step's composition.
+
+Form (all coefficients non-negative, so the model is positive and monotone in every input)::
+
+    gpu_ms = const_ms
+           + (linear_mem_ms ** p + (linear_ms_per_token * N) ** p) ** (1 / p)   # linear layers: weight-read
+                                                                             # floor, then compute-bound
+           + prefill_attn_ms_per_mpair * prefill_attn / 1e6      # causal attention of prefill chunks
+           + cached_ms_per_ktoken * prefill_cached / 1e3         # reading a chunk's cached prefix
+           + decode_attn_ms_per_ktoken * decode_context / 1e3    # KV read of every decode sequence
+           + lm_head_ms_per_krow * (prefill_seqs + decode_batch) / 1e3
+
+with ``N = prefill_tokens + decode_batch`` (every token of the step goes through the linear layers together).
+``step_seconds`` adds ``overhead_ms``, the engine's CPU time per step, which GPU profiles do not contain.
+
+NOTE: the model is affine in ``decode_context`` for a fixed batch; the engine relies on this to jump over
+stretches of pure-decode steps in closed form (:meth:`StepTimeModel.decode_run_ms`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from blockctl.engine.types import StepShape
+from blockctl.errors import ProfileError
+
+DEFAULT_OVERHEAD_MS = 1.5  # vLLM V1 CPU time per step not hidden behind the GPU (scheduling, sampling, detok)
+
+
+@dataclass(frozen=True, slots=True)
+class StepTimeParams:
+    """Fitted coefficients of the step-time model (milliseconds; see the module docstring)."""
+
+    const_ms: float
+    linear_mem_ms: float
+    linear_ms_per_token: float
+    roofline_p: float
+    prefill_attn_ms_per_mpair: float
+    cached_ms_per_ktoken: float
+    decode_attn_ms_per_ktoken: float
+    lm_head_ms_per_krow: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "profile") -> StepTimeParams:
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ProfileError(f"{source}: fit.params lacks {', '.join(missing)}")
+        values: dict[str, float] = {}
+        for n in names:
+            v = data[n]
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise ProfileError(f"{source}: fit.params.{n} must be a finite number >= 0, got {v!r}")
+            values[n] = float(v)
+        if values["roofline_p"] < 1.0:
+            raise ProfileError(f"{source}: fit.params.roofline_p must be >= 1, got {values['roofline_p']}")
+        return cls(**values)
+
+    def as_vector(self) -> list[float]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+
+@dataclass(slots=True)
+class StepTimeModel:
+    """Step durations from fitted parameters; ``rel_noise`` is the relative spread of one step's time."""
+
+    params: StepTimeParams
+    overhead_ms: float = DEFAULT_OVERHEAD_MS
+    rel_noise: float = 0.0
+    _linear_cache: list[float] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if not (self.overhead_ms >= 0 and math.isfinite(self.overhead_ms)):
+            raise ProfileError(f"overhead_ms must be a finite number >= 0, got {self.overhead_ms!r}")
+        if not (self.rel_noise >= 0 and math.isfinite(self.rel_noise)):
+            raise ProfileError(f"rel_noise must be a finite number >= 0, got {self.rel_noise!r}")
+
+    def linear_ms(self, n: int) -> float:
+        """Time of the linear layers on ``n`` tokens (memoised: the engine asks for the same n often)."""
+        cache = self._linear_cache
+        if n < len(cache):
+            return cache[n]
+        p = self.params
+        if n < 65536:
+            start = len(cache)
+            pw, mem, slope = p.roofline_p, p.linear_mem_ms**p.roofline_p, p.linear_ms_per_token
+            cache.extend((mem + (slope * i) ** pw) ** (1.0 / pw) for i in range(start, n + 1))
+            return cache[n]
+        return float((p.linear_mem_ms**p.roofline_p + (p.linear_ms_per_token * n) ** p.roofline_p)
+                     ** (1.0 / p.roofline_p))
+
+    def gpu_ms_raw(
+        self,
+        prefill_tokens: int,
+        prefill_seqs: int,
+        prefill_attn: float,
+        prefill_cached: int,
+        decode_batch: int,
+        decode_context: int,
+    ) -> float:
+        """GPU milliseconds of one step, without the per-step overhead (comparable to profile rows)."""
+        p = self.params
+        return (
+            p.const_ms
+            + self.linear_ms(prefill_tokens + decode_batch)
+            + p.prefill_attn_ms_per_mpair * prefill_attn * 1e-6
+            + p.cached_ms_per_ktoken * prefill_cached * 1e-3
+            + p.decode_attn_ms_per_ktoken * decode_context * 1e-3
+            + p.lm_head_ms_per_krow * (prefill_seqs + decode_batch) * 1e-3
+        )
+
+    def gpu_ms(self, shape: StepShape) -> float:
+        return self.gpu_ms_raw(
+            shape.prefill_tokens, shape.prefill_seqs, shape.prefill_attn, shape.prefill_cached,
+            shape.decode_batch, shape.decode_context,
+        )
+
+    def step_seconds(self, shape: StepShape) -> float:
+        """Wall time of one engine step: GPU time plus the per-step overhead."""
+        return (self.gpu_ms(shape) + self.overhead_ms) * 1e-3
+
+    def decode_coeffs(self, batch: int) -> tuple[float, float]:
+        """(a, b) such that a pure-decode step of ``batch`` sequences with context sum C takes a + b*C ms,
+        overhead included."""
+        p = self.params
+        a = (p.const_ms + self.linear_ms(batch) + p.lm_head_ms_per_krow * batch * 1e-3 + self.overhead_ms)
+        return a, p.decode_attn_ms_per_ktoken * 1e-3
+
+    def decode_run_ms(self, batch: int, context_sum: int, steps: int) -> float:
+        """Total time (ms, overhead included) of ``steps`` pure-decode steps of a constant batch whose
+        context sum starts at ``context_sum`` and grows by ``batch`` each step."""
+        a, b = self.decode_coeffs(batch)
+        return steps * (a + b * context_sum) + b * batch * steps * (steps - 1) * 0.5

@@ -1,0 +1,60 @@
+"""What-if forecast: when would a new request's first token come, and when would it finish, here?"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from blockctl.engine.core import Engine
+from blockctl.engine.steptime import StepTimeModel
+from blockctl.engine.types import EngineConfig, Phase, Prediction, Request
+
+
+def _copy(r: Request) -> Request:
+    produced = max(0, r.num_output_tokens)
+    return Request(
+        req_id=r.req_id,
+        prompt_tokens=r.prompt_tokens,
+        output_tokens=max(r.output_tokens, produced + 1),  # a prediction already overrun: one more token
+        num_computed_tokens=min(max(0, r.num_computed_tokens), r.prompt_tokens + produced),
+        num_output_tokens=produced,
+        phase=r.phase,
+    )
+
+
+def predict(
+    config: EngineConfig,
+    model: StepTimeModel,
+    running: Sequence[Request],
+    waiting: Sequence[Request],
+    new: Request,
+) -> Prediction:
+    """Simulate the instance from now (t=0) until ``new`` completes; mutates nothing.
+
+    ``running`` in admission order and ``waiting`` in queue order carry ``output_tokens`` = the predicted
+    total output length and their progress fields (``num_computed_tokens``, ``num_output_tokens``). A running
+    request whose prediction is already overrun is assumed to need one more token. No noise is added.
+    Raises EngineError when ``new`` can never fit this instance.
+    """
+    eng = Engine(config, model)
+    for r in running:
+        c = _copy(r)
+        c.phase = Phase.RUNNING
+        eng.restore(c)
+    for r in waiting:
+        c = _copy(r)
+        c.num_computed_tokens = 0
+        c.phase = Phase.WAITING
+        eng.restore(c)
+    free_now = eng.free_blocks
+    target = Request(req_id=new.req_id, prompt_tokens=new.prompt_tokens, output_tokens=new.output_tokens)
+    eng.add(target)
+    eng.run_until_finished(target)
+    assert target.finish_time is not None and target.first_token_time is not None
+    return Prediction(
+        ttft_s=target.first_token_time,
+        e2e_s=target.finish_time,
+        queue_s=target.first_scheduled_time if target.first_scheduled_time is not None else 0.0,
+        running=len(running),
+        waiting=len(waiting),
+        kv_free_blocks=free_now,
+    )
