@@ -7,13 +7,13 @@ Schema (version 1)::
       "kind": "live" | "sim",          # measured over HTTP, or in the cluster simulator
       "label": "block",                # the run's name in side-by-side reports (policy or user label)
       "created": "2026-01-01T12:00:00Z",
-      "config": {...},                 # what was run: endpoint, workload, requests, qps, arrival, seed, slo, ...
+      "config": {...},                 # what was run: endpoint, workload, requests, qps, arrival, seed, ...
       "summary": {                     # blockctl.bench.metrics.Summary; seconds and per-second rates
         "requests", "completed", "failed", "duration_s", "request_throughput", "output_token_throughput",
         "total_token_throughput", "goodput", "slo_attainment", "errors": {message: count},
         "ttft" | "tpot" | "itl" | "e2e" | "lateness": {"n", "mean", "p50", "p90", "p99", "max"}
       },
-      "records": [                     # blockctl.bench.metrics.RequestRecord, one per request, failed included
+      "records": [                     # blockctl.bench.metrics.RequestRecord, one a request, failed ones too
         {"index", "prompt_tokens", "output_tokens", "expected_output_tokens", "scheduled_s", "sent_s",
          "ttft_s", "e2e_s", "itl_s": [...], "instance", "predicted_e2e_s", "predicted_output_tokens", "error"}
       ]
@@ -89,7 +89,7 @@ def dumps(result: RunResult) -> str:
 
 
 def save_results(path: str | Path, result: RunResult) -> Path:
-    """Write ``result`` to ``path`` atomically (temp file + rename); ConfigError naming the path on failure."""
+    """Write ``result`` to ``path`` atomically (temp file + rename); ConfigError naming the path if not."""
     path = Path(path)
     text = dumps(result)
     try:
