@@ -23,8 +23,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="instance name reported to the scheduler (default: host:port)")
     p.add_argument("--scrape-interval", type=float, default=0.5, help="seconds between /metrics scrapes")
     g = p.add_argument_group("engine flags (as the engine was started; default: the profile's)")
-    for flag in ("max-num-seqs", "max-num-batched-tokens", "num-gpu-blocks-override", "block-size",
-                 "max-model-len"):
+    for flag in (
+        "max-num-seqs",
+        "max-num-batched-tokens",
+        "num-gpu-blocks-override",
+        "block-size",
+        "max-model-len",
+    ):
         g.add_argument(f"--{flag}", type=int)
     return p
 

@@ -67,8 +67,12 @@ class ErrorStats:
         return lines
 
     def summary(self) -> dict[str, float | int | None]:
-        return {"count": self.total, "mape_pct": self.mape(), "p50_ape_pct": self.quantile(0.5),
-                "p90_ape_pct": self.quantile(0.9)}
+        return {
+            "count": self.total,
+            "mape_pct": self.mape(),
+            "p50_ape_pct": self.quantile(0.5),
+            "p90_ape_pct": self.quantile(0.9),
+        }
 
 
 @dataclass(slots=True)

@@ -43,8 +43,13 @@ def _guard(core: AgentCore, handler: Handler) -> Handler:
     async def guarded(request: Request) -> Response:
         given = request.headers.get("authorization", "").encode()
         if not hmac.compare_digest(given, expected):
-            return error_response(401, "missing or wrong bearer token", type="authentication_error",
-                                  code="invalid_token", headers={"www-authenticate": "Bearer"})
+            return error_response(
+                401,
+                "missing or wrong bearer token",
+                type="authentication_error",
+                code="invalid_token",
+                headers={"www-authenticate": "Bearer"},
+            )
         return await handler(request)
 
     return guarded
@@ -89,12 +94,14 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
             prediction, view = core.predict(prompt, predicted, now)
         except (ValueError, EngineError) as exc:
             return error_response(400, str(exc))
-        return JSONResponse({
-            **core.load(view, now),
-            "ttft_s": prediction.ttft_s,
-            "e2e_s": prediction.e2e_s,
-            "queue_s": prediction.queue_s,
-        })
+        return JSONResponse(
+            {
+                **core.load(view, now),
+                "ttft_s": prediction.ttft_s,
+                "e2e_s": prediction.e2e_s,
+                "queue_s": prediction.queue_s,
+            }
+        )
 
     async def load(request: Request) -> Response:
         now = time.monotonic()
@@ -109,13 +116,17 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
             engine_ok, detail = resp.status_code == 200, f"HTTP {resp.status_code}"
         except httpx.HTTPError as exc:
             engine_ok, detail = False, type(exc).__name__
-        body = {"status": "ok" if engine_ok else "engine_unhealthy", "instance": settings.name,
-                "engine": {"url": settings.engine_url, "healthy": engine_ok, "detail": detail}}
+        body = {
+            "status": "ok" if engine_ok else "engine_unhealthy",
+            "instance": settings.name,
+            "engine": {"url": settings.engine_url, "healthy": engine_ok, "detail": detail},
+        }
         return JSONResponse(body, status_code=200 if engine_ok else 503)
 
     async def metrics(request: Request) -> Response:
-        return PlainTextResponse(render_metrics(core, time.monotonic()),
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(
+            render_metrics(core, time.monotonic()), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     async def completions(request: Request) -> Response:
         return await forward_completion(request, core, client())
@@ -137,7 +148,9 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    g = lambda h: _guard(core, h)  # noqa: E731
+    def g(handler: Handler) -> Handler:
+        return _guard(core, handler)
+
     routes = [
         Route("/v1/completions", g(completions), methods=["POST"]),
         Route("/v1/chat/completions", g(completions), methods=["POST"]),

@@ -27,8 +27,18 @@ from blockctl_agents.predictor.tracker import Tracked, fallback_output_tokens
 
 H_PREDICTED = "x-blockctl-predicted-output-tokens"
 H_PROMPT = "x-blockctl-prompt-tokens"
-_DROP_REQUEST = {"host", "content-length", "authorization", "connection", "accept-encoding",
-                 "transfer-encoding", "keep-alive", "te", "upgrade", "proxy-authorization"}
+_DROP_REQUEST = {
+    "host",
+    "content-length",
+    "authorization",
+    "connection",
+    "accept-encoding",
+    "transfer-encoding",
+    "keep-alive",
+    "te",
+    "upgrade",
+    "proxy-authorization",
+}
 _DROP_RESPONSE = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
@@ -131,7 +141,9 @@ async def forward_completion(request: Request, core: AgentCore, client: httpx.As
             return Response(data, status_code=resp.status_code, headers=out_headers)
         done = True  # from here the relay generator owns the request's completion
         return StreamingResponse(
-            _relay(core, req_id, resp), status_code=resp.status_code, headers=out_headers,
+            _relay(core, req_id, resp),
+            status_code=resp.status_code,
+            headers=out_headers,
             background=BackgroundTask(resp.aclose),
         )
     finally:
@@ -150,8 +162,14 @@ async def _relay(core: AgentCore, req_id: str, resp: httpx.Response) -> AsyncIte
             yield chunk
         ok = counter.error is None
     except httpx.HTTPError as exc:
-        err = {"error": {"message": f"engine stream broke: {type(exc).__name__}", "type": "bad_gateway",
-                         "param": None, "code": "engine_error"}}
+        err = {
+            "error": {
+                "message": f"engine stream broke: {type(exc).__name__}",
+                "type": "bad_gateway",
+                "param": None,
+                "code": "engine_error",
+            }
+        }
         yield f"data: {json.dumps(err)}\n\n".encode()
     finally:
         core.complete(req_id, time.monotonic(), ok=ok, output_tokens=counter.usage_completion_tokens)

@@ -1,0 +1,138 @@
+"""``blockctl bench predictor`` (prediction speed, agent RSS) and ``blockctl bench accuracy`` (its error)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from blockctl.cli.ui import console, handle_errors, ok, print_json
+
+SPEED_TARGET_US = 1000.0
+RSS_TARGET_MB = 150.0
+E2E_MAPE_TARGET_PCT = 8.0
+
+
+def _table(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    return "—" if value is None else f"{value:.1f}{unit}" if isinstance(value, float) else f"{value}{unit}"
+
+
+@handle_errors
+def predictor(
+    running: int = typer.Option(48, help="Running requests in the synthetic in-flight table."),
+    waiting: int = typer.Option(32, help="Waiting requests in the synthetic in-flight table."),
+    predictions: int = typer.Option(2000, help="Predictions to time."),
+    profile: str = typer.Option("h100/llama-2-7b", help="Step-time profile."),
+    process: bool = typer.Option(True, help="Also start an emulator + agent and measure the agent's RSS."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Microseconds per prediction (p50, p99) through the agent's own prediction function, and agent RSS."""
+    from blockctl_agents.predictor.bench_speed import measure_agent_process, synthetic_core, time_predictions
+    from blockctl_agents.predictor.launch import local_instance
+
+    speed = time_predictions(synthetic_core(running, waiting, profile=profile), predictions)
+    result: dict[str, Any] = {"profile": profile, "in_process": dataclasses.asdict(speed)}
+    if process:
+        with (
+            tempfile.TemporaryDirectory(prefix="blockctl-bench-") as tmp,
+            local_instance(Path(tmp), profile=profile) as inst,
+        ):
+            result["process"] = asyncio.run(
+                measure_agent_process(
+                    inst.agent_url, inst.auth(), inst.agent_pid, inflight=running + waiting, predictions=200
+                )
+            )
+    result["targets"] = {"p50_us": SPEED_TARGET_US, "rss_mb": RSS_TARGET_MB}
+    if json_out:
+        print_json(result)
+        return
+    rows = [
+        ("predictions", str(speed.predictions)),
+        ("view (running / waiting)", f"{speed.running} / {speed.waiting}"),
+        ("p50 µs", _fmt(speed.p50_us)),
+        ("p99 µs", _fmt(speed.p99_us)),
+        ("mean µs", _fmt(speed.mean_us)),
+        ("view-building p50 µs", _fmt(speed.view_p50_us)),
+    ]
+    if "process" in result:
+        p = result["process"]
+        rows += [
+            ("agent RSS MB", _fmt(p["agent_rss_mb"])),
+            ("HTTP /predict p50 ms", _fmt(p["http_predict_p50_ms"])),
+            ("HTTP /predict p99 ms", _fmt(p["http_predict_p99_ms"])),
+        ]
+    console.print(_table(f"predictor speed ({profile})", rows))
+    ok(f"p50 {speed.p50_us:.0f} µs per prediction (target ≤ {SPEED_TARGET_US:.0f} µs)")
+
+
+@handle_errors
+def accuracy(
+    requests: int = typer.Option(300, help="Requests to send."),
+    qps: float = typer.Option(4.0, help="Mean arrival rate (Poisson)."),
+    lengths: str = typer.Option("oracle", help="Predicted output lengths: oracle or noisy:PCT."),
+    workload: str = typer.Option("synthetic-sharegpt", help="Workload spec (see blockctl.bench.workloads)."),
+    profile: str = typer.Option("h100/llama-2-7b", help="Step-time profile of the emulator and the agent."),
+    seed: int = typer.Option(0, help="Seed of workload, arrivals, length noise and emulator."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Predicted vs actual E2E and TTFT of requests through a live agent in front of an emulated instance."""
+    from blockctl.bench.sim.lengths import parse_lengths, predicted_lengths
+    from blockctl.bench.workloads import arrival_times, load_workload
+    from blockctl_agents.predictor.bench_accuracy import drive, summarize
+    from blockctl_agents.predictor.launch import local_instance
+
+    spec = parse_lengths(lengths)
+    items = load_workload(workload, num_requests=requests, seed=seed)
+    predicted = predicted_lengths(
+        spec, [i.output_tokens for i in items], [i.prompt for i in items], seed=seed
+    )
+    offsets = arrival_times("poisson", len(items), qps=qps, seed=seed)
+    reqs = [(i.prompt_tokens, i.output_tokens, p) for i, p in zip(items, predicted, strict=True)]
+    with (
+        tempfile.TemporaryDirectory(prefix="blockctl-bench-") as tmp,
+        local_instance(Path(tmp), profile=profile, seed=seed) as inst,
+    ):
+        outcomes = asyncio.run(drive(inst.agent_url, inst.auth(), reqs, [float(o) for o in offsets]))
+    result = {
+        "profile": profile,
+        "workload": workload,
+        "lengths": str(spec),
+        "qps": qps,
+        **summarize(outcomes),
+        "target_e2e_mape_pct": E2E_MAPE_TARGET_PCT,
+    }
+    if json_out:
+        print_json(result)
+        return
+    e2e, ttft = result["e2e"], result["ttft"]
+    assert isinstance(e2e, dict) and isinstance(ttft, dict)
+    rows = [
+        ("requests (completed / failed)", f"{result['completed']} / {result['failed']}"),
+        ("mean running at dispatch", _fmt(result["mean_running_at_dispatch"])),
+        ("E2E MAPE %", _fmt(e2e["mape_pct"])),
+        ("E2E median APE %", _fmt(e2e["mdape_pct"])),
+        ("E2E bias %", _fmt(e2e["bias_pct"])),
+        ("TTFT MAPE %", _fmt(ttft["mape_pct"])),
+        ("TTFT median APE %", _fmt(ttft["mdape_pct"])),
+    ]
+    console.print(_table(f"prediction accuracy ({workload}, {spec}, {qps:g} req/s)", rows))
+    ok(f"E2E MAPE {_fmt(e2e['mape_pct'])} % (target ≤ {E2E_MAPE_TARGET_PCT:g} % with oracle lengths)")
+
+
+def register(group: typer.Typer) -> None:
+    group.command("predictor")(predictor)
+    group.command("accuracy")(accuracy)
