@@ -1,0 +1,75 @@
+"""Run one scheduler daemon: ``python -m blockctl.scheduler --state-dir DIR --port P --policy NAME``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from blockctl.errors import BlockctlError, ConfigError
+from blockctl.scheduler import lengths
+from blockctl.scheduler.app import Scheduler, SchedulerSettings
+from blockctl.scheduler.policies import POLICIES
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m blockctl.scheduler", description=__doc__)
+    p.add_argument("--state-dir", required=True, type=Path, help="cluster state dir (cluster.json, token)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--policy", default="block", choices=sorted(POLICIES))
+    p.add_argument("--k", type=int, default=None, help="instances sampled per request (block-pok)")
+    p.add_argument("--tagger", default=None, help="length tagger directory")
+    p.add_argument("--tokenizer", default=None, help="local HF tokenizer dir (default: tiktoken cl100k)")
+    p.add_argument("--predict-timeout-ms", type=float, default=100.0,
+                   help="deadline for the agents' /predict answers (default 100)")
+    p.add_argument("--default-output-tokens", type=int, default=lengths.DEFAULT_OUTPUT_TOKENS,
+                   help="predicted output length when neither the client nor a tagger says")
+    p.add_argument("--max-retries", type=int, default=2)
+    p.add_argument("--api-key", action="append", default=[], help="accepted client API key (repeatable)")
+    p.add_argument("--api-key-file", type=Path, default=None, help="file with accepted API keys, one a line")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def _api_keys(keys: list[str], path: Path | None) -> frozenset[str]:
+    found = {k.strip() for k in keys if k.strip()}
+    if path is not None:
+        try:
+            found |= {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", source=str(path), key="api-key-file") from None
+    return frozenset(found)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = SchedulerSettings(
+            state_dir=args.state_dir, policy=args.policy, k=args.k,
+            predict_timeout_s=args.predict_timeout_ms / 1000.0,
+            api_keys=_api_keys(args.api_key, args.api_key_file),
+            default_output_tokens=args.default_output_tokens, max_retries=args.max_retries,
+            tokenizer_dir=args.tokenizer, seed=args.seed,
+        )
+        tagger = lengths.load_tagger(args.tagger) if args.tagger else None
+        scheduler = Scheduler(settings, tagger=tagger)
+    except BlockctlError as exc:
+        print(f"blockctl scheduler: {exc.message}", file=sys.stderr)
+        return 2
+    # uvloop + httptools: the fastest loop and parser uvicorn offers; no access log (it would name paths
+    # per request for nothing, and prompts never go anywhere near a log).
+    uvicorn.run(scheduler.app, host=args.host, port=args.port, loop="uvloop", http="httptools",
+                log_level=args.log_level, access_log=False, timeout_keep_alive=75,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The scheduler daemon's HTTP front: OpenAI-compatible endpoints that route each request by policy."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from blockctl.errors import BadRequest
+from blockctl.openai_api import ENDPOINT_KIND, bad_request_response, error_response, parse_completion_body
+from blockctl.scheduler import lengths
+from blockctl.scheduler.membership import Membership
+from blockctl.scheduler.metrics import SchedulerMetrics
+from blockctl.scheduler.policies import RouteRequest, make_policy
+from blockctl.scheduler.proxy import forward
+from blockctl.scheduler.routing import Router
+from blockctl.tokens import count_prompt_tokens, get_counter, prompt_text
+
+log = logging.getLogger("blockctl.scheduler")
+
+NO_INSTANCE = "no instance is serving requests; check the cluster with `blockctl status`"
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    state_dir: Path
+    policy: str = "block"
+    k: int | None = None  # block-pok's k
+    predict_timeout_s: float = 0.1  # deadline for all agents' /predict (or /load) answers together
+    api_keys: frozenset[str] = field(default_factory=frozenset)  # empty: the public endpoint is open
+    default_output_tokens: int = lengths.DEFAULT_OUTPUT_TOKENS
+    max_retries: int = 2  # further instances tried when one fails before its first reply byte
+    tokenizer_dir: str | None = None
+    seed: int | None = None  # the policy's rng (ties, sampling, random); None: from the OS
+    poll_s: float = 0.25  # how often cluster.json is checked for changes
+
+
+class Scheduler:
+    """One daemon's routing state; ``app`` is the Starlette application serving it."""
+
+    def __init__(self, settings: SchedulerSettings, *, tagger: lengths.LengthPredictor | None = None,
+                 transport_factory: Callable[[], httpx.AsyncBaseTransport] | None = None) -> None:
+        self.settings = settings
+        self.tagger = tagger
+        self.counter = get_counter(settings.tokenizer_dir)
+        self.metrics = SchedulerMetrics(settings.policy)
+        self.membership = Membership(settings.state_dir, poll_s=settings.poll_s,
+                                     transport_factory=transport_factory)
+        self.router = Router(make_policy(settings.policy, k=settings.k), rng=random.Random(settings.seed),
+                             deadline_s=settings.predict_timeout_s, metrics=self.metrics)
+        self._keys = [k.encode() for k in settings.api_keys]
+        routes = [
+            Route("/v1/completions", self.completion, methods=["POST"]),
+            Route("/v1/chat/completions", self.completion, methods=["POST"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/metrics", self.prometheus, methods=["GET"]),
+        ]
+        self.app = Starlette(routes=routes, lifespan=self._lifespan,
+                             exception_handlers={Exception: self._crash})
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.membership.start()
+        try:
+            yield
+        finally:
+            await self.membership.stop()
+
+    async def _crash(self, request: Request, exc: Exception) -> Response:
+        log.error("internal error on %s: %s", request.url.path, type(exc).__name__, exc_info=exc)
+        self.metrics.requests["internal_error"] += 1
+        return error_response(500, f"internal scheduler error ({type(exc).__name__})", type="server_error")
+
+    def _denied(self, request: Request) -> Response | None:
+        if not self._keys:
+            return None
+        auth = request.headers.get("authorization", "")
+        given = auth[7:].strip().encode() if auth[:7].lower() == "bearer " else b""
+        if any(hmac.compare_digest(given, key) for key in self._keys):
+            return None
+        self.metrics.requests["unauthorized"] += 1
+        return error_response(401, "invalid or missing API key", code="invalid_api_key")
+
+    async def completion(self, request: Request) -> Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        raw = await request.body()
+        try:
+            body = parse_completion_body(raw, ENDPOINT_KIND[request.url.path])
+            hint = lengths.parse_hint(request.headers.get(lengths.HINT_HEADER))
+            prompt_tokens = count_prompt_tokens(body, self.counter)
+        except (BadRequest, ValueError) as exc:
+            self.metrics.requests["bad_request"] += 1
+            return bad_request_response(exc if isinstance(exc, BadRequest) else BadRequest(str(exc)))
+        started = time.perf_counter()
+        tagged = await self._tag(body) if hint is None and self.tagger is not None else None
+        output_tokens, source = lengths.resolve(
+            hint=hint, tagged=tagged, limit=body.output_limit(), ignore_eos=body.ignore_eos,
+            default=self.settings.default_output_tokens,
+        )
+        self.metrics.length_sources[source] += 1
+        serving, clients = self.membership.serving, self.membership.clients
+        if not serving:
+            self.metrics.requests["no_instance"] += 1
+            return error_response(503, NO_INSTANCE, type="service_unavailable")
+        route = RouteRequest(prompt_tokens, output_tokens, true_output_tokens=hint)
+        candidates = await self.router.candidates(route, serving, clients)
+        self.metrics.routing_seconds.observe(time.perf_counter() - started)
+        headers = {
+            "content-type": "application/json",
+            "accept-encoding": "identity",
+            "x-blockctl-prompt-tokens": str(prompt_tokens),
+            "x-blockctl-predicted-output-tokens": str(output_tokens),
+        }
+        response = await forward(
+            self.router, candidates, clients, path=request.url.path, body=raw, headers=headers,
+            stream=body.stream, max_retries=self.settings.max_retries, metrics=self.metrics,
+        )
+        if response.status_code < 500:
+            self.metrics.requests["forwarded"] += 1
+        return response
+
+    async def _tag(self, body: object) -> int | None:
+        assert self.tagger is not None
+        try:
+            return await self.tagger.predict(prompt_text(body))
+        except Exception as exc:  # a broken tagger must not break routing: use the fallback length
+            log.warning("length tagger failed (%s); using the fallback length", type(exc).__name__)
+            return None
+
+    async def models(self, request: Request) -> Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        clients = self.membership.clients
+        for name in self.membership.serving:
+            client = clients.get(name)
+            if client is None:
+                continue
+            try:
+                resp = await client.http.get("/v1/models", timeout=5.0)
+            except httpx.HTTPError:
+                continue
+            if resp.status_code == 200:
+                return Response(resp.content, media_type="application/json")
+        return error_response(503, NO_INSTANCE, type="service_unavailable")
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "policy": self.settings.policy,
+                             "instances": len(self.membership.serving)})
+
+    async def prometheus(self, request: Request) -> Response:
+        return PlainTextResponse(self.metrics.render(len(self.membership.serving)),
+                                 media_type="text/plain; version=0.0.4")
+
+
+def create_app(settings: SchedulerSettings, *, tagger: lengths.LengthPredictor | None = None,
+               transport_factory: Callable[[], httpx.AsyncBaseTransport] | None = None) -> Starlette:
+    """The daemon's ASGI app (for uvicorn or in-process tests)."""
+    return Scheduler(settings, tagger=tagger, transport_factory=transport_factory).app

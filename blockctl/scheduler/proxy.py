@@ -1,0 +1,120 @@
+"""Forward a request to the chosen agent and relay the reply; retry elsewhere while nothing was sent back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+import httpx
+from starlette.responses import Response, StreamingResponse
+
+from blockctl.openai_api import error_response
+from blockctl.scheduler.agents import AgentClient
+from blockctl.scheduler.metrics import SchedulerMetrics
+from blockctl.scheduler.routing import Candidates, Router, predicted_e2e_ms
+
+log = logging.getLogger("blockctl.scheduler")
+
+# The agent answers these when its engine is gone or overloaded: the request never started, try elsewhere.
+RETRY_STATUSES = frozenset({502, 503, 504})
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_soon(resp: httpx.Response) -> None:
+    """Close an upstream response in its own task: the relay may be cancelled by a client disconnect."""
+    task = asyncio.get_running_loop().create_task(resp.aclose())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+def _sse_error(message: str) -> bytes:
+    err = {"error": {"message": message, "type": "upstream_error", "param": None, "code": None}}
+    return f"data: {json.dumps(err)}\n\n".encode()
+
+
+async def _relay(
+    first: bytes, rest: AsyncIterator[bytes], resp: httpx.Response, instance: str
+) -> AsyncIterator[bytes]:
+    """The reply's bytes as they come; a broken upstream ends the stream with an SSE error event."""
+    try:
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    except httpx.HTTPError as exc:
+        log.warning("instance %s broke off a streamed reply: %s", instance, type(exc).__name__)
+        if resp.headers.get("content-type", "").startswith("text/event-stream"):
+            yield _sse_error(f"instance {instance} failed while streaming ({type(exc).__name__})")
+    finally:
+        _close_soon(resp)
+
+
+async def forward(
+    router: Router,
+    c: Candidates,
+    clients: Mapping[str, AgentClient],
+    *,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    stream: bool,
+    max_retries: int,
+    metrics: SchedulerMetrics,
+) -> Response:
+    """Send ``body`` to the instance the router picks; on a failure before the first reply byte, pick again.
+
+    ``headers`` go to the agent as given, plus ``x-blockctl-predicted-e2e-ms`` of the chosen instance. The
+    client gets ``x-blockctl-instance``, ``x-blockctl-predicted-e2e-ms`` (when predicted) and
+    ``x-blockctl-predicted-output-tokens``. Non-streamed replies are read in full before anything is sent,
+    so any failure can be retried; streamed ones are committed at their first byte.
+    """
+    last_error = "no instance could be tried"
+    for attempt in range(max_retries + 1):
+        view = router.choose(c)
+        if view is None:
+            break
+        client = clients.get(view.instance)
+        if client is None:
+            continue
+        if attempt:
+            metrics.retries += 1
+        e2e = predicted_e2e_ms(view)
+        out = {"x-blockctl-instance": view.instance,
+               "x-blockctl-predicted-output-tokens": headers["x-blockctl-predicted-output-tokens"]}
+        send = dict(headers)
+        if e2e is not None:
+            out["x-blockctl-predicted-e2e-ms"] = send["x-blockctl-predicted-e2e-ms"] = e2e
+        request = client.http.build_request("POST", path, content=body, headers=send)
+        try:
+            resp = await client.http.send(request, stream=stream)
+            if resp.status_code in RETRY_STATUSES and attempt < max_retries:
+                await resp.aclose()
+                raise _Retry(f"HTTP {resp.status_code}")
+            if stream:
+                rest = resp.aiter_raw()
+                try:
+                    first = await anext(rest, b"")
+                except BaseException:
+                    await resp.aclose()
+                    raise
+        except (httpx.HTTPError, _Retry) as exc:
+            last_error = f"instance {view.instance}: {exc if isinstance(exc, _Retry) else type(exc).__name__}"
+            metrics.forward_errors[view.instance] += 1
+            log.warning("forward to %s failed before the reply: %s", view.instance, last_error)
+            continue
+        metrics.routed[view.instance] += 1
+        ctype = resp.headers.get("content-type", "application/json")
+        if not stream:
+            return Response(resp.content, status_code=resp.status_code, headers=out, media_type=ctype)
+        out["cache-control"] = "no-cache"
+        return StreamingResponse(_relay(first, rest, resp, view.instance), status_code=resp.status_code,
+                                 headers=out, media_type=ctype)
+    metrics.requests["upstream_failed"] += 1
+    return error_response(502, f"every instance tried failed ({last_error}); check the cluster with "
+                          "`blockctl status`", type="upstream_error")
+
+
+class _Retry(Exception):
+    """The agent answered a status that means the request never started."""

@@ -1,0 +1,104 @@
+"""Where one request goes: ask the sampled agents under a deadline, let the policy choose, retry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from blockctl.errors import UpstreamError
+from blockctl.scheduler.agents import AgentClient
+from blockctl.scheduler.metrics import SchedulerMetrics
+from blockctl.scheduler.policies import InstanceView, Policy, RoundRobin, RouteRequest, blank_view
+
+log = logging.getLogger("blockctl.scheduler")
+
+
+@dataclass(slots=True)
+class Candidates:
+    """The views one request is routed over; ``fallback`` when no agent answered and round-robin decides."""
+
+    request: RouteRequest
+    serving: tuple[str, ...]  # every instance that could take it, for retries beyond the sampled ones
+    views: list[InstanceView]
+    fallback: bool
+    tried: set[str] = field(default_factory=set)
+
+
+class Router:
+    """Routing for one daemon: the policy, its rng, the round-robin fallback and the agent deadline."""
+
+    def __init__(self, policy: Policy, *, rng: random.Random, deadline_s: float,
+                 metrics: SchedulerMetrics) -> None:
+        self.policy = policy
+        self.rng = rng
+        self.deadline_s = deadline_s
+        self.metrics = metrics
+        self.fallback = RoundRobin()
+        self._failing: set[str] = set()  # agents whose last query failed (logged once per transition)
+
+    async def candidates(self, request: RouteRequest, serving: tuple[str, ...],
+                         clients: Mapping[str, AgentClient]) -> Candidates:
+        """Ask what the policy needs to know; an agent that errs or misses the deadline is left out."""
+        if not self.policy.needs_load:
+            return Candidates(request, serving, [blank_view(n) for n in serving], fallback=False)
+        asked = [n for n in self.policy.sample(serving, self.rng) if n in clients]
+        predict = self.policy.needs_prediction
+        length = self.policy.prediction_length(request)
+        tasks = [
+            asyncio.ensure_future(
+                clients[n].view(request.prompt_tokens, length, predict=predict, timeout=self.deadline_s)
+            )
+            for n in asked
+        ]
+        views: list[InstanceView] = []
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=self.deadline_s)
+            for task in pending:
+                task.cancel()
+            for name, task in zip(asked, tasks, strict=True):
+                view = None
+                if task in done and task.exception() is None:
+                    view = task.result()
+                    views.append(view)
+                self._note(name, ok=view is not None, error=None if task in pending else task.exception())
+        if not views:
+            self.metrics.fallbacks += 1
+            return Candidates(request, serving, [blank_view(n) for n in serving], fallback=True)
+        return Candidates(request, serving, views, fallback=False)
+
+    def _note(self, name: str, *, ok: bool, error: BaseException | None) -> None:
+        if ok:
+            if name in self._failing:
+                self._failing.discard(name)
+                log.warning("agent %s answers again", name)
+            return
+        self.metrics.agent_errors[name] += 1
+        if name not in self._failing:
+            self._failing.add(name)
+            why = error.message if isinstance(error, UpstreamError) else (
+                str(error) if error else f"no answer within {self.deadline_s * 1000:.0f} ms")
+            log.warning("agent %s skipped: %s", name, why)
+
+    def choose(self, c: Candidates) -> InstanceView | None:
+        """The next instance to try (never one already tried), or None when every instance was tried."""
+        left = [v for v in c.views if v.instance not in c.tried]
+        policy: Policy = self.fallback if c.fallback else self.policy
+        if not left:
+            left = [blank_view(n) for n in c.serving if n not in c.tried]
+            policy = self.fallback
+        if not left:
+            return None
+        if c.tried and not policy.needs_load:
+            # A retry must not advance round-robin's counter (the failed instance would come up again next).
+            name = self.rng.choice(sorted(v.instance for v in left))
+        else:
+            name = policy.choose(c.request, left, self.rng)
+        c.tried.add(name)
+        return next(v for v in left if v.instance == name)
+
+
+def predicted_e2e_ms(view: InstanceView) -> str | None:
+    return None if view.prediction is None else f"{view.prediction.e2e_s * 1000:.1f}"
