@@ -11,6 +11,8 @@ from blockctl import __version__
 # Each module defines ``register(app: typer.Typer) -> None``; order is the order in --help.
 COMMAND_MODULES: tuple[str, ...] = (
     "blockctl.cli.groups",
+    "blockctl.cli.config",
+    "blockctl.cli.tagger",
 )
 
 app = typer.Typer(

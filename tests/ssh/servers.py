@@ -1,0 +1,162 @@
+"""SSH servers for tests: a real OpenSSH sshd on a loopback port (optionally in a network namespace), and
+asyncssh's in-process server whose sessions run their commands in a real local shell."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+@dataclass(frozen=True)
+class SshServer:
+    host: str
+    port: int
+    user: str
+    client_key: Path  # private key that the server accepts
+    known_hosts: Path  # trusts exactly this server's host key at host:port
+
+
+def keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+def known_hosts_line(host: str, port: int, pub_key: Path) -> str:
+    return f"[{host}]:{port} {pub_key.read_text().split()[0]} {pub_key.read_text().split()[1]}\n"
+
+
+def sshd_usable() -> str | None:
+    """None when a real sshd can be started here, else why not."""
+    if not Path(SSHD).exists():
+        return "OpenSSH server missing (apt-get install -y openssh-server)"
+    if os.geteuid() != 0:
+        return "starting sshd on loopback needs root"
+    return None
+
+
+def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sshd exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"sshd did not listen on {host}:{port}")
+
+
+def start_sshd(
+    workdir: Path, host: str, port: int, *, netns: str | None = None
+) -> tuple[subprocess.Popen[bytes], SshServer]:
+    """Start ``sshd -D`` with its own config, host key and authorized_keys; the caller terminates it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    host_key = keygen(workdir / "host_ed25519")
+    client_key = keygen(workdir / "client_ed25519")
+    (workdir / "authorized_keys").write_text(Path(f"{client_key}.pub").read_text())
+    (workdir / "known_hosts").write_text(known_hosts_line(host, port, Path(f"{host_key}.pub")))
+    config = workdir / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress {host}\nHostKey {host_key}\n"
+        f"AuthorizedKeysFile {workdir}/authorized_keys\n"
+        f"PidFile {workdir}/sshd.pid\nStrictModes no\nUsePAM no\nPermitRootLogin yes\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
+        "Subsystem sftp internal-sftp\nMaxSessions 50\nMaxStartups 50\nLogLevel INFO\n"
+    )
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation dir
+    cmd = [SSHD, "-D", "-e", "-f", str(config)]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_port(host, port, proc) if netns is None else _wait_port_ns(netns, host, port, proc)
+    return proc, SshServer(host, port, "root", client_key, workdir / "known_hosts")
+
+
+def _wait_port_ns(netns: str, host: str, port: int, proc: subprocess.Popen[bytes]) -> None:
+    # The namespace's address is routed from here (veth), so a plain connect works too.
+    _wait_port(host, port, proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stderr:
+        proc.stderr.close()
+
+
+# --- asyncssh's in-process server: real SSH protocol, commands run by a real local shell -----------------
+
+
+async def _run_in_shell(process: asyncssh.SSHServerProcess[bytes]) -> None:
+    local = await asyncio.create_subprocess_shell(
+        process.command or "true",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert local.stdin and local.stdout and local.stderr
+
+    async def feed() -> None:
+        assert local.stdin
+        try:
+            async for chunk in process.stdin:  # type: ignore[attr-defined]
+                local.stdin.write(chunk)
+                await local.stdin.drain()
+        except (asyncssh.Error, ConnectionError, BrokenPipeError):
+            pass
+        finally:
+            local.stdin.close()
+
+    async def pump(src: asyncio.StreamReader, dst: asyncssh.SSHWriter[bytes]) -> None:
+        while chunk := await src.read(65536):
+            dst.write(chunk)
+
+    feeder = asyncio.create_task(feed())
+    await asyncio.gather(pump(local.stdout, process.stdout), pump(local.stderr, process.stderr))
+    status = await local.wait()
+    feeder.cancel()
+    await asyncio.gather(feeder, return_exceptions=True)
+    process.exit(status)
+
+
+@asynccontextmanager
+async def inprocess_server(workdir: Path) -> AsyncIterator[SshServer]:
+    """asyncssh server on a free loopback port, with SFTP on the local filesystem."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    host_key = keygen(workdir / "ip_host_ed25519")
+    client_key = keygen(workdir / "ip_client_ed25519")
+    server = await asyncssh.create_server(
+        asyncssh.SSHServer,
+        "127.0.0.1",
+        0,
+        server_host_keys=[str(host_key)],
+        authorized_client_keys=f"{client_key}.pub",
+        process_factory=_run_in_shell,
+        sftp_factory=True,
+        encoding=None,
+    )
+    port = server.sockets[0].getsockname()[1]
+    known = workdir / "ip_known_hosts"
+    known.write_text(known_hosts_line("127.0.0.1", port, Path(f"{host_key}.pub")))
+    try:
+        yield SshServer("127.0.0.1", port, os.environ.get("USER", "root"), client_key, known)
+    finally:
+        server.close()
+        await server.wait_closed()
