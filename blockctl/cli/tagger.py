@@ -1,0 +1,164 @@
+"""`blockctl train-tagger` and `blockctl tagger eval|predict`: train, compare and try length taggers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from blockctl.cli.ui import console, handle_errors, ok, print_json
+
+tagger_app = typer.Typer(
+    help="Response-length taggers: evaluate against baselines, predict.", no_args_is_help=True
+)
+
+DATA_HELP = (
+    "sharegpt | a ShareGPT .json | a .jsonl of {prompt, output_tokens} | log:PATH (a scheduler request log)"
+)
+
+
+@handle_errors
+def train_tagger(
+    data: str = typer.Option("sharegpt", "--data", help=DATA_HELP),
+    out: Path = typer.Option(..., "--out", help="Directory to write the trained tagger to."),
+    base: str | None = typer.Option(None, "--base", help="Local HF encoder dir [default: bundled MiniLM]."),
+    epochs: int = typer.Option(2, "--epochs", min=1),
+    max_length: int = typer.Option(128, "--max-length", min=8, help="Prompt tokens the encoder sees."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    lr: float = typer.Option(1e-4, "--lr", help="Learning rate of the fine-tuned encoder layers."),
+    train_layers: int = typer.Option(2, "--train-layers", min=0, help="Top encoder layers to fine-tune."),
+    num_layers: int | None = typer.Option(None, "--num-layers", min=1, help="Keep only the first N layers."),
+    max_train: int = typer.Option(8000, "--max-train", min=0, help="Train examples used (0: all)."),
+    max_val: int = typer.Option(600, "--max-val", min=0, help="Validation examples used (0: all)."),
+    patience: int = typer.Option(2, "--patience", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", help="HF tokenizer dir counting reply tokens."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="torch CPU threads [default: torch's]."
+    ),
+    no_test: bool = typer.Option(False, "--no-test", help="Skip the test-split evaluation at the end."),
+) -> None:
+    """Fine-tune a small text encoder to predict response length (log tokens) from the prompt."""
+    from blockctl.tagger._deps import torch
+    from blockctl.tagger.train import Progress as TrainProgress
+    from blockctl.tagger.train import TrainSpec, train
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    spec = TrainSpec(
+        source=data,
+        base=base,
+        max_length=max_length,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        train_layers=train_layers,
+        num_layers=num_layers,
+        max_train=max_train or None,
+        max_val=max_val or None,
+        patience=patience,
+        seed=seed,
+        tokenizer_dir=tokenizer,
+        evaluate_test=not no_test,
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("loading data", total=None)
+
+        def show(p: TrainProgress) -> None:
+            if p.total_steps:
+                desc = f"epoch {p.epoch} loss {p.loss:.3f}" if p.loss else "training"
+                if p.val_mae is not None:
+                    desc = f"epoch {p.epoch} val MAE {p.val_mae:.1f} tok"
+                    console.log(f"step {p.step}/{p.total_steps}: validation MAE {p.val_mae:.1f} tokens")
+                bar.update(task, total=p.total_steps, completed=p.step, description=p.note or desc)
+            else:
+                bar.update(task, description=p.note)
+
+        result = train(spec, out, show)
+    m = result.metrics
+    minutes = result.seconds / 60
+    ok(f"tagger written to {out} in {minutes:.1f} min (best validation MAE {m['best_val_mae']:.1f})")
+    if "test" in m:
+        t = m["test"]
+        console.print(
+            f"  test split: MAE {t['mae']:.1f}, median AE {t['median_ae']:.1f}, "
+            f"Kendall τ {t['kendall_tau']:.3f}"
+        )
+    console.print(f"  [dim]next:[/dim] blockctl tagger eval --model {out} --data {data}")
+
+
+@tagger_app.command("eval")
+@handle_errors
+def eval_cmd(
+    model: list[Path] = typer.Option([], "--model", help="Tagger dir; repeat to compare (e.g. old vs new)."),
+    data: str = typer.Option("sharegpt", "--data", help=DATA_HELP),
+    split: str = typer.Option("test", "--split", help="Which split to score: test | val."),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", help="HF tokenizer dir counting reply tokens."),
+    threads: int | None = typer.Option(None, "--threads", min=1),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Score taggers on a held-out split side by side with predict-the-median and an n-gram ridge model."""
+    from blockctl.tagger.evaluate import evaluate
+
+    if threads is not None:
+        from blockctl.tagger._deps import torch
+
+        torch.set_num_threads(threads)
+    report = evaluate([str(m) for m in model], data, split=split, tokenizer_dir=tokenizer)
+    if json_out:
+        print_json(report)
+        return
+    table = Table(title=f"{data} · {split} split · {report['n']} requests")
+    for col in (
+        "predictor",
+        "MAE",
+        "vs median",
+        "MAPE %",
+        "median AE",
+        "Acc@±50",
+        "Acc@±100",
+        "Kendall τ",
+        "Spearman ρ",
+        "ms/prompt",
+    ):
+        table.add_column(col, justify="left" if col == "predictor" else "right")
+    median_mae = report["rows"][0]["metrics"]["mae"]
+    for row in report["rows"]:
+        m = row["metrics"]
+        table.add_row(
+            row["name"],
+            f"{m['mae']:.1f}",
+            f"{(m['mae'] / median_mae - 1) * 100:+.1f}%",
+            f"{m['mape']:.0f}",
+            f"{m['median_ae']:.1f}",
+            f"{m['acc50']:.3f}",
+            f"{m['acc100']:.3f}",
+            f"{m['kendall_tau']:.3f}",
+            f"{m['spearman_rho']:.3f}",
+            f"{row['ms_per_prompt']:.2f}",
+        )
+    console.print(table)
+
+
+@tagger_app.command("predict")
+@handle_errors
+def predict_cmd(
+    model: Path = typer.Option(..., "--model", help="Tagger dir."),
+    prompt: list[str] = typer.Argument(..., help="Prompt text(s)."),
+) -> None:
+    """Predict the response length of prompts given on the command line (prints JSON)."""
+    from blockctl.tagger.predict import Tagger
+
+    t0 = time.perf_counter()
+    tagger = Tagger(model)
+    preds = tagger.predict(prompt)
+    print_json({"model": str(model), "predicted_output_tokens": preds, "seconds": time.perf_counter() - t0})
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-tagger")(train_tagger)
+    app.add_typer(tagger_app, name="tagger")

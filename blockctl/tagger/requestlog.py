@@ -1,0 +1,184 @@
+"""The scheduler's request log: one JSON line per completed request, size-rotated, read back for retraining.
+
+Line format (keys always present unless marked)::
+
+    {"time": 1764300000.1, "prompt_sha256": "…", "prompt_tokens": 812, "predicted_output_tokens": 240,
+     "output_tokens": 198, "model": "llama-2-7b", "instance": "gpu0", "source": "tagger",
+     "prompt": "…"}   # "prompt" only when the log was opened with include_prompt=True
+
+Files: ``requests.jsonl`` is written to; when a line would push it past ``max_bytes`` it becomes
+``requests.jsonl.1`` (older ones shift up, beyond ``backups`` they are deleted).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from blockctl.errors import TaggerError
+from blockctl.tagger.dataset import Example, prompt_sha256
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One completed request as the scheduler saw it."""
+
+    time: float  # unix seconds at completion
+    prompt_tokens: int
+    predicted_output_tokens: int | None  # what routing used (None: no prediction)
+    output_tokens: int  # tokens actually generated
+    model: str
+    instance: str
+    prompt: str | None = None  # hashed always; the text is written only with include_prompt
+    source: str | None = None  # where the prediction came from: "tagger", "hint", "fallback", …
+    prompt_sha256: str | None = None  # for callers that only have the hash (ignored when prompt is set)
+
+
+class RequestLog:
+    """Appends records with buffered writes: ``append`` only formats a line in memory.
+
+    The buffer is written (and rotated) when it holds ``flush_bytes`` or its oldest line is
+    ``flush_interval_s`` old at the next append, and on ``flush``/``close``. A write is a local append
+    of at most ``flush_bytes``, so the event loop is not held up; call ``close`` on shutdown.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_bytes: int = 64 << 20,
+        backups: int = 5,
+        include_prompt: bool = False,
+        flush_bytes: int = 64 << 10,
+        flush_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_bytes < 1 or backups < 0:
+            raise TaggerError(f"{path}: request log needs max_bytes >= 1 and backups >= 0")
+        self.path = Path(path)
+        self.max_bytes, self.backups, self.include_prompt = max_bytes, backups, include_prompt
+        self.flush_bytes, self.flush_interval_s, self._clock = flush_bytes, flush_interval_s, clock
+        self._lines: list[str] = []
+        self._buffered = 0
+        self._oldest = 0.0
+        self._fh: TextIO | None = None
+        self._size = 0
+
+    def line(self, record: RequestRecord) -> str:
+        """The JSON line written for ``record`` (prompt text only with include_prompt)."""
+        digest = prompt_sha256(record.prompt) if record.prompt is not None else record.prompt_sha256
+        obj: dict[str, Any] = {
+            "time": record.time,
+            "prompt_sha256": digest,
+            "prompt_tokens": record.prompt_tokens,
+            "predicted_output_tokens": record.predicted_output_tokens,
+            "output_tokens": record.output_tokens,
+            "model": record.model,
+            "instance": record.instance,
+            "source": record.source,
+        }
+        if self.include_prompt and record.prompt is not None:
+            obj["prompt"] = record.prompt
+        return json.dumps(obj, ensure_ascii=False) + "\n"
+
+    def append(self, record: RequestRecord) -> None:
+        text = self.line(record)
+        now = self._clock()
+        if not self._lines:
+            self._oldest = now
+        self._lines.append(text)
+        self._buffered += len(text.encode("utf-8"))
+        if self._buffered >= self.flush_bytes or now - self._oldest >= self.flush_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        lines, self._lines, self._buffered = self._lines, [], 0
+        for text in lines:
+            size = len(text.encode("utf-8"))
+            fh = self._open()
+            if self._size > 0 and self._size + size > self.max_bytes:
+                self._rotate()
+                fh = self._open()
+            fh.write(text)
+            self._size += size
+        if self._fh is not None:
+            self._fh.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def _open(self) -> TextIO:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("a", encoding="utf-8")
+            self._size = self.path.stat().st_size
+        return self._fh
+
+    def _rotate(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+            return
+        for i in range(self.backups - 1, 0, -1):
+            older = rotated(self.path, i)
+            if older.exists():
+                older.replace(rotated(self.path, i + 1))
+        self.path.replace(rotated(self.path, 1))
+
+
+def rotated(path: Path, index: int) -> Path:
+    return path.with_name(f"{path.name}.{index}")
+
+
+def log_files(path: str | Path) -> list[Path]:
+    """The log's files, oldest first (``PATH.N`` … ``PATH.1``, ``PATH``)."""
+    base = Path(path)
+    backups: list[tuple[int, Path]] = []
+    for p in base.parent.glob(f"{base.name}.*"):
+        suffix = p.name[len(base.name) + 1 :]
+        if suffix.isdigit():
+            backups.append((int(suffix), p))
+    files = [p for _, p in sorted(backups, reverse=True)]
+    return [*files, base] if base.exists() else files
+
+
+def iter_log(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Every well-formed record, oldest first; a torn last line (a crash mid-write) is skipped."""
+    files = log_files(path)
+    if not files:
+        raise TaggerError(f"{path}: no request log there (nor rotated files {Path(path).name}.N)")
+    for file in files:
+        with file.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(obj, dict):
+                    yield obj
+
+
+def examples_from_log(path: str | Path) -> list[Example]:
+    """Training examples (prompt text → actual output tokens) from a request log."""
+    out: list[Example] = []
+    total = 0
+    for obj in iter_log(path):
+        total += 1
+        prompt, n = obj.get("prompt"), obj.get("output_tokens")
+        if isinstance(prompt, str) and prompt.strip() and isinstance(n, int) and n >= 1:
+            out.append(Example(prompt, n))
+    if not out:
+        raise TaggerError(
+            f"{path}: {total} requests logged but none with prompt text, so there is nothing to learn from",
+            hint="start the scheduler with prompt logging enabled (RequestLog include_prompt=True)",
+        )
+    return out
