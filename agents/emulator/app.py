@@ -1,0 +1,114 @@
+"""The emulator's ASGI app: vLLM's OpenAI-compatible routes, /health, /tokenize and /metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from blockctl import __version__
+from blockctl.openai_api import error_response
+from blockctl.tokens import get_counter, prompt_token_ids
+from blockctl_agents.emulator import metrics
+from blockctl_agents.emulator.config import EmulatorSettings, resolve
+from blockctl_agents.emulator.serving import completions
+from blockctl_agents.emulator.state import Emulator
+
+_CREATED = int(time.time())
+
+
+def _emu(request: Request) -> Emulator:
+    emu: Emulator = request.app.state.emulator
+    return emu
+
+
+async def health(request: Request) -> Response:
+    """200 once the (emulated) engine has started; 503 before and while shutting down."""
+    return Response(status_code=200 if _emu(request).ready() else 503)
+
+
+async def models(request: Request) -> Response:
+    emu = _emu(request)
+    data = [
+        {"id": name, "object": "model", "created": _CREATED, "owned_by": "vllm", "root": emu.model_name,
+         "parent": None, "max_model_len": emu.config.max_model_len}
+        for name in emu.settings.served_model_name
+    ]
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def tokenize(request: Request) -> Response:
+    """vLLM's ``/tokenize``: ``{"prompt": str}`` or ``{"messages": [...]}`` -> count and token ids."""
+    emu = _emu(request)
+    try:
+        body = json.loads(await request.body())
+        if not isinstance(body, dict) or ("prompt" in body) == ("messages" in body):
+            raise ValueError("body must be a JSON object with either 'prompt' or 'messages'")
+        if "prompt" in body and not isinstance(body["prompt"], str):
+            raise ValueError("prompt: must be a string")
+        if "messages" in body and not (isinstance(body["messages"], list) and
+                                       all(isinstance(m, dict) for m in body["messages"])):
+            raise ValueError("messages: must be a list of objects")
+        ids = prompt_token_ids(body, emu.counter)
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        return error_response(400, str(exc))
+    return JSONResponse({"count": len(ids), "max_model_len": emu.config.max_model_len, "tokens": ids,
+                         "token_strs": None})
+
+
+async def prometheus(request: Request) -> Response:
+    emu = _emu(request)
+    text = metrics.render(emu.model_name, emu.runner.metrics, emu.runner.gauges())
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def version(request: Request) -> Response:
+    return JSONResponse({"version": f"blockctl-emulator {__version__}"})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = "NotFoundError" if exc.status_code == 404 else "invalid_request_error"
+    return error_response(exc.status_code, str(exc.detail), type=kind)
+
+
+def create_app(settings: EmulatorSettings | None = None, **overrides: Any) -> Starlette:
+    """A ready-to-serve emulator; ``overrides`` are EmulatorSettings fields (e.g. ``max_num_seqs=8``).
+
+    The engine loop starts with the app's lifespan; ``app.state.emulator`` gives tests and the CLI the
+    Emulator (its runner, engine and metrics).
+    """
+    settings = dataclasses.replace(settings or EmulatorSettings(), **overrides)
+    profile, config = resolve(settings)
+    noise = profile.model.rel_noise if settings.noise is None else settings.noise
+    emu = Emulator(settings, config, profile.model, noise, get_counter(settings.tokenizer))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        emu.start()
+        try:
+            yield
+        finally:
+            await emu.stop()
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/chat/completions", completions, methods=["POST"]),
+        Route("/tokenize", tokenize, methods=["POST"]),
+        Route("/metrics", prometheus, methods=["GET"]),
+        Route("/version", version, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    app.state.emulator = emu
+    return app

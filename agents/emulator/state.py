@@ -1,0 +1,57 @@
+"""The emulator's shared state: settings, engine config, tokenizer, runner, readiness and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.responses import Response
+
+from blockctl.engine.steptime import StepTimeModel
+from blockctl.engine.types import EngineConfig
+from blockctl.openai_api import error_response
+from blockctl.tokens import TokenCounter
+from blockctl_agents.emulator.config import EmulatorSettings
+from blockctl_agents.emulator.runner import EngineRunner
+
+
+class Emulator:
+    """One emulated instance; ``start``/``stop`` run inside the server's event loop (lifespan)."""
+
+    def __init__(
+        self, settings: EmulatorSettings, config: EngineConfig, model: StepTimeModel, noise: float,
+        counter: TokenCounter,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.model_name = settings.served_model_name[0]
+        self.counter = counter
+        self.noise = noise
+        self.runner = EngineRunner(config, model, noise=noise, seed=settings.seed)
+        self.stopping = False
+        self._ready_at = float("inf")
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._ready_at = loop.time() + self.settings.startup_delay
+        self.runner.start()
+
+    def begin_shutdown(self) -> None:
+        """Refuse new requests and end every request in flight (streams end with finish_reason "abort")."""
+        self.stopping = True
+        self.runner.abort_all()
+
+    async def stop(self) -> None:
+        self.begin_shutdown()
+        await self.runner.stop()
+
+    def ready(self) -> bool:
+        return not self.stopping and asyncio.get_running_loop().time() >= self._ready_at
+
+    def refusal(self) -> Response | None:
+        """A 503 while starting up or shutting down, else None."""
+        if self.stopping:
+            return error_response(503, "the server is shutting down", type="server_error")
+        if not self.ready():
+            return error_response(503, "the engine is starting up", type="server_error",
+                                  headers={"retry-after": "1"})
+        return None
