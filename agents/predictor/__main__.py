@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         "max-model-len",
     ):
         g.add_argument(f"--{flag}", type=int)
+    g.add_argument("--gpu-memory-utilization", type=float)
     return p
 
 
@@ -39,12 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         profile = load_profile(args.profile)
         config = engine_config_for(
-            profile.engine_defaults(),
+            profile,
             max_num_seqs=args.max_num_seqs,
             max_num_batched_tokens=args.max_num_batched_tokens,
             num_gpu_blocks_override=args.num_gpu_blocks_override,
             block_size=args.block_size,
             max_model_len=args.max_model_len,
+            gpu_memory_utilization=args.gpu_memory_utilization,
         )
         settings = AgentSettings(
             engine_url=args.engine_url.rstrip("/"),

@@ -8,6 +8,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from blockctl.engine.profile import Profile
 from blockctl.engine.types import EngineConfig
 from blockctl.errors import ConfigError
 
@@ -24,26 +25,39 @@ class AgentSettings:
 
 
 def engine_config_for(
-    defaults: EngineConfig,
+    profile: Profile,
     *,
     max_num_seqs: int | None = None,
     max_num_batched_tokens: int | None = None,
     num_gpu_blocks_override: int | None = None,
     block_size: int | None = None,
     max_model_len: int | None = None,
+    gpu_memory_utilization: float | None = None,
 ) -> EngineConfig:
-    """The profile's engine defaults with the flags the engine was started with applied on top."""
-    overrides = {
+    """The engine config as the engine derives it from the same flags (KV blocks depend on them all)."""
+    flags = {
         "max_num_seqs": max_num_seqs,
         "max_num_batched_tokens": max_num_batched_tokens,
-        "num_gpu_blocks": num_gpu_blocks_override,
+        "num_gpu_blocks_override": num_gpu_blocks_override,
         "block_size": block_size,
         "max_model_len": max_model_len,
     }
-    for key, value in overrides.items():
+    for key, value in flags.items():
         if value is not None and value < 1:
             raise ConfigError(f"must be a positive integer, got {value}", key=key.replace("_", "-"))
-    return dataclasses.replace(defaults, **{k: v for k, v in overrides.items() if v is not None})
+    if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
+        raise ConfigError(f"must be in (0, 1], got {gpu_memory_utilization}", key="gpu-memory-utilization")
+    base = EngineConfig()
+    config = profile.engine_defaults(
+        gpu_memory_utilization=gpu_memory_utilization or 0.9,
+        block_size=block_size or base.block_size,
+        max_num_seqs=max_num_seqs or base.max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens or base.max_num_batched_tokens,
+        max_model_len=max_model_len,
+    )
+    if num_gpu_blocks_override is not None:
+        config = dataclasses.replace(config, num_gpu_blocks=num_gpu_blocks_override)
+    return config
 
 
 def read_token(path: str | Path) -> str:
