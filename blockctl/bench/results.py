@@ -74,18 +74,19 @@ class RunResult:
         }
 
 
-def _null_nan(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """``obj`` with NaN and infinities replaced by None (strict JSON has neither)."""
     if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
         return None
     if isinstance(obj, dict):
-        return {k: _null_nan(v) for k, v in obj.items()}
+        return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_null_nan(v) for v in obj]
+        return [jsonable(v) for v in obj]
     return obj
 
 
 def dumps(result: RunResult) -> str:
-    return json.dumps(_null_nan(result.to_dict()), allow_nan=False)
+    return json.dumps(jsonable(result.to_dict()), allow_nan=False)
 
 
 def save_results(path: str | Path, result: RunResult) -> Path:

@@ -17,7 +17,7 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "bench": (
         "Benchmarks: load generation, policy comparison, capacity search, component speed.",
-        ("blockctl.cli.bench_predictor",),
+        ("blockctl.cli.bench_run", "blockctl.cli.bench_predictor"),
     ),
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from blockctl.bench.workloads.arrivals import PROCESSES, arrival_times
+from blockctl.bench.workloads.arrivals import PROCESSES, ArrivalSpec, arrival_times, parse_arrival
 from blockctl.bench.workloads.dataset import load_builtin_sharegpt, load_sharegpt_file
 from blockctl.bench.workloads.files import read_file
 from blockctl.bench.workloads.prompts import synth_prompt
@@ -22,11 +22,13 @@ WORKLOADS: tuple[str, ...] = ("sharegpt", *GENERATORS)
 __all__ = [
     "PROCESSES",
     "WORKLOADS",
+    "ArrivalSpec",
     "WorkItem",
     "Workload",
     "arrival_times",
     "load_sharegpt_file",
     "load_workload",
+    "parse_arrival",
     "read_workload",
     "synth_prompt",
 ]

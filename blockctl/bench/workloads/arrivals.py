@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from blockctl.errors import WorkloadError
+from blockctl.errors import ConfigError, WorkloadError
 
 PROCESSES = ("poisson", "gamma", "constant", "trace")
 
@@ -65,3 +66,39 @@ def _trace(n: int, timestamps: Sequence[float | None] | None, time_scale: float)
     arr = np.asarray(stamps, dtype=float)
     out: np.ndarray = (arr - arr.min()) * time_scale
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ArrivalSpec:
+    """A parsed ``--arrival``: an open-loop process, or closed-loop ``concurrency`` workers (process None)."""
+
+    process: str | None  # poisson | gamma | constant | trace; None with concurrency
+    burstiness: float = 1.0
+    time_scale: float = 1.0
+    concurrency: int | None = None
+
+
+def parse_arrival(spec: str) -> ArrivalSpec:
+    """``poisson``, ``gamma:B``, ``constant``, ``trace[:SCALE]`` or ``concurrency:N``; else ConfigError."""
+    name, _, arg = spec.strip().lower().partition(":")
+    try:
+        if name in ("poisson", "constant") and not arg:
+            return ArrivalSpec(name)
+        if name == "gamma":
+            b = float(arg) if arg else 1.0
+            if b > 0 and math.isfinite(b):
+                return ArrivalSpec("gamma", burstiness=b)
+        elif name == "trace":
+            scale = float(arg) if arg else 1.0
+            if scale > 0 and math.isfinite(scale):
+                return ArrivalSpec("trace", time_scale=scale)
+        elif name == "concurrency":
+            n = int(arg)
+            if n >= 1:
+                return ArrivalSpec(None, concurrency=n)
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"'{spec}': expected poisson, gamma:BURSTINESS (> 0), constant, trace[:TIME_SCALE] or concurrency:N",
+        key="--arrival",
+    )

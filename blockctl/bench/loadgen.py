@@ -1,0 +1,312 @@
+"""Open-loop (or fixed-concurrency) async load generator for any OpenAI-compatible endpoint, streaming.
+
+Requests are dispatched on the arrival schedule whether or not earlier ones have finished (one task per
+request; one ``httpx.AsyncClient`` without a connection cap, so the client never queues them). How late
+each was actually sent is recorded (``sent_s - scheduled_s``), so a saturated generator shows up in the
+results instead of silently bending the arrival process. Every request yields a record, failures included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from blockctl.bench.metrics import RequestRecord, RequestSlo
+from blockctl.bench.results import RunResult
+from blockctl.bench.workloads import ArrivalSpec, WorkItem, arrival_times, synth_prompt
+from blockctl.errors import UpstreamError
+from blockctl.tokens import flatten_messages, get_counter
+
+APIS = ("completions", "chat")
+HINT_HEADER = "x-blockctl-output-tokens"  # the true length, for oracle experiments (--send-length-hint)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSpec:
+    """How to talk to the endpoint. ``concurrency`` set: closed loop with that many workers, no schedule."""
+
+    endpoint: str  # base URL, with or without a trailing /v1
+    model: str
+    api: str = "completions"  # completions | chat
+    api_key: str | None = None
+    send_length_hint: bool = False
+    concurrency: int | None = None
+    request_timeout_s: float = 600.0
+    seed: int = 0  # for synthesised prompts
+
+
+def base_url(endpoint: str) -> str:
+    url = endpoint.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def prompt_text(item: WorkItem, index: int, spec: LoadSpec) -> str:
+    """The workload's text, or one synthesised to ``prompt_tokens`` tokens as the server will count it."""
+    if item.prompt is not None:
+        return item.prompt
+    tokens = item.prompt_tokens
+    if spec.api == "chat":  # the chat flattening adds role markers; leave room for them
+        overhead = get_counter().count(flatten_messages([{"role": "user", "content": ""}]))
+        tokens = max(1, tokens - overhead)
+    return synth_prompt(tokens, seed=spec.seed * 1_000_003 + index)
+
+
+def request_body(item: WorkItem, prompt: str, spec: LoadSpec) -> dict[str, Any]:
+    """The JSON body: streamed, with usage, the reference length forced by max_tokens + ignore_eos."""
+    body: dict[str, Any] = {
+        "model": spec.model,
+        "max_tokens": item.output_tokens,
+        "ignore_eos": True,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if spec.api == "chat":
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    return body
+
+
+def request_headers(item: WorkItem, spec: LoadSpec) -> dict[str, str]:
+    headers = {"content-type": "application/json"}
+    if spec.api_key:
+        headers["authorization"] = f"Bearer {spec.api_key}"
+    if spec.send_length_hint:
+        headers[HINT_HEADER] = str(item.output_tokens)
+    return headers
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What one SSE stream has delivered so far; fed one ``data:`` payload at a time by :func:`feed`."""
+
+    token_times: list[float]
+    usage_prompt: int | None = None
+    usage_completion: int | None = None
+    error: str | None = None
+    done: bool = False
+
+
+def feed(state: StreamState, payload: str, now: float) -> None:
+    """Account one SSE ``data:`` payload received at ``now`` (a chunk with text is one token event)."""
+    if payload == "[DONE]":
+        state.done = True
+        return
+    try:
+        chunk = json.loads(payload)
+    except json.JSONDecodeError:
+        state.error = "malformed stream chunk"
+        return
+    if not isinstance(chunk, dict):
+        return
+    if "error" in chunk:
+        err = chunk["error"]
+        state.error = str(err.get("message", err) if isinstance(err, dict) else err)
+        return
+    usage = chunk.get("usage")
+    if isinstance(usage, dict):
+        state.usage_prompt = usage.get("prompt_tokens", state.usage_prompt)
+        state.usage_completion = usage.get("completion_tokens", state.usage_completion)
+    for choice in chunk.get("choices") or ():
+        text = choice.get("text")
+        if text is None:
+            text = (choice.get("delta") or {}).get("content")
+        if text:  # role-only and empty deltas are not tokens
+            state.token_times.append(now)
+
+
+def _error_message(status: int, body: bytes) -> str:
+    try:
+        message = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = body.decode("utf-8", "replace").strip()[:200]
+    return f"HTTP {status}: {message}" if message else f"HTTP {status}"
+
+
+def _header_float(resp: httpx.Response, name: str, scale: float = 1.0) -> float | None:
+    try:
+        return float(resp.headers[name]) * scale
+    except (KeyError, ValueError):
+        return None
+
+
+async def send_one(
+    client: httpx.AsyncClient,
+    spec: LoadSpec,
+    item: WorkItem,
+    index: int,
+    scheduled_s: float,
+    t0: float,
+    body: dict[str, Any] | None = None,
+) -> RequestRecord:
+    """Send one request now and follow its stream to the end; never raises for a failed request."""
+    body = body or request_body(item, prompt_text(item, index, spec), spec)
+    path = "/v1/chat/completions" if spec.api == "chat" else "/v1/completions"
+    state = StreamState(token_times=[])
+    fields: dict[str, Any] = {}
+    sent = time.perf_counter()
+    try:
+        async with client.stream(
+            "POST", base_url(spec.endpoint) + path, json=body, headers=request_headers(item, spec)
+        ) as resp:
+            fields["instance"] = resp.headers.get("x-blockctl-instance")
+            fields["predicted_e2e_s"] = _header_float(resp, "x-blockctl-predicted-e2e-ms", 1e-3)
+            hint = _header_float(resp, "x-blockctl-predicted-output-tokens")
+            fields["predicted_output_tokens"] = None if hint is None else int(hint)
+            if resp.status_code >= 400:
+                state.error = _error_message(resp.status_code, await resp.aread())
+            else:
+                async for line in resp.aiter_lines():
+                    if line.startswith("data:"):
+                        feed(state, line[5:].strip(), time.perf_counter())
+                        if state.done or state.error:
+                            break
+    except httpx.HTTPError as exc:
+        state.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    end = time.perf_counter()
+    times = state.token_times
+    received = state.usage_completion if state.usage_completion is not None else len(times)
+    if state.error is None and not times:
+        state.error = "no tokens in the response"
+    return RequestRecord(
+        index=index,
+        prompt_tokens=state.usage_prompt if state.usage_prompt is not None else item.prompt_tokens,
+        output_tokens=int(received),
+        expected_output_tokens=item.output_tokens,
+        scheduled_s=scheduled_s,
+        sent_s=sent - t0,
+        ttft_s=times[0] - sent if times else None,
+        e2e_s=(times[-1] if times and state.error is None else end) - sent,
+        itl_s=tuple(b - a for a, b in itertools.pairwise(times)),
+        error=state.error,
+        **fields,
+    )
+
+
+def make_client(spec: LoadSpec) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    timeout = httpx.Timeout(spec.request_timeout_s, connect=10.0)
+    return httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False)
+
+
+async def first_model(client: httpx.AsyncClient, endpoint: str, api_key: str | None = None) -> str:
+    """The first model id the endpoint lists (GET /v1/models); UpstreamError when it cannot be asked."""
+    url = base_url(endpoint) + "/v1/models"
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        resp = await client.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        raise UpstreamError(
+            f"cannot connect: {exc}", url=url, hint="check --endpoint, or pass --model"
+        ) from None
+    try:
+        resp.raise_for_status()
+        return str(resp.json()["data"][0]["id"])
+    except (httpx.HTTPStatusError, ValueError, KeyError, IndexError, TypeError):
+        raise UpstreamError(
+            f"no model listed (HTTP {resp.status_code})", url=url, hint="pass --model"
+        ) from None
+
+
+async def run_load(
+    items: Sequence[WorkItem],
+    send_times: Sequence[float],
+    spec: LoadSpec,
+    *,
+    on_done: Callable[[RequestRecord], None] | None = None,
+    client: httpx.AsyncClient | None = None,
+) -> list[RequestRecord]:
+    """Send ``items[i]`` at ``send_times[i]`` seconds from now (or closed-loop), return records in order."""
+    own = client is None
+    http = client or make_client(spec)
+    records: list[RequestRecord | None] = [None] * len(items)
+    # Bodies first: synthesising and counting prompts must not delay dispatch once the clock runs.
+    bodies = [request_body(item, prompt_text(item, i, spec), spec) for i, item in enumerate(items)]
+    t0 = time.perf_counter()
+
+    async def one(i: int, scheduled: float) -> None:
+        rec = await send_one(http, spec, items[i], i, scheduled, t0, bodies[i])
+        records[i] = rec
+        if on_done is not None:
+            on_done(rec)
+
+    try:
+        if spec.concurrency:
+            await _closed_loop(one, len(items), spec.concurrency, t0)
+        else:
+            await _open_loop(one, send_times, t0)
+    finally:
+        if own:
+            await http.aclose()
+    return [r for r in records if r is not None]
+
+
+async def _open_loop(one: Callable[[int, float], Any], send_times: Sequence[float], t0: float) -> None:
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for i, at in enumerate(send_times):
+            delay = t0 + at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, float(at))))
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _closed_loop(one: Callable[[int, float], Any], n: int, workers: int, t0: float) -> None:
+    next_index = iter(range(n))
+
+    async def worker() -> None:
+        for i in next_index:
+            await one(i, time.perf_counter() - t0)
+
+    await asyncio.gather(*(worker() for _ in range(min(workers, n))))
+
+
+def send_schedule(items: Sequence[WorkItem], arrival: ArrivalSpec, qps: float, seed: int) -> list[float]:
+    """Send offsets for ``items`` under ``arrival`` at ``qps`` (all zeros for closed-loop concurrency)."""
+    if arrival.process is None:
+        return [0.0] * len(items)
+    stamps = [i.timestamp for i in items] if arrival.process == "trace" else None
+    times = arrival_times(
+        arrival.process,
+        len(items),
+        qps=qps,
+        burstiness=arrival.burstiness,
+        seed=seed,
+        timestamps=stamps,
+        time_scale=arrival.time_scale,
+    )
+    return [float(t) for t in times]
+
+
+async def run_live(
+    items: Sequence[WorkItem],
+    send_times: Sequence[float],
+    spec: LoadSpec,
+    *,
+    label: str,
+    config: dict[str, Any],
+    slo: RequestSlo | None = None,
+    on_done: Callable[[RequestRecord], None] | None = None,
+) -> RunResult:
+    """Benchmark the endpoint and return the result (``spec.model`` empty: the endpoint's first model)."""
+    async with make_client(spec) as client:
+        if not spec.model:
+            spec = dataclasses.replace(spec, model=await first_model(client, spec.endpoint, spec.api_key))
+        records = await run_load(items, send_times, spec, on_done=on_done, client=client)
+    config = {**config, "model": spec.model, "api": spec.api, "endpoint": spec.endpoint}
+    if slo is not None:
+        config["slo"] = str(slo)
+    return RunResult.build(label, "live", config, records, slo=slo)
