@@ -1,0 +1,222 @@
+"""A cluster in virtual time: N engine models behind one routing policy, routed on what agents could see."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from blockctl.bench.capacity import Slo
+from blockctl.bench.sim.observe import observed_queues, waiting_prompt_blocks
+from blockctl.engine.core import Engine
+from blockctl.engine.steptime import StepTimeModel
+from blockctl.engine.types import EngineConfig, Prediction, Request
+from blockctl.engine.whatif import predict
+from blockctl.errors import EngineError
+from blockctl.scheduler.policies import InstanceView, Policy, RouteRequest, blank_view
+from blockctl_agents.predictor.tracker import RECENT_WINDOW_S
+
+
+@dataclass(slots=True)
+class SimRecord:
+    """One simulated request: what was asked, where it went, what was predicted, what happened (seconds)."""
+
+    index: int  # position in the workload
+    instance: str
+    arrival: float
+    prompt_tokens: int
+    output_tokens: int  # true length (what the engine ran)
+    predicted_output_tokens: int  # what the scheduler and the agent were told
+    predicted_ttft_s: float | None = None  # the chosen instance's what-if, when the policy asked for one
+    predicted_e2e_s: float | None = None
+    first_token_time: float | None = None
+    finish_time: float | None = None
+    preemptions: int = 0
+    error: str | None = None  # set when the engine refused the request (never fits)
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.first_token_time is None else self.first_token_time - self.arrival
+
+    @property
+    def e2e(self) -> float | None:
+        return None if self.finish_time is None else self.finish_time - self.arrival
+
+
+class _Instance:
+    __slots__ = ("engine", "name", "recent", "told")
+
+    def __init__(self, name: str, engine: Engine) -> None:
+        self.name = name
+        self.engine = engine
+        self.told: dict[str, int] = {}  # req_id -> output length the agent was told
+        self.recent: deque[float] = deque()  # arrival times within the last RECENT_WINDOW_S
+
+
+class ClusterSim:
+    """Instances named ``i0 … i{n-1}``, each an :class:`Engine` with step-time noise and its own seed.
+
+    NOTE: the engines run *true* output lengths; predictions (``whatif.predict``, noise-free) see only
+    :func:`observed_queues`. A what-if starts when the instance's in-flight step ends, so its forecasts are
+    shifted by that remainder (``engine.now − t``) to be relative to the request's arrival.
+    """
+
+    def __init__(
+        self,
+        instances: int,
+        config: EngineConfig,
+        model: StepTimeModel,
+        policy: Policy,
+        *,
+        seed: int = 0,
+        noise: float | None = None,
+    ) -> None:
+        rel = model.rel_noise if noise is None else noise
+        self.config = config
+        self.model = model
+        self.policy = policy
+        self.rng = random.Random(seed)
+        self.names = [f"i{i}" for i in range(instances)]
+        self._instances = {
+            name: _Instance(name, Engine(config, model, noise=rel, seed=seed * 1_000_003 + i))
+            for i, name in enumerate(self.names)
+        }
+        self.records: list[SimRecord] = []
+        self._inflight: dict[str, SimRecord] = {}
+        self.now = 0.0
+
+    def advance(self, t: float) -> list[SimRecord]:
+        """Run every instance through the steps that start before ``t``; the records that finished."""
+        done: list[SimRecord] = []
+        for inst in self._instances.values():
+            for req in inst.engine.run_until(t):
+                done.append(self._finish(inst, req))
+        self.now = max(self.now, t)
+        return done
+
+    def drain(self) -> list[SimRecord]:
+        """Run every instance until it is idle."""
+        done: list[SimRecord] = []
+        for inst in self._instances.values():
+            while inst.engine.has_work():
+                for req in inst.engine.run_until(inst.engine.now + 3600.0):
+                    done.append(self._finish(inst, req))
+        return done
+
+    def dispatch(
+        self, index: int, t: float, prompt_tokens: int, output_tokens: int, predicted: int
+    ) -> SimRecord:
+        """Route a request arriving at ``t`` (after :meth:`advance` to ``t``) and hand it to an engine."""
+        route = RouteRequest(prompt_tokens, predicted, output_tokens)
+        policy = self.policy
+        names = policy.sample(self.names, self.rng)
+        told = policy.prediction_length(route)
+        if policy.needs_prediction or policy.needs_load:
+            ask = policy.needs_prediction
+            views = [self._view(self._instances[n], t, prompt_tokens, told, ask) for n in names]
+        else:
+            views = [blank_view(n) for n in names]
+        chosen = policy.choose(route, views, self.rng)
+        pred = next((v.prediction for v in views if v.instance == chosen), None)
+        inst = self._instances[chosen]
+        rec = SimRecord(index, chosen, t, prompt_tokens, output_tokens, told,
+                        None if pred is None else pred.ttft_s, None if pred is None else pred.e2e_s)
+        self.records.append(rec)
+        req_id = str(index)
+        try:
+            inst.engine.add(Request(req_id, prompt_tokens, output_tokens, arrival_time=t))
+        except EngineError as exc:
+            rec.error = exc.message
+            return rec
+        inst.told[req_id] = told
+        inst.recent.append(t)
+        self._inflight[req_id] = rec
+        return rec
+
+    def inflight_violations(self, slo: Slo, t: float) -> int:
+        """In-flight requests already certain to break ``slo``'s limit (TTFT or E2E) as of time ``t``."""
+        n = 0
+        for inst in self._instances.values():
+            for reqs in (inst.engine.running, inst.engine.waiting):
+                for r in reqs:
+                    if slo.metric == "ttft":
+                        end = t if r.first_token_time is None else r.first_token_time
+                    else:
+                        end = t
+                    n += end - r.arrival_time > slo.limit
+        return n
+
+    def _view(
+        self, inst: _Instance, t: float, prompt_tokens: int, told: int, with_prediction: bool
+    ) -> InstanceView:
+        engine = inst.engine
+        running, waiting = observed_queues(engine, inst.told, self.config)
+        prediction: Prediction | None = None
+        if with_prediction:
+            cap = max(1, self.config.max_model_len - prompt_tokens)
+            new = Request("new", prompt_tokens, min(told, cap))
+            p = predict(self.config, self.model, running, waiting, new)
+            lag = max(0.0, engine.now - t)
+            prediction = Prediction(p.ttft_s + lag, p.e2e_s + lag, p.queue_s + lag, p.running, p.waiting,
+                                    p.kv_free_blocks) if lag else p
+        recent = inst.recent
+        while recent and recent[0] < t - RECENT_WINDOW_S:
+            recent.popleft()
+        return InstanceView(
+            instance=inst.name,
+            prediction=prediction,
+            running=len(engine.running),
+            waiting=len(engine.waiting),
+            outstanding=len(engine.running) + len(engine.waiting),
+            kv_free_blocks=engine.free_blocks,
+            kv_total_blocks=engine.num_blocks_total,
+            waiting_prompt_blocks=waiting_prompt_blocks(waiting, self.config.block_size),
+            recent_requests=len(recent),
+        )
+
+    def _finish(self, inst: _Instance, req: Request) -> SimRecord:
+        rec = self._inflight.pop(req.req_id)
+        inst.told.pop(req.req_id, None)
+        rec.first_token_time = req.first_token_time
+        rec.finish_time = req.finish_time
+        rec.preemptions = req.num_preemptions
+        return rec
+
+
+def simulate(
+    sim: ClusterSim,
+    prompt_tokens: Sequence[int],
+    output_tokens: Sequence[int],
+    predicted: Sequence[int],
+    arrivals: Sequence[float],
+    *,
+    abort: Slo | None = None,
+    check_every: int = 25,
+) -> bool:
+    """Feed every request at its arrival time, then drain; False if stopped early because ``abort`` broke.
+
+    Early stop: ``abort`` (a percentile SLO on TTFT or E2E) is certainly broken once more requests of the
+    whole run exceed its limit than :meth:`Slo.max_violations` allows; finished and in-flight requests are
+    counted (an in-flight request that has waited past the limit can only end up over it).
+    """
+    n = len(arrivals)
+    allowed = None
+    if abort is not None and abort.metric in ("ttft", "e2e"):
+        allowed = abort.max_violations(n)
+    over_done = 0
+    for i, t in enumerate(arrivals):
+        finished = sim.advance(t)
+        if allowed is not None and abort is not None:
+            over_done += sum(_over(r, abort) for r in finished)
+            if i % check_every == 0 and over_done + sim.inflight_violations(abort, t) > allowed:
+                return False
+        rec = sim.dispatch(i, t, prompt_tokens[i], output_tokens[i], predicted[i])
+        over_done += rec.error is not None
+    sim.drain()
+    return True
+
+
+def _over(rec: SimRecord, slo: Slo) -> bool:
+    value = rec.ttft if slo.metric == "ttft" else rec.e2e
+    return value is None or value > slo.limit

@@ -1,0 +1,148 @@
+"""One simulated benchmark run: a setup, a workload, a policy and a QPS in; per-request records out."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from blockctl.bench.capacity import Slo
+from blockctl.bench.sim.cluster import ClusterSim, SimRecord, simulate
+from blockctl.bench.sim.lengths import parse_lengths, predicted_lengths
+from blockctl.bench.workloads import WorkItem, arrival_times, load_workload
+from blockctl.engine.profile import DEFAULT_PROFILE, Profile, load_profile
+from blockctl.engine.types import EngineConfig
+from blockctl.errors import ConfigError
+from blockctl.scheduler.policies import make_policy
+
+
+@dataclass(frozen=True, slots=True)
+class SimSetup:
+    """Everything but the policy and the QPS: the cluster, the engine settings, the workload, the lengths.
+
+    Engine settings left None come from the profile's defaults (KV blocks implied by GPU memory).
+    """
+
+    instances: int = 12
+    profile: str = DEFAULT_PROFILE
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    num_gpu_blocks: int | None = None
+    workload: str = "sharegpt"
+    requests: int = 1000
+    arrival: str = "poisson"
+    burstiness: float = 1.0
+    lengths: str = "oracle"
+    seed: int = 0
+    noise: bool = True  # step-time noise from the profile's measured spread
+
+    def validate(self) -> None:
+        if self.instances < 1:
+            raise ConfigError(f"must be at least 1, got {self.instances}", key="--instances")
+        if self.requests < 1:
+            raise ConfigError(f"must be at least 1, got {self.requests}", key="--requests")
+        for key, value in (("--max-num-seqs", self.max_num_seqs),
+                           ("--max-num-batched-tokens", self.max_num_batched_tokens),
+                           ("--num-gpu-blocks", self.num_gpu_blocks)):
+            if value is not None and value < 1:
+                raise ConfigError(f"must be at least 1, got {value}", key=key)
+        parse_lengths(self.lengths)
+
+    def engine_config(self, profile: Profile) -> EngineConfig:
+        base = profile.engine_defaults()
+        overrides = {k: v for k, v in (("max_num_seqs", self.max_num_seqs),
+                                       ("max_num_batched_tokens", self.max_num_batched_tokens),
+                                       ("num_gpu_blocks", self.num_gpu_blocks)) if v is not None}
+        return dataclasses.replace(base, **overrides)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A setup's workload, loaded once and shared by every policy and QPS (same requests, same lengths)."""
+
+    items: list[WorkItem]
+    predicted: list[int]  # the output length the scheduler is told for each item
+    profile: Profile
+    config: EngineConfig
+
+
+@dataclass(slots=True)
+class SimRun:
+    """Records of one run; ``complete`` is False when the run stopped early because an SLO broke."""
+
+    policy: str
+    qps: float
+    records: list[SimRecord]
+    complete: bool
+    wall_s: float
+    duration_s: float  # virtual seconds from the first arrival to the last finish
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+def prepare(setup: SimSetup) -> Prepared:
+    setup.validate()
+    items = load_workload(setup.workload, num_requests=setup.requests, seed=setup.seed)
+    profile = _profile(setup.profile)
+    config = setup.engine_config(profile)
+    spec = parse_lengths(setup.lengths)
+    predicted = predicted_lengths(
+        spec, [i.output_tokens for i in items], [i.prompt for i in items], seed=setup.seed + 7919
+    )
+    return Prepared(items, predicted, profile, config)
+
+
+@lru_cache(maxsize=8)
+def _profile(name: str) -> Profile:
+    return load_profile(name)
+
+
+def arrivals_for(setup: SimSetup, items: Sequence[WorkItem], qps: float) -> list[float]:
+    """Send times at ``qps``; with one seed, Poisson/gamma times at another QPS are the same draws scaled."""
+    stamps = [i.timestamp for i in items] if setup.arrival == "trace" else None
+    return [float(t) for t in arrival_times(setup.arrival, len(items), qps=qps, burstiness=setup.burstiness,
+                                             seed=setup.seed, timestamps=stamps)]
+
+
+def run_policy(
+    setup: SimSetup, prepared: Prepared, policy: str, qps: float, *, abort: Slo | None = None
+) -> SimRun:
+    """Simulate ``policy`` at ``qps`` over the prepared workload (stopping early once ``abort`` breaks)."""
+    items = prepared.items
+    arrivals = arrivals_for(setup, items, qps)
+    sim = ClusterSim(
+        setup.instances, prepared.config, prepared.profile.model, make_policy(policy),
+        seed=setup.seed, noise=None if setup.noise else 0.0,
+    )
+    start = time.perf_counter()
+    complete = simulate(
+        sim, [i.prompt_tokens for i in items], [i.output_tokens for i in items], prepared.predicted, arrivals,
+        abort=abort,
+    )
+    wall = time.perf_counter() - start
+    ends = [r.finish_time for r in sim.records if r.finish_time is not None]
+    duration = (max(ends) - arrivals[0]) if ends and arrivals else 0.0
+    return SimRun(policy, qps, sim.records, complete, wall, duration)
+
+
+def slo_samples(run: SimRun, metric: str) -> list[float]:
+    """Per-request values of ``metric`` (ttft | e2e | tpot); failed or unfinished requests count as inf."""
+    out: list[float] = []
+    for r in run.records:
+        if metric == "ttft":
+            v = r.ttft
+        elif metric == "e2e":
+            v = r.e2e
+        else:
+            v = None
+            if r.first_token_time is not None and r.finish_time is not None:
+                gaps = max(1, r.output_tokens - 1)
+                v = (r.finish_time - r.first_token_time) / gaps
+        out.append(math.inf if v is None else v)
+    return out
+
+
+def slos_hold(run: SimRun, slos: Sequence[Slo]) -> bool:
+    return run.complete and all(s.holds(slo_samples(run, s.metric)) for s in slos)
