@@ -33,9 +33,18 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
 def make_spec(server: SshServer, root: Path, **overrides: object) -> ClusterSpec:
     """A spec with one host reached through ``server``; ``overrides`` replace top-level sections."""
     data: dict[str, object] = {
-        "hosts": [{"address": server.host, "name": "h1", "port": server.port, "user": server.user,
-                   "identity_file": str(server.client_key), "root": str(root)}],
+        "hosts": [
+            {
+                "address": server.host,
+                "name": "h1",
+                "port": server.port,
+                "user": server.user,
+                "identity_file": str(server.client_key),
+                "root": str(root),
+            }
+        ],
         "model": {"id": "tiny"},
+        "engine": {"kind": "emulator", "health_timeout_s": 60},
         "ssh": {"known_hosts": str(server.known_hosts), "connect_timeout_s": 5, "connect_attempts": 2},
         "install": {"mode": "existing", "venv": str(Path(__import__("sys").prefix))},
     }

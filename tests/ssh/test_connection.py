@@ -17,8 +17,13 @@ from tests.ssh.servers import SshServer, keygen
 
 
 def host_of(server: SshServer, **kw: object) -> HostSpec:
-    base: dict[str, object] = {"address": server.host, "name": "h1", "port": server.port,
-                               "user": server.user, "identity_file": str(server.client_key)}
+    base: dict[str, object] = {
+        "address": server.host,
+        "name": "h1",
+        "port": server.port,
+        "user": server.user,
+        "identity_file": str(server.client_key),
+    }
     base.update(kw)
     return HostSpec.model_validate(base)
 
@@ -71,16 +76,22 @@ async def test_unknown_host_key_is_refused_unless_opted_out(ssh_server: SshServe
     assert info.value.stage == "connect" and "not trusted" in info.value.message
     assert not isinstance(info.value, TransportFailure)  # never retried
     assert info.value.hint and "ssh-keyscan" in info.value.hint
-    conn = await connect(host_of(ssh_server), ssh_of(ssh_server, known_hosts=str(empty),
-                                                     insecure_skip_host_key_check=True), log)
+    conn = await connect(
+        host_of(ssh_server),
+        ssh_of(ssh_server, known_hosts=str(empty), insecure_skip_host_key_check=True),
+        log,
+    )
     await conn.close()
 
 
 async def test_wrong_key_is_permission_denied(ssh_server: SshServer, tmp_path: Path) -> None:
     other = keygen(tmp_path / "other_key")
     with pytest.raises(HostError) as info:
-        await connect(host_of(ssh_server, identity_file=str(other)), ssh_of(ssh_server),
-                      HostLog(tmp_path / "l.log", "h1"))
+        await connect(
+            host_of(ssh_server, identity_file=str(other)),
+            ssh_of(ssh_server),
+            HostLog(tmp_path / "l.log", "h1"),
+        )
     assert "permission denied" in info.value.message and info.value.stage == "connect"
     assert not isinstance(info.value, TransportFailure)
 
@@ -91,8 +102,9 @@ async def test_connection_refused_is_retried_then_reported(tmp_path: Path) -> No
     log = HostLog(tmp_path / "l.log", "h1")
     start = time.monotonic()
     with pytest.raises(TransportFailure) as info:
-        await connect(host_of(server, identity_file=None), ssh_of(server, connect_attempts=3), log,
-                      backoff_s=0.05)
+        await connect(
+            host_of(server, identity_file=None), ssh_of(server, connect_attempts=3), log, backoff_s=0.05
+        )
     assert time.monotonic() - start < 5
     assert "connection refused" in info.value.message and f":{server.port}" in info.value.message
     assert log.path.read_text().count("connection refused") == 3

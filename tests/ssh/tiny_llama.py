@@ -14,7 +14,10 @@ SENTENCES = [
 
 
 def build_tiny_llama(out: Path, *, max_len: int = 512) -> Path:
-    """Save config, random fp32 weights and a HF fast tokenizer to ``out``; returns ``out``."""
+    """Save config, random fp32 weights and a HF fast tokenizer to ``out``; returns ``out``.
+
+    head_dim is 32, not hidden/heads = 16: vLLM's CPU attention kernels reject head_dim 16.
+    """
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -35,6 +38,7 @@ def build_tiny_llama(out: Path, *, max_len: int = 512) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=4,
+        head_dim=32,
         max_position_embeddings=max_len,
         bos_token_id=1,
         eos_token_id=2,

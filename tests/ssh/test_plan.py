@@ -1,0 +1,112 @@
+"""Pure decisions of the bootstrap: probe parsing, GPU groups, ports, profiles, rendered commands."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from blockctl.cluster.spec import ClusterSpec, parse_spec
+from blockctl.cluster.ssh.plan import expand_home, plan_host
+from blockctl.cluster.ssh.probe import Gpu, ProbeResult, parse_probe
+from blockctl.errors import HostError
+
+PROBE = """home=/home/u
+python=3.11.7
+gpu=0, NVIDIA H100 80GB HBM3, 81559, 80000
+gpu=1, NVIDIA H100 80GB HBM3, 81559, 1024
+gpu=2, NVIDIA H200, 143771, 140000
+gpu=3, NVIDIA H200, 143771, 140000
+disk_free_kib=10485760
+cpus=32
+"""
+
+
+def spec(**sections: object) -> ClusterSpec:
+    data: dict[str, object] = {"hosts": [{"address": "10.0.0.5", "name": "a"}], "model": {"id": "m/llama 7b"}}
+    data.update(sections)
+    return parse_spec(data)
+
+
+def probe(gpus: int = 4) -> ProbeResult:
+    found = parse_probe(PROBE)
+    return ProbeResult(found.home, found.python_version, found.gpus[:gpus], found.disk_free_mib, found.cpus)
+
+
+def test_parse_probe_reads_nvidia_smi_rows() -> None:
+    found = parse_probe(PROBE + "gpu=garbage\n")
+    assert found.home == "/home/u" and found.python_version == "3.11.7" and found.cpus == 32
+    assert found.disk_free_mib == 10240
+    assert found.gpus[1] == Gpu(1, "NVIDIA H100 80GB HBM3", 81559, 1024) and len(found.gpus) == 4
+    assert parse_probe("home=/x\npython=\n").python_version is None
+
+
+def test_one_instance_per_gpu_group_with_ports_profiles_and_visible_devices() -> None:
+    s = spec(
+        model={"id": "m", "tensor_parallel_size": 2},
+        profiles={"by_gpu": {"h200": "h200/llama-2-7b"}, "default": "h100/llama-2-7b"},
+    )
+    paths, plans = plan_host(s, s.hosts[0], probe(), peer="10.0.0.5")
+    assert paths.root == "/home/u/.blockctl" and paths.python == "/home/u/.blockctl/venv/bin/python"
+    assert [p.gpus for p in plans] == [(0, 1), (2, 3)]
+    assert [p.engine_env["CUDA_VISIBLE_DEVICES"] for p in plans] == ["0,1", "2,3"]
+    assert [p.profile for p in plans] == ["h100/llama-2-7b", "h200/llama-2-7b"]
+    assert [(p.engine_port, p.agent_port) for p in plans] == [(8100, 8200), (8101, 8201)]
+    assert plans[1].agent_url == "http://10.0.0.5:8201" and plans[1].name == "a-1"
+    argv = shlex.split(plans[0].engine_command)
+    assert argv[:3] == ["/home/u/.blockctl/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "2" and argv[argv.index("--port") + 1] == "8100"
+    agent = shlex.split(plans[0].agent_command)
+    assert agent[agent.index("--token-file") + 1] == "/home/u/.blockctl/run/token"
+    assert agent[agent.index("--engine-url") + 1] == "http://127.0.0.1:8100"
+
+
+def test_values_are_shell_quoted_and_engine_flags_shared() -> None:
+    s = spec(
+        model={"id": "m/llama 7b; rm -rf /", "max_num_seqs": 8, "extra_args": ["--x", "a b"]},
+        engine={"kind": "emulator"},
+    )
+    _, plans = plan_host(s, s.hosts[0], probe(1))
+    argv = shlex.split(plans[0].engine_command)
+    assert "m/llama 7b; rm -rf /" in argv and argv[-2:] == ["--x", "a b"]
+    assert argv[argv.index("--max-num-seqs") + 1] == "8"
+    agent = shlex.split(plans[0].agent_command)
+    assert agent[agent.index("--max-num-seqs") + 1] == "8"
+
+
+def test_gpu_selection_errors_name_the_host() -> None:
+    s = spec(hosts=[{"address": "x", "gpus": [0, 7]}])
+    with pytest.raises(HostError, match=r"GPU\(s\) \[7\] not found") as info:
+        plan_host(s, s.hosts[0], probe())
+    assert info.value.host == "x" and info.value.stage == "plan"
+    s = spec(model={"id": "m", "tensor_parallel_size": 4}, hosts=[{"address": "x", "gpus": [0, 1]}])
+    with pytest.raises(HostError, match="tensor_parallel_size=4"):
+        plan_host(s, s.hosts[0], probe())
+    s = spec()
+    with pytest.raises(HostError, match="no NVIDIA GPU"):
+        plan_host(s, s.hosts[0], probe(0))
+
+
+def test_no_gpu_is_fine_for_the_emulator() -> None:
+    s = spec(
+        engine={"kind": "emulator"}, hosts=[{"address": "x", "instances": 3, "profile": "h200/llama-2-7b"}]
+    )
+    _, plans = plan_host(s, s.hosts[0], probe(0))
+    assert [p.gpus for p in plans] == [(), (), ()]
+    assert all("CUDA_VISIBLE_DEVICES" not in p.engine_env for p in plans)
+    assert {p.profile for p in plans} == {"h200/llama-2-7b"}
+    assert len({p.fingerprint("engine") for p in plans}) == 3  # ports differ
+
+
+def test_fingerprint_follows_what_runs() -> None:
+    base = spec(engine={"kind": "emulator"})
+    changed = spec(engine={"kind": "emulator", "env": {"A": "1"}})
+    _, a = plan_host(base, base.hosts[0], probe(1))
+    _, b = plan_host(changed, changed.hosts[0], probe(1))
+    assert a[0].fingerprint("engine") != b[0].fingerprint("engine")
+    assert a[0].fingerprint("agent") == b[0].fingerprint("agent")
+
+
+def test_expand_home() -> None:
+    assert expand_home("~", "/h") == "/h" and expand_home("~/x", "/h/") == "/h/x"
+    assert expand_home("/abs", "/h") == "/abs"
