@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -38,7 +40,7 @@ class Membership:
         self.serving: tuple[str, ...] = ()
         self.clients: dict[str, AgentClient] = {}
         self._task: asyncio.Task[None] | None = None
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[None]] = set()  # background work (warm-ups, delayed closes)
         self._retired: set[AgentClient] = set()  # removed, closed after the grace period (or at stop)
 
     def _stat(self) -> Fingerprint:
@@ -77,6 +79,7 @@ class Membership:
             if client is None or client.url != inst.agent_url.rstrip("/") or token != self._token:
                 transport = self._transport_factory() if self._transport_factory else None
                 client = AgentClient(inst.name, inst.agent_url, token, transport=transport)
+                self._background(self._warm(client))
             new[inst.name] = client
             serving.append(inst.name)
         self.clients, self.serving, self._token = new, tuple(serving), token
@@ -86,6 +89,17 @@ class Membership:
                 self._close_later(client)
         log.info("routing to %d instance(s): %s", len(serving), ", ".join(serving) or "-")
 
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _warm(client: AgentClient) -> None:
+        """Open a keep-alive connection before the first request needs one (it would cost the deadline)."""
+        with contextlib.suppress(Exception):
+            await client.view(1, 1, predict=False, timeout=5.0)
+
     def _close_later(self, client: AgentClient) -> None:
         self._retired.add(client)
 
@@ -94,9 +108,7 @@ class Membership:
             self._retired.discard(client)
             await client.aclose()
 
-        task = asyncio.get_running_loop().create_task(close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._background(close())
 
     async def _watch(self) -> None:
         while True:

@@ -184,11 +184,15 @@ async def test_api_keys_guard_the_public_endpoint(tmp_path: Path) -> None:
     assert allowed.status_code == 200 and health.status_code == 200
 
 
-async def test_non_predictive_policies_ask_load_or_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("policy", "loads"), [("least-outstanding", 1), ("round-robin", 0)])
+async def test_non_predictive_policies_ask_load_or_nothing(tmp_path: Path, policy: str, loads: int) -> None:
     a, b = FakeAgent("a", outstanding=5), FakeAgent("b", outstanding=1)
-    async with cluster(tmp_path, a, b, policy="least-outstanding") as url, \
-            httpx.AsyncClient(base_url=url) as http:
+    async with cluster(tmp_path, a, b, policy=policy) as url, httpx.AsyncClient(base_url=url) as http:
+        await asyncio.sleep(0.2)  # new agents get one /load to open a connection early
+        before = (a.loads, b.loads)
         r = await http.post("/v1/completions", json=BODY)
-    assert r.headers["x-blockctl-instance"] == "b"
+    assert r.status_code == 200
+    assert r.headers["x-blockctl-instance"] == ("b" if policy == "least-outstanding" else "a")
     assert "x-blockctl-predicted-e2e-ms" not in r.headers
-    assert a.loads == b.loads == 1 and not a.predicts
+    assert (a.loads - before[0], b.loads - before[1]) == (loads, loads)
+    assert not a.predicts and not b.predicts

@@ -1,0 +1,133 @@
+"""Scheduler daemons on this machine (for local and SSH clusters alike): start, converge, restart, stop."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from blockctl.cluster import procs
+from blockctl.cluster.state import ClusterState, SchedulerState, load_state, logs_dir, save_state
+from blockctl.errors import ClusterError, StateError
+from blockctl.scheduler.policies import make_policy
+
+SCHEDULER_MODULE = "blockctl.scheduler"
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSpec:
+    """How one scheduler daemon is started; stored as its ``settings`` in cluster.json."""
+
+    port: int
+    policy: str
+    host: str = "127.0.0.1"  # address it listens on
+    k: int | None = None
+    tagger: str | None = None
+    api_key_file: str | None = None
+    predict_timeout_ms: float | None = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def argv(self, state_dir: Path) -> list[str]:
+        argv = [sys.executable, "-m", SCHEDULER_MODULE, "--state-dir", str(state_dir), "--host", self.host,
+                "--port", str(self.port), "--policy", self.policy]
+        for flag, value in (("--k", self.k), ("--tagger", self.tagger), ("--api-key-file", self.api_key_file),
+                            ("--predict-timeout-ms", self.predict_timeout_ms)):
+            if value is not None:
+                argv += [flag, str(value)]
+        return argv
+
+    def log_path(self, state_dir: Path) -> Path:
+        return logs_dir(state_dir) / f"scheduler-{self.port}.log"
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> SchedulerSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in settings.items() if k in names})
+        except TypeError as exc:
+            raise StateError(f"cluster.json: scheduler settings are incomplete: {exc}") from None
+
+
+def scheduler_specs(count: int, *, base_port: int, policy: str, **options: Any) -> list[SchedulerSpec]:
+    """``count`` daemons on consecutive ports from ``base_port``; ConfigError for an unknown policy or k."""
+    make_policy(policy, k=options.get("k"))
+    return [SchedulerSpec(port=base_port + n, policy=policy, **options) for n in range(count)]
+
+
+def _marker(spec: SchedulerSpec) -> procs.Marker:
+    return (SCHEDULER_MODULE, spec.port)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def converge_schedulers(
+    state_dir: Path, current: Sequence[SchedulerState], wanted: Sequence[SchedulerSpec], *,
+    timeout_s: float = 30.0,
+) -> tuple[SchedulerState, ...]:
+    """Keep healthy daemons that already run as wanted, stop the rest, start what is missing."""
+    kept: dict[int, SchedulerState] = {}
+    to_stop: list[tuple[int | None, procs.Marker]] = []
+    wanted_settings = {spec.port: asdict(spec) for spec in wanted}
+    for sched in current:
+        spec = SchedulerSpec.from_settings(sched.settings) if sched.settings else None
+        alive = spec is not None and procs.is_ours(sched.pid, _marker(spec))
+        same = spec is not None and wanted_settings.get(spec.port) == asdict(spec)
+        if spec is not None and alive and same and _healthy(spec.url):
+            kept[spec.port] = sched
+        elif spec is not None:
+            to_stop.append((sched.pid, _marker(spec)))
+    procs.stop(to_stop)
+    started: dict[int, SchedulerState] = {}
+    checks = []
+    for spec in wanted:
+        if spec.port in kept:
+            continue
+        if not procs.port_free(spec.port, spec.host if spec.host != "0.0.0.0" else "127.0.0.1"):
+            stop_schedulers(list(started.values()))
+            raise ClusterError(f"port {spec.port} (scheduler) is in use by another program",
+                               hint="blockctl up --local --base-port PORT")
+        pid = procs.spawn(spec.argv(state_dir), spec.log_path(state_dir))
+        started[spec.port] = SchedulerState(url=spec.url, pid=pid, settings=asdict(spec))
+        checks.append((f"{spec.url}/health", pid, spec.log_path(state_dir)))
+    try:
+        procs.wait_healthy(checks, timeout_s=timeout_s)
+    except ClusterError:
+        stop_schedulers(list(started.values()))
+        raise
+    merged = {**kept, **started}
+    return tuple(merged[spec.port] for spec in wanted)
+
+
+def stop_schedulers(schedulers: Sequence[SchedulerState], *, timeout_s: float = 10.0) -> list[int]:
+    """Stop the recorded daemons that are still ours; returns the PIDs signalled."""
+    targets = [(s.pid, _marker(SchedulerSpec.from_settings(s.settings))) for s in schedulers if s.settings]
+    return procs.stop(targets, timeout_s=timeout_s)
+
+
+def restart_schedulers(state_dir: Path, policy: str, *, k: int | None = None,
+                       timeout_s: float = 30.0) -> ClusterState:
+    """Run every scheduler of the cluster with ``policy`` (and ``k``) instead; instances are untouched."""
+    state = load_state(state_dir)
+    if state is None or not state.schedulers:
+        raise StateError(f"no scheduler is recorded in {state_dir}", hint="blockctl up --local")
+    make_policy(policy, k=k)
+    wanted = [dataclasses.replace(SchedulerSpec.from_settings(s.settings), policy=policy, k=k)
+              for s in state.schedulers]
+    schedulers = converge_schedulers(state_dir, state.schedulers, wanted, timeout_s=timeout_s)
+    state = dataclasses.replace(state, policy=policy, schedulers=schedulers)
+    save_state(state_dir, state)
+    return state
