@@ -10,6 +10,7 @@ from blockctl import __version__
 
 # Each module defines ``register(app: typer.Typer) -> None``; order is the order in --help.
 COMMAND_MODULES: tuple[str, ...] = (
+    "blockctl.cli.cluster",
     "blockctl.cli.groups",
     "blockctl.cli.config",
     "blockctl.cli.tagger",
