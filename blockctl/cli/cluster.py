@@ -71,8 +71,9 @@ def _status_table(status: ClusterStatus) -> None:
         health = "[green]healthy[/green]" if i.healthy else f"[red]{i.detail}[/red]"
         if i.status != "serving":
             health += f" ({i.status})"
-        table.add_row(i.name, *((i.host,) if remote else ()), health, n(i.running), n(i.waiting), n(i.kv_used_pct, "{:.1f}"),
-                      n(i.e2e_error_p50_pct, "{:.1f} %"), n(i.ttft_error_p50_pct, "{:.1f} %"), n(i.completed))
+        cells = (n(i.running), n(i.waiting), n(i.kv_used_pct, "{:.1f}"), n(i.e2e_error_p50_pct, "{:.1f} %"),
+                 n(i.ttft_error_p50_pct, "{:.1f} %"), n(i.completed))
+        table.add_row(i.name, *((i.host,) if remote else ()), health, *cells)
     console.print(table)
     sched = Table(title="schedulers")
     for col in ("endpoint", "pid", "health", "policy", "instances"):
