@@ -73,7 +73,8 @@ def _is_truncation(exc: json.JSONDecodeError, buf: str) -> bool:
     """True when the decoder failed only because the text ended (a cut-off file), not on bad syntax."""
     if exc.msg.startswith("Unterminated string"):
         return True
-    return buf[exc.pos :].strip() == ""
+    rest = buf[exc.pos :].strip()
+    return rest == "" or any(word.startswith(rest) for word in ("true", "false", "null"))
 
 
 def dataset_file() -> Path:

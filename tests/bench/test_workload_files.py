@@ -43,6 +43,12 @@ def test_truncated_between_objects_and_complete_file(tmp_path: Path) -> None:
     assert len(list(iter_json_array(tmp_path / "comma.json"))) == 2
 
 
+def test_truncated_inside_a_literal(tmp_path: Path) -> None:
+    path = tmp_path / "lit.json"
+    path.write_text('[{"id": "a", "conversations": [], "ok": true}, {"id": "b", "ok": tr')
+    assert [v["id"] for _, v in iter_json_array(path)] == ["a"]
+
+
 def test_json_elements_longer_than_the_read_chunk(tmp_path: Path) -> None:
     big = [_conv(i, prompt_words=300_000) for i in range(3)]  # ~2.7 MB each, more than one 1 MiB read
     path = tmp_path / "big.json"
