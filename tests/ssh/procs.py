@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import psutil
 
 
@@ -17,3 +19,19 @@ def procs_with(needle: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
+
+
+def wait_gone(*needles: str, timeout: float = 10.0) -> list[str]:
+    """Command lines still running after ``timeout`` seconds (a stopped process may take a moment to be reaped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for needle in needles:
+            for proc in procs_with(needle):
+                try:
+                    left.append(" ".join(proc.cmdline()))
+                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                    continue
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)

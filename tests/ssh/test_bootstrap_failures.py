@@ -10,7 +10,7 @@ from blockctl.cluster.spec import ClusterSpec, parse_spec
 from blockctl.cluster.ssh.bootstrap import bring_up, bring_up_host
 from tests.conftest import free_port
 from tests.ssh.conftest import make_spec
-from tests.ssh.procs import procs_with
+from tests.ssh.procs import wait_gone
 from tests.ssh.servers import SshServer
 
 SLEEPER = "{python} -c 'import time; time.sleep(300)' --port {port}"
@@ -35,7 +35,7 @@ async def test_engine_never_healthy_is_stopped_and_reported(ssh_server: SshServe
     assert "not healthy" in err.message and "within 2s" in err.message
     assert err.hint == "blockctl logs h1 --engine"
     port = spec.ports.engine
-    assert procs_with(f"--port {port}") == []
+    assert wait_gone(f"--port {port}") == []
     assert not list((tmp_path / "host" / "run").glob("*.pid"))
     log = (tmp_path / "logs" / "ssh" / "h1.log").read_text()
     assert "[wait-engine] FAILED" in log and "[cleanup] done" in log and "t0k" not in log

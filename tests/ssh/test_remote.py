@@ -9,7 +9,7 @@ from pathlib import Path
 
 from blockctl.cluster.ssh import remote
 from tests.conftest import free_port
-from tests.ssh.procs import procs_with
+from tests.ssh.procs import procs_with, wait_gone
 
 
 def sh(command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -40,7 +40,7 @@ def test_detached_start_alive_and_stop_group(tmp_path: Path) -> None:
     assert sh(remote.alive(pid, "--port 1")).returncode != 0  # another command line: not ours
     assert sh(remote.stop_group(pid, grace_s=5)).returncode == 0
     assert sh(remote.alive(pid, marker)).returncode != 0
-    assert procs_with(marker) == []
+    assert wait_gone(marker) == []
     assert "=== start" in (tmp_path / "e.log").read_text()
 
 

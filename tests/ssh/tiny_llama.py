@@ -27,7 +27,9 @@ def build_tiny_llama(out: Path, *, max_len: int = 512) -> Path:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.WordLevelTrainer(special_tokens=["<unk>", "<s>", "</s>"])
     tok.train_from_iterator(SENTENCES, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
     fast.model_max_length = max_len
     fast.save_pretrained(out)
     vocab = tok.get_vocab_size()
@@ -42,7 +44,6 @@ def build_tiny_llama(out: Path, *, max_len: int = 512) -> Path:
         max_position_embeddings=max_len,
         bos_token_id=1,
         eos_token_id=2,
-        torch_dtype="float32",
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)

@@ -1,0 +1,92 @@
+"""`up` then `up` again (converges, keeps healthy processes) then `down`, over asyncssh's in-process server:
+the "GPU host" is this machine running the emulator as its engine through the same code path as vLLM."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import httpx
+
+from blockctl.cluster.ssh import lifecycle
+from blockctl.cluster.state import load_state, read_token
+from tests.conftest import free_port
+from tests.ssh.conftest import make_spec
+from tests.ssh.procs import procs_with, wait_gone
+from tests.ssh.servers import SshServer
+
+
+async def test_up_converges_then_down_stops_everything(ssh_server: SshServer, tmp_path: Path) -> None:
+    engine_port, agent_port = free_port(), free_port()
+    spec = make_spec(
+        ssh_server,
+        tmp_path / "host",
+        ports={"engine": engine_port, "agent": agent_port},
+        model={"id": "tiny", "max_num_seqs": 8},
+        hosts=[
+            {
+                "address": ssh_server.host,
+                "name": "h1",
+                "port": ssh_server.port,
+                "user": ssh_server.user,
+                "identity_file": str(ssh_server.client_key),
+                "root": str(tmp_path / "host"),
+                "agent_bind": "127.0.0.1",
+            }
+        ],
+    )
+    state_dir = tmp_path / "state"
+    state, outcomes = await lifecycle.up(spec, spec_file="cluster.yaml", state_dir=state_dir)
+    try:
+        assert [o.error for o in outcomes] == [None], outcomes[0].error
+        (inst,) = state.instances
+        assert (
+            state.kind == "ssh" and inst.name == "h1-0" and inst.agent_url == f"http://127.0.0.1:{agent_port}"
+        )
+        assert load_state(state_dir) == state
+        token = read_token(state_dir)
+        remote_token = tmp_path / "host" / "run" / "token"
+        assert token and remote_token.read_text().strip() == token
+        assert stat.S_IMODE(remote_token.stat().st_mode) == 0o600
+        for proc in procs_with(f"--port {agent_port}"):  # the token is never on a command line
+            assert token not in " ".join(proc.cmdline())
+        async with httpx.AsyncClient(base_url=inst.agent_url, timeout=30, trust_env=False) as client:
+            assert (
+                await client.post("/predict", json={"prompt_tokens": 10, "predicted_output_tokens": 5})
+            ).status_code == 401
+            pred = await client.post(
+                "/predict",
+                json={"prompt_tokens": 10, "predicted_output_tokens": 5},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert pred.status_code == 200 and pred.json()["e2e_s"] > 0
+            done = await client.post(
+                "/v1/completions",
+                json={"model": "tiny", "prompt": "hi", "max_tokens": 4},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert done.status_code == 200 and done.json()["usage"]["completion_tokens"] == 4
+
+        again, outcomes = await lifecycle.up(spec, spec_file="cluster.yaml", state_dir=state_dir)
+        assert outcomes[0].error is None
+        assert again.instances[0].pids == inst.pids  # healthy engine and agent kept
+        assert "h1-0: engine kept, agent kept" in outcomes[0].notes
+    finally:
+        downs = await lifecycle.down(state_dir)
+    assert [d.error for d in downs] == [None]
+    assert wait_gone(f"--port {engine_port}", f"--port {agent_port}") == []
+    log = (state_dir / "logs" / "ssh" / "h1.log").read_text()
+    for stage in (
+        "connect",
+        "probe",
+        "plan",
+        "install",
+        "token",
+        "start-engine",
+        "wait-engine",
+        "start-agent",
+        "wait-agent",
+        "stop",
+    ):
+        assert f"[{stage}] done" in log, stage
+    assert token not in log
