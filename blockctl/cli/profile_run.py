@@ -1,0 +1,161 @@
+"""`blockctl profile run`: measure a model's step latencies with torch on a GPU and fit the step-time model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from blockctl.cli.ui import console, handle_errors, ok, print_json
+from blockctl.engine.profile import load_profile, profile_from_document, write_profile
+from blockctl.errors import ConfigError
+
+
+def user_profiles_dir() -> Path:
+    """Where measured profiles are saved by name: $BLOCKCTL_PROFILES_DIR, else $XDG_DATA_HOME/blockctl/profiles."""
+    env = os.environ.get("BLOCKCTL_PROFILES_DIR")
+    if env:
+        return Path(env).expanduser()
+    data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data / "blockctl" / "profiles"
+
+
+def _out_path(out: str) -> Path:
+    if out.endswith(".json"):
+        return Path(out).expanduser()
+    if not out or ".." in out or out.startswith("/"):
+        raise ConfigError(
+            f"{out!r} is neither a profile name like h100/my-model nor a .json path", key="--out"
+        )
+    return user_profiles_dir() / f"{out}.json"
+
+
+def register(group: typer.Typer) -> None:
+    @group.command("run")
+    @handle_errors
+    def run_cmd(
+        model: str = typer.Option(
+            ..., "--model", help="Built-in shape name, directory with config.json, or HF id."
+        ),
+        out: str = typer.Option(
+            ..., "--out", help="Profile name (saved in the user profile dir) or a .json path."
+        ),
+        device: str = typer.Option("auto", help="auto (a CUDA GPU), cuda, or cpu (code path only)."),
+        grid: str = typer.Option(
+            "default", help="default (the seed grid, ~180 steps) or quick (a few steps)."
+        ),
+        tp: int = typer.Option(
+            1, "--tp", help="Tensor-parallel size: one GPU's shard is timed, all-reduce added."
+        ),
+        max_num_batched_tokens: int = typer.Option(0, help="Cap the grid at this token budget (0: no cap)."),
+        max_num_seqs: int = typer.Option(0, help="Cap decode batches at this many sequences (0: no cap)."),
+        max_model_len: int = typer.Option(0, help="Cap contexts at this length (0: no cap)."),
+        repeats: int = typer.Option(15, min=1, help="Timed replays per step (median reported)."),
+        warmup: int = typer.Option(3, min=0, help="Untimed replays before timing."),
+        share_layer_weights: bool = typer.Option(
+            False, help="One layer's weights for all layers (less memory)."
+        ),
+        allreduce_latency_us: float = typer.Option(
+            8.0, help="Ring hop latency used when tp GPUs are absent."
+        ),
+        allreduce_bus_gbps: float = typer.Option(
+            300.0, help="All-reduce bus bandwidth used when tp GPUs are absent."
+        ),
+        compare: str = typer.Option(
+            "", help="A profile to compare with, per grid region (e.g. h100/llama-2-7b)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the fit and comparison as JSON."),
+    ) -> None:
+        """Measure engine-step latencies for a model's shape (random weights; only config.json is read)."""
+        from blockctl_agents.profiler import allreduce
+        from blockctl_agents.profiler import grid as gridmod
+        from blockctl_agents.profiler import shape as shapemod
+        from blockctl_agents.profiler.compare import agreement
+        from blockctl_agents.profiler.run import RunConfig, run
+
+        spec = {"default": gridmod.DEFAULT_GRID, "quick": gridmod.QUICK_GRID}.get(grid)
+        if spec is None:
+            raise ConfigError(f"unknown grid {grid!r} (default or quick)", key="--grid")
+        if max_num_batched_tokens or max_num_seqs or max_model_len:
+            spec = spec.capped(
+                max_num_batched_tokens=max_num_batched_tokens or max(spec.prefill_tokens),
+                max_num_seqs=max_num_seqs or max(spec.decode_batch),
+                max_model_len=max_model_len or max(spec.decode_context) + 1,
+            )
+        path = _out_path(out)
+        name = out.removesuffix(".json") if not out.endswith(".json") else path.stem
+        cfg = RunConfig(
+            name=name,
+            shape=shapemod.resolve(model),
+            device=device,
+            grid=spec,
+            tp=tp,
+            warmup=warmup,
+            repeats=repeats,
+            share_layer_weights=share_layer_weights,
+            allreduce_model=allreduce.AllReduceModel(allreduce_latency_us, allreduce_bus_gbps),
+        )
+        reference = load_profile(compare) if compare else None
+        with Progress(
+            TextColumn("profiling {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=as_json,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(cfg.shape.name, total=None)
+            doc = run(cfg, lambda done, total: bar.update(task, completed=done, total=total))
+        write_profile(doc, path)
+        profile = profile_from_document(doc, source=str(path))
+        rows = list(profile.rows)
+        regions = agreement(rows, reference.rows) if reference else []
+        fit = doc["fit"]
+        if as_json:
+            print_json(
+                {
+                    "profile": str(path),
+                    "rows": len(rows),
+                    "seconds": doc["measurement"]["seconds"],
+                    "fit": fit,
+                    "compare": {"reference": reference.name, "regions": [_region_dict(r) for r in regions]}
+                    if reference
+                    else None,
+                }
+            )
+            return
+        ok(
+            f"measured {len(rows)} steps of {cfg.shape.name} on {profile.gpu.name} in "
+            f"{doc['measurement']['seconds']} s → {path}"
+        )
+        cv = fit.get("cv", {})
+        if "kfold_mape_pct" in cv:
+            ok(
+                f"step-time model: {cv['kfold_mape_pct']:.1f} % MAPE ({cv.get('kfold_k', 5)}-fold cross-validated)"
+            )
+        if reference:
+            _print_agreement(reference.name, regions)
+
+
+def _region_dict(r: object) -> dict[str, object]:
+    return {k: getattr(r, k) for k in ("region", "steps", "median_abs_pct", "max_abs_pct", "mean_signed_pct")}
+
+
+def _print_agreement(ref_name: str, regions: list[object]) -> None:
+    table = Table(title=f"agreement with {ref_name} (median step time)")
+    for col in ("region", "steps", "median |Δ| %", "max |Δ| %", "mean Δ %"):
+        table.add_column(col, justify="right" if col != "region" else "left")
+    for r in regions:
+        d = _region_dict(r)
+        table.add_row(
+            str(d["region"]),
+            str(d["steps"]),
+            f"{d['median_abs_pct']:.1f}",
+            f"{d['max_abs_pct']:.1f}",
+            f"{d['mean_signed_pct']:+.1f}",
+        )
+    console.print(table)
