@@ -1,8 +1,8 @@
 """Predicted-vs-actual error of completed requests, kept as Prometheus histograms and a windowed summary.
 
-The prediction compared is the one the agent itself computes when the request arrives (the same what-if
-``/predict`` would have answered at that instant, before the request is added). Recomputing instead of
-trusting a header keeps the metric independent of the caller: traffic that did not come through a
+The prediction compared is the one made at dispatch: the scheduler's, when it passes both
+``x-blockctl-predicted-ttft-ms`` and ``x-blockctl-predicted-e2e-ms`` (what ``/predict`` told it), else the
+agent's own what-if at arrival (what ``/predict`` would have answered then), so traffic that bypassed a
 scheduler is scored too. Relative error is ``(predicted - actual) / actual``: positive means the agent
 was pessimistic. TTFT is scored only for streaming requests (a non-streaming first token is unseen).
 """
@@ -90,3 +90,26 @@ class PredictionErrors:
             "(predicted - actual) / actual end-to-end latency of completed requests.",
             "Absolute % E2E error, quantiles over the last 1000 completed requests.",
         )
+
+
+OFFSET_ALPHA = 0.1  # EWMA weight of one completed streaming request
+OFFSET_MAX_SAMPLE_S = 0.5  # residuals above this are queueing the model missed, not transport
+
+
+@dataclass(slots=True)
+class TtftOffset:
+    """Learned additive latency the engine model does not see: HTTP hops, tokenization, detokenization.
+
+    Each completed streaming request contributes ``actual TTFT - raw predicted TTFT`` (clamped to
+    ``[0, OFFSET_MAX_SAMPLE_S]``) to an EWMA; predictions add the current value to TTFT and E2E. Only
+    additive, non-negative overhead is learned: a GPU slower or faster than its profile is a profile problem.
+    """
+
+    value_s: float = 0.0
+    samples: int = 0
+
+    def observe(self, actual_ttft_s: float, raw_predicted_ttft_s: float) -> None:
+        residual = min(OFFSET_MAX_SAMPLE_S, max(0.0, actual_ttft_s - raw_predicted_ttft_s))
+        alpha = max(OFFSET_ALPHA, 1.0 / (self.samples + 1))  # plain mean until the EWMA has warmed up
+        self.value_s += alpha * (residual - self.value_s)
+        self.samples += 1

@@ -61,9 +61,7 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, object]:
         "ttft": ape_summary(
             [o.predicted_ttft_s for o in with_ttft], [o.ttft_s for o in with_ttft if o.ttft_s is not None]
         ),
-        "mean_running_at_dispatch": float(np.mean([o.running_at_dispatch for o in outcomes]))
-        if outcomes
-        else 0,
+        "mean_running_at_dispatch": float(np.mean([o.running_at_dispatch for o in outcomes])) if outcomes else 0,
         "max_waiting_at_dispatch": max((o.waiting_at_dispatch for o in outcomes), default=0),
         "actual_e2e_p50_s": float(np.median([o.e2e_s for o in done])) if done else None,
     }
@@ -73,11 +71,7 @@ async def _one(
     client: httpx.AsyncClient, model: str | None, prompt_tokens: int, true_out: int, predicted_out: int
 ) -> Outcome:
     pred = (
-        (
-            await client.post(
-                "/predict", json={"prompt_tokens": prompt_tokens, "predicted_output_tokens": predicted_out}
-            )
-        )
+        (await client.post("/predict", json={"prompt_tokens": prompt_tokens, "predicted_output_tokens": predicted_out}))
         .raise_for_status()
         .json()
     )
@@ -101,6 +95,8 @@ async def _one(
     headers = {
         "x-blockctl-predicted-output-tokens": str(predicted_out),
         "x-blockctl-prompt-tokens": str(prompt_tokens),
+        "x-blockctl-predicted-ttft-ms": str(pred["ttft_s"] * 1e3),
+        "x-blockctl-predicted-e2e-ms": str(pred["e2e_s"] * 1e3),
     }
     counter = SseTokenCounter()
     ttft = None
@@ -116,9 +112,7 @@ async def _one(
         e2e = time.perf_counter() - t0
     except httpx.HTTPError as exc:
         return Outcome(**base, error=type(exc).__name__)
-    return Outcome(
-        **base, ttft_s=ttft, e2e_s=e2e, tokens=counter.usage_completion_tokens or 0, error=counter.error
-    )
+    return Outcome(**base, ttft_s=ttft, e2e_s=e2e, tokens=counter.usage_completion_tokens or 0, error=counter.error)
 
 
 async def drive(
@@ -130,9 +124,7 @@ async def drive(
     """Send ``(prompt_tokens, true_output_tokens, predicted_output_tokens)`` at ``offsets`` (seconds)."""
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
     timeout = httpx.Timeout(connect=10.0, read=600.0, write=30.0, pool=None)
-    async with httpx.AsyncClient(
-        base_url=agent_url, headers=headers, limits=limits, timeout=timeout
-    ) as client:
+    async with httpx.AsyncClient(base_url=agent_url, headers=headers, limits=limits, timeout=timeout) as client:
         models = (await client.get("/v1/models")).json().get("data") or [{}]
         model = models[0].get("id")
         start = time.perf_counter()

@@ -26,9 +26,7 @@ class SpeedResult:
     waiting: int
 
 
-def synthetic_core(
-    running: int, waiting: int, *, profile: str, seed: int = 0, now: float = 1000.0
-) -> AgentCore:
+def synthetic_core(running: int, waiting: int, *, profile: str, seed: int = 0, now: float = 1000.0) -> AgentCore:
     """An agent whose table holds ``running`` streaming requests part-way through (ShareGPT-like lengths)
     and ``waiting`` more that have produced nothing yet."""
     prof = load_profile(profile)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict
 from typing import Any
 
 from blockctl.engine.steptime import StepTimeModel
-from blockctl.engine.types import Prediction, Request
+from blockctl.engine.types import Prediction, Request, StepShape
 from blockctl.engine.whatif import predict as whatif_predict
 from blockctl.errors import EngineError
-from blockctl_agents.predictor.accuracy import PredictionErrors
+from blockctl_agents.predictor.accuracy import PredictionErrors, TtftOffset
 from blockctl_agents.predictor.observe import EngineObservation
 from blockctl_agents.predictor.settings import AgentSettings
 from blockctl_agents.predictor.tracker import Tracked, Tracker, estimated_produced
@@ -27,6 +28,7 @@ class AgentCore:
         self.tracker = Tracker()
         self.obs: EngineObservation | None = None
         self.errors = PredictionErrors()
+        self.offset = TtftOffset()
         self.predictions_total = 0
         self.scrape_failures = 0
         self.last_scrape_ok: float | None = None
@@ -34,22 +36,28 @@ class AgentCore:
     def view(self, now: float) -> EngineView:
         return build_view(self.tracker.inflight.values(), now, self.settings.engine_config, self.obs)
 
-    def predict(
-        self, prompt_tokens: int, predicted_output_tokens: int, now: float
-    ) -> tuple[Prediction, EngineView]:
+    def predict(self, prompt_tokens: int, predicted_output_tokens: int, now: float) -> tuple[Prediction, EngineView]:
         """What-if of a new request on this instance from now; EngineError if it can never run here."""
         cfg = self.settings.engine_config
         if prompt_tokens < 1 or prompt_tokens >= cfg.max_model_len:
             raise EngineError(
-                f"prompt of {prompt_tokens} tokens leaves no room for output "
-                f"in max_model_len {cfg.max_model_len}"
+                f"prompt of {prompt_tokens} tokens leaves no room for output in max_model_len {cfg.max_model_len}"
             )
         view = self.view(now)
         length = max(1, min(predicted_output_tokens, cfg.max_model_len - prompt_tokens))
         new = Request(NEW_ID, prompt_tokens, length)
-        prediction = whatif_predict(view.config, self.model, view.running, view.waiting, new)
+        raw = whatif_predict(view.config, self.model, view.running, view.waiting, new)
         self.predictions_total += 1
-        return prediction, view
+        wait = self.offset.value_s + self.mid_step_s(view)
+        return dataclasses.replace(raw, ttft_s=raw.ttft_s + wait, e2e_s=raw.e2e_s + wait), view
+
+    def mid_step_s(self, view: EngineView) -> float:
+        """Expected wait for the step in progress: a request arrives, on average, half-way through a step,
+        while the what-if starts at a step boundary. Half the current decode batch's step time."""
+        if not view.running:
+            return 0.0
+        context = sum(r.num_computed_tokens for r in view.running)
+        return 0.5 * self.model.step_seconds(StepShape(decode_batch=len(view.running), decode_context=context))
 
     def load(self, view: EngineView, now: float) -> dict[str, Any]:
         return {
@@ -63,20 +71,23 @@ class AgentCore:
             "recent_requests": self.tracker.recent_requests(now),
         }
 
-    def admit(self, t: Tracked, now: float) -> None:
-        """Record the agent's own prediction for ``t`` (the baseline of the error metrics), then track it."""
-        try:
-            prediction, _ = self.predict(t.prompt_tokens, t.predicted_output_tokens, now)
-        except EngineError:
-            pass  # the engine will reject it; it is tracked (and failed) like any other
+    def admit(self, t: Tracked, now: float, dispatched: tuple[float, float] | None = None) -> None:
+        """Track ``t`` with its baseline prediction: ``dispatched`` = (ttft_s, e2e_s) the scheduler got from
+        ``/predict`` when it sent them, else the agent's own what-if now (before ``t`` is added)."""
+        t.offset_s = self.offset.value_s
+        if dispatched is not None:
+            t.predicted_ttft_s, t.predicted_e2e_s = dispatched
         else:
-            t.predicted_ttft_s = prediction.ttft_s
-            t.predicted_e2e_s = prediction.e2e_s
+            try:
+                prediction, _ = self.predict(t.prompt_tokens, t.predicted_output_tokens, now)
+            except EngineError:
+                pass  # the engine will reject it; it is tracked (and failed) like any other
+            else:
+                t.predicted_ttft_s = prediction.ttft_s
+                t.predicted_e2e_s = prediction.e2e_s
         self.tracker.add(t)
 
-    def complete(
-        self, req_id: str, now: float, *, ok: bool, output_tokens: int | None = None
-    ) -> Tracked | None:
+    def complete(self, req_id: str, now: float, *, ok: bool, output_tokens: int | None = None) -> Tracked | None:
         """Remove a request; for a successful one, score the arrival prediction against what happened."""
         t = self.tracker.finish(req_id, ok=ok)
         if t is None or not ok:
@@ -87,6 +98,7 @@ class AgentCore:
             self.errors.e2e.observe(t.predicted_e2e_s, now - t.arrival)
         if t.stream and t.predicted_ttft_s is not None and t.first_token_at is not None:
             self.errors.ttft.observe(t.predicted_ttft_s, t.first_token_at - t.arrival)
+            self.offset.observe(t.first_token_at - t.arrival, t.predicted_ttft_s - t.offset_s)  # excl. offset
         return t
 
     def state(self, now: float) -> dict[str, Any]:
@@ -108,6 +120,7 @@ class AgentCore:
             "simulated_num_gpu_blocks": view.config.num_gpu_blocks,
             "preempted_guess": view.preempted,
             "hidden_kv_blocks": view.hidden_blocks,
+            "learned_overhead_s": self.offset.value_s,
             "engine": engine,
             "totals": {
                 "requests": self.tracker.total_requests,

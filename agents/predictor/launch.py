@@ -42,9 +42,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-800:]
-            raise UpstreamError(
-                f"exited with status {proc.returncode} before it was healthy:\n{tail}", url=url
-            )
+            raise UpstreamError(f"exited with status {proc.returncode} before it was healthy:\n{tail}", url=url)
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
                 return

@@ -27,6 +27,7 @@ from blockctl_agents.predictor.tracker import Tracked, fallback_output_tokens
 
 H_PREDICTED = "x-blockctl-predicted-output-tokens"
 H_PROMPT = "x-blockctl-prompt-tokens"
+H_E2E_MS, H_TTFT_MS = "x-blockctl-predicted-e2e-ms", "x-blockctl-predicted-ttft-ms"
 _DROP_REQUEST = {
     "host",
     "content-length",
@@ -53,6 +54,15 @@ def _positive_header(request: Request, name: str) -> int | None:
     if value < 1:
         raise BadRequest(f"header {name} must be at least 1, got {value}", param=name)
     return value
+
+
+def _dispatched(request: Request) -> tuple[float, float] | None:
+    """The scheduler's prediction for this request, when it sent both headers (else the agent computes)."""
+    try:
+        ttft, e2e = float(request.headers[H_TTFT_MS]) / 1e3, float(request.headers[H_E2E_MS]) / 1e3
+    except (KeyError, ValueError):
+        return None
+    return (ttft, e2e) if 0 <= ttft <= e2e < float("inf") else None
 
 
 def _engine_down(core: AgentCore, exc: Exception, status: int) -> Response:
@@ -113,6 +123,7 @@ async def forward_completion(request: Request, core: AgentCore, client: httpx.As
     core.admit(
         Tracked(req_id, time.monotonic(), prompt_tokens, predicted, stream=body.stream, max_tokens=limit),
         time.monotonic(),
+        _dispatched(request),
     )
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
     headers["accept-encoding"] = "identity"

@@ -69,9 +69,7 @@ def read_token(path: str | Path) -> str:
     except OSError as exc:
         raise ConfigError(f"cannot read token file: {exc.strerror}", source=str(p)) from None
     if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            "token file must not be readable by group or others", source=str(p), hint=f"chmod 600 {p}"
-        )
+        raise ConfigError("token file must not be readable by group or others", source=str(p), hint=f"chmod 600 {p}")
     if not token:
         raise ConfigError("token file is empty", source=str(p))
     return token

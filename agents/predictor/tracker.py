@@ -42,13 +42,12 @@ class Tracked:
     produced: int = 0  # streaming: content chunks seen so far
     first_token_at: float | None = None
     last_token_at: float | None = None
-    predicted_ttft_s: float | None = None  # the agent's own prediction at arrival
+    predicted_ttft_s: float | None = None  # the prediction at dispatch/arrival (see accuracy.py)
     predicted_e2e_s: float | None = None
+    offset_s: float = 0.0  # the learned overhead included in those predictions
 
 
-def fallback_output_tokens(
-    max_tokens: int | None, ignore_eos: bool, default: int = DEFAULT_OUTPUT_TOKENS
-) -> int:
+def fallback_output_tokens(max_tokens: int | None, ignore_eos: bool, default: int = DEFAULT_OUTPUT_TOKENS) -> int:
     """Predicted output length when the scheduler sent none (see module docstring)."""
     if max_tokens is not None and max_tokens >= 1:
         return max_tokens if ignore_eos else min(max_tokens, default)
