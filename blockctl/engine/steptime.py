@@ -65,16 +65,22 @@ class StepTimeParams:
         return [getattr(self, f.name) for f in fields(self)]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class StepTimeModel:
-    """Step durations from fitted parameters; ``rel_noise`` is the relative spread of one step's time."""
+    """Step durations from fitted parameters; ``rel_noise`` is the relative spread of one step's time.
+
+    Immutable (``dataclasses.replace`` to change the overhead): it memoises per-token-count terms.
+    """
 
     params: StepTimeParams
     overhead_ms: float = DEFAULT_OVERHEAD_MS
     rel_noise: float = 0.0
-    _linear_cache: list[float] = field(default_factory=list, repr=False)
+    _linear_cache: list[float] = field(init=False, repr=False, compare=False)
+    _decode_cache: dict[int, tuple[float, float]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_linear_cache", [])
+        object.__setattr__(self, "_decode_cache", {})
         if not (self.overhead_ms >= 0 and math.isfinite(self.overhead_ms)):
             raise ProfileError(f"overhead_ms must be a finite number >= 0, got {self.overhead_ms!r}")
         if not (self.rel_noise >= 0 and math.isfinite(self.rel_noise)):
@@ -127,9 +133,12 @@ class StepTimeModel:
     def decode_coeffs(self, batch: int) -> tuple[float, float]:
         """(a, b) such that a pure-decode step of ``batch`` sequences with context sum C takes a + b*C ms,
         overhead included."""
-        p = self.params
-        a = (p.const_ms + self.linear_ms(batch) + p.lm_head_ms_per_krow * batch * 1e-3 + self.overhead_ms)
-        return a, p.decode_attn_ms_per_ktoken * 1e-3
+        ab = self._decode_cache.get(batch)
+        if ab is None:
+            p = self.params
+            a = p.const_ms + self.linear_ms(batch) + p.lm_head_ms_per_krow * batch * 1e-3 + self.overhead_ms
+            ab = self._decode_cache[batch] = (a, p.decode_attn_ms_per_ktoken * 1e-3)
+        return ab
 
     def decode_run_ms(self, batch: int, context_sum: int, steps: int) -> float:
         """Total time (ms, overhead included) of ``steps`` pure-decode steps of a constant batch whose

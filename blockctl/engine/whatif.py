@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from blockctl.engine.core import Engine
+from blockctl.engine.decodegroup import simulate
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Phase, Prediction, Request
 
@@ -35,6 +36,19 @@ def predict(
     request whose prediction is already overrun is assumed to need one more token. No noise is added.
     Raises EngineError when ``new`` can never fit this instance.
     """
+    fast = simulate(config, model, running, waiting, new)
+    return fast if fast is not None else predict_exact(config, model, running, waiting, new)
+
+
+def predict_exact(
+    config: EngineConfig,
+    model: StepTimeModel,
+    running: Sequence[Request],
+    waiting: Sequence[Request],
+    new: Request,
+) -> Prediction:
+    """``predict`` by restoring the state into an ``Engine`` and running it (the reference the fast path is
+    tested against, and its fallback for states the decode group cannot express)."""
     eng = Engine(config, model)
     for r in running:
         c = _copy(r)

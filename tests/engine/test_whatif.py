@@ -5,11 +5,14 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from blockctl.engine.decodegroup import simulate
 from blockctl.engine.fit import row_shape
 from blockctl.engine.profile import DEFAULT_PROFILE, load_profile
-from blockctl.engine.types import EngineConfig, Request, StepShape
-from blockctl.engine.whatif import predict
+from blockctl.engine.types import EngineConfig, Phase, Request, StepShape
+from blockctl.engine.whatif import predict, predict_exact
 from blockctl.errors import EngineError
 
 PROFILE = load_profile(DEFAULT_PROFILE)
@@ -77,3 +80,51 @@ def test_overrun_predictions_and_impossible_requests() -> None:
     assert p.e2e_s > 0
     with pytest.raises(EngineError):
         predict(CFG, PROFILE.model, [], [], Request("n", 5000, 2))
+
+
+_states = st.lists(st.tuples(st.integers(1, 300), st.integers(0, 120), st.integers(1, 150)), max_size=24)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    running=_states,
+    waiting=st.lists(st.tuples(st.integers(1, 300), st.integers(0, 5), st.integers(1, 150)), max_size=12),
+    new=st.tuples(st.integers(1, 300), st.integers(1, 150)),
+    block_size=st.sampled_from([1, 4, 16]),
+    blocks=st.integers(30, 400),
+    seqs=st.integers(1, 32),
+    budget=st.integers(32, 512),
+    prefill_last=st.integers(-1, 40),
+)
+def test_decode_group_fast_path_equals_the_exact_engine(
+    running: list[tuple[int, int, int]], waiting: list[tuple[int, int, int]], new: tuple[int, int],
+    block_size: int, blocks: int, seqs: int, budget: int, prefill_last: int,
+) -> None:
+    cfg = EngineConfig(block_size=block_size, num_gpu_blocks=blocks, max_num_seqs=seqs,
+                       max_num_batched_tokens=budget, max_model_len=100_000)
+    run = [Request(f"r{i}", p, o + extra, num_computed_tokens=p + o - 1 if o else 0, num_output_tokens=o,
+                   phase=Phase.RUNNING)
+           for i, (p, o, extra) in enumerate(running)]
+    if run and prefill_last >= 0:  # the last admitted one is still in its (chunked) prefill
+        last = run[-1]
+        last.num_output_tokens = 0
+        last.num_computed_tokens = min(prefill_last, last.prompt_tokens - 1)
+    wait = [Request(f"w{i}", p, o + extra, num_output_tokens=o) for i, (p, o, extra) in enumerate(waiting)]
+    target = Request("new", *new)
+    def fits(r: Request) -> bool:
+        return -(-(r.prompt_tokens + r.output_tokens - 1) // block_size) <= blocks
+
+    if not all(fits(r) for r in [*run, *wait, target]):
+        with pytest.raises(EngineError):
+            predict_exact(cfg, PROFILE.model, run, wait, target)
+        return
+    exact = predict_exact(cfg, PROFILE.model, run, wait, target)
+    fast = simulate(cfg, PROFILE.model, run, wait, target)
+    if fast is None:  # states the group cannot express: the exact path answers through predict()
+        assert predict(cfg, PROFILE.model, run, wait, target) == exact
+        return
+    assert fast.ttft_s == pytest.approx(exact.ttft_s, rel=1e-9)
+    assert fast.e2e_s == pytest.approx(exact.e2e_s, rel=1e-9)
+    assert fast.queue_s == pytest.approx(exact.queue_s, rel=1e-9, abs=1e-12)
+    assert (fast.running, fast.waiting, fast.kv_free_blocks) == (exact.running, exact.waiting,
+                                                                  exact.kv_free_blocks)

@@ -1,0 +1,229 @@
+"""The what-if fast path: the engine model with every decoding request folded into one group.
+
+Between admissions and finishes, all decoding requests advance one token per step together. So a global step
+counter ``g`` stands in for each decoder's progress: decoder i has ``c0[i] + g`` computed tokens and finishes
+when ``g == fin[i]``; the decode context sum is ``sum(c0) + batch * g``; a decoder needs a new KV block in the
+step where ``(c0[i] + g) % block_size == 0``, counted by a histogram of ``c0 % block_size``. Steps with
+prefill chunks are run one by one (only their chunks cost work); pure-decode stretches are jumped in closed
+form up to the next finish. Whatever the group cannot express — a preemption, an odd starting state, a batch
+larger than the token budget — hands the state over to the exact ``Engine`` (``None`` from ``simulate`` =
+use the exact path from the start). Same results as ``Engine`` up to float rounding (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from heapq import heapify, heappop, heappush
+
+from blockctl.engine.core import Engine
+from blockctl.engine.steptime import StepTimeModel
+from blockctl.engine.types import EngineConfig, Phase, Prediction, Request
+
+
+def simulate(
+    cfg: EngineConfig,
+    model: StepTimeModel,
+    running: Sequence[Request],
+    waiting: Sequence[Request],
+    new: Request,
+) -> Prediction | None:
+    """``whatif.predict`` by the decode group; None when the exact engine must answer instead."""
+    bs, budget, max_seqs = cfg.block_size, cfg.max_num_batched_tokens, cfg.max_num_seqs
+    n_run = len(running)
+    if max_seqs > budget or n_run > max_seqs:
+        return None
+    max_len, total_blocks = cfg.max_model_len, cfg.num_gpu_blocks
+    prompt: list[int] = []
+    out: list[int] = []
+    produced: list[int] = []
+    c0: list[int] = []
+    fin: list[int] = []
+    heap: list[tuple[int, int]] = []
+    hist = [0] * bs
+    sumc0 = batch = used = 0
+    pre = -1  # the running request in the middle of its prefill (always the last admitted), or -1
+    pre_c = 0
+    for i, r in enumerate(running):
+        p, o, c = r.prompt_tokens, r.num_output_tokens, r.num_computed_tokens
+        n_out = r.output_tokens if r.output_tokens > o else o + 1
+        if p < 1 or o < 0 or p + n_out > max_len or -(-(p + n_out - 1) // bs) > total_blocks:
+            return None
+        prompt.append(p)
+        out.append(n_out)
+        produced.append(o)
+        if o > 0 and c == p + o - 1 and pre < 0:
+            c0.append(c)
+            fin.append(n_out - o)
+            heap.append((n_out - o, i))
+            hist[c % bs] += 1
+            sumc0 += c
+            batch += 1
+        elif pre < 0 and 0 <= c < p + o:
+            pre, pre_c = i, c
+            c0.append(0)
+            fin.append(0)
+        else:
+            return None
+        used += -(-c // bs)
+    if used > total_blocks:
+        return None
+    for r in (*waiting, new):
+        p, o = r.prompt_tokens, max(0, r.num_output_tokens) if r is not new else 0
+        n_out = r.output_tokens if r.output_tokens > o else o + 1
+        if p < 1 or p + n_out > max_len or -(-(p + n_out - 1) // bs) > total_blocks:
+            return None
+        prompt.append(p)
+        out.append(n_out)
+        produced.append(o)
+        c0.append(0)
+        fin.append(0)
+    heapify(heap)
+    target = len(prompt) - 1
+    order = list(range(n_run))  # running requests in admission order (finished ones skipped on hand-over)
+    wi = n_run  # head of the waiting queue
+    free = total_blocks - used
+    g = 0
+    now = 0.0
+    t_sched = t_first = -1.0
+    overhead = model.overhead_ms
+    gpu_ms_raw = model.gpu_ms_raw
+    decode_coeffs = model.decode_coeffs
+    while True:
+        need = hist[-g % bs] if batch else 0
+        if need > free:
+            break  # a decoder cannot get its block: preemption, hand over to the exact engine
+        free1 = free - need
+        bud = budget - batch
+        chunks: list[tuple[int, int, int]] = []
+        pt = ps = cached = 0
+        attn = 0.0
+        if pre >= 0:
+            n = min(prompt[pre] + produced[pre] - pre_c, bud)
+            nb = -(-(pre_c + n) // bs) + (pre_c // -bs)
+            if nb > free1:
+                break  # the prefilling request preempts itself
+            free1 -= nb
+            bud -= n
+            chunks.append((pre, n, pre_c))
+            pt, ps, cached, attn = n, 1, pre_c, n * (pre_c + (n + 1) * 0.5)
+        n_running = batch + (1 if pre >= 0 else 0)
+        while wi <= target and bud > 0 and n_running < max_seqs:
+            n = min(prompt[wi] + produced[wi], bud)
+            nb = -(-n // bs)
+            if nb > free1:
+                break
+            free1 -= nb
+            bud -= n
+            chunks.append((wi, n, 0))
+            order.append(wi)
+            if wi == target:
+                t_sched = now
+            wi += 1
+            n_running += 1
+            pt += n
+            ps += 1
+            attn += n * (n + 1) * 0.5
+        if chunks:
+            ctx = sumc0 + batch * g
+            now += (gpu_ms_raw(pt, ps, attn, cached, batch, ctx) + overhead) * 1e-3
+            free = free1
+            g += 1
+            pre = -1
+        elif not heap:
+            break  # nothing runs and nothing can be admitted: let the exact engine sort it out
+        else:
+            k = heap[0][0] - g  # a decode-only stretch lasts until the next finish ...
+            if batch * -(-k // bs) > free:  # ... or until the blocks run out
+                k = _steps_affordable(hist, batch, g, k, free, bs)
+            a, b = decode_coeffs(batch)
+            ctx = sumc0 + batch * g
+            now += (k * (a + b * ctx) + b * batch * k * (k - 1) * 0.5) * 1e-3
+            free -= _blocks_over(hist, batch, g, k, bs)
+            g += k
+        while heap and heap[0][0] == g:
+            i = heappop(heap)[1]
+            ci = c0[i]
+            free += -(-(ci + g) // bs)
+            batch -= 1
+            sumc0 -= ci
+            hist[ci % bs] -= 1
+            fin[i] = -1
+            if i == target:
+                return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_run,
+                                  waiting=len(waiting), kv_free_blocks=total_blocks - used)
+        for i, n, cb in chunks:
+            ca = cb + n
+            if ca < prompt[i] + produced[i]:
+                pre, pre_c = i, ca
+                continue
+            produced[i] += 1
+            if i == target:
+                t_first = now
+            if produced[i] >= out[i]:
+                free += -(-ca // bs)
+                fin[i] = -1
+                if i == target:
+                    return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_run,
+                                      waiting=len(waiting), kv_free_blocks=total_blocks - used)
+                continue
+            ci = ca - g
+            c0[i] = ci
+            fin[i] = f = g + out[i] - produced[i]
+            heappush(heap, (f, i))
+            hist[ci % bs] += 1
+            sumc0 += ci
+            batch += 1
+    # Hand-over: rebuild the state as Requests and let the exact engine go on from here.
+    eng = Engine(cfg, model, now=now)
+    reqs = [Request(req_id=str(i), prompt_tokens=prompt[i], output_tokens=out[i]) for i in range(len(prompt))]
+    for i in order:
+        if fin[i] < 0:
+            continue
+        r = reqs[i]
+        if i == pre:
+            r.num_computed_tokens, r.num_output_tokens = pre_c, produced[i]
+        else:
+            r.num_computed_tokens, r.num_output_tokens = c0[i] + g, out[i] - (fin[i] - g)
+        r.phase = Phase.RUNNING
+        eng.restore(r)
+    for i in range(wi, target + 1):
+        reqs[i].num_output_tokens = produced[i]
+        eng.restore(reqs[i])
+    tgt = reqs[target]
+    tgt.first_scheduled_time = t_sched if t_sched >= 0 else None
+    tgt.first_token_time = t_first if t_first >= 0 else None
+    eng.run_until_finished(tgt)
+    assert tgt.finish_time is not None and tgt.first_token_time is not None
+    return Prediction(
+        ttft_s=tgt.first_token_time, e2e_s=tgt.finish_time,
+        queue_s=tgt.first_scheduled_time if tgt.first_scheduled_time is not None else 0.0,
+        running=n_run, waiting=len(waiting), kv_free_blocks=total_blocks - used,
+    )
+
+
+def _blocks_over(hist: list[int], batch: int, g: int, k: int, bs: int) -> int:
+    """New blocks the decode group takes in steps g .. g+k-1 (step g+s takes ``hist[-(g+s) % bs]``)."""
+    q, r = divmod(k, bs)
+    if not r:
+        return q * batch
+    m = -g % bs  # steps g .. g+r-1 read hist[m], hist[m-1], ..., hist[m-r+1] (indices mod bs)
+    lo = m - r + 1
+    if lo >= 0:
+        return q * batch + sum(hist[lo : m + 1])
+    return q * batch + sum(hist[: m + 1]) + sum(hist[lo + bs :])
+
+
+def _steps_affordable(hist: list[int], batch: int, g: int, k: int, free: int, bs: int) -> int:
+    """Largest j <= k whose decode steps fit in ``free`` blocks (>= 1: the caller checked step g fits)."""
+    if _blocks_over(hist, batch, g, k, bs) <= free:
+        return k
+    q = free // batch if batch else k
+    j = q * bs
+    left = free - q * batch
+    while j < k:
+        need = hist[-(g + j) % bs]
+        if need > left:
+            break
+        left -= need
+        j += 1
+    return j
