@@ -13,6 +13,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "blockctl.cli.cluster",
     "blockctl.cli.groups",
     "blockctl.cli.config",
+    "blockctl.cli.logs",
     "blockctl.cli.tagger",
 )
 
