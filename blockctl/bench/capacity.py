@@ -6,10 +6,15 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from blockctl.bench.metrics import RequestRecord
 from blockctl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from blockctl.bench.compare import LiveSetup
 
 METRICS = ("ttft", "e2e", "tpot")
 _STAT = re.compile(r"^(mean|p(\d{1,2}(?:\.\d+)?))$")
@@ -101,12 +106,14 @@ def bisect_capacity(
     resolution: float,
     min_qps: float | None = None,
     max_qps: float = 1e6,
+    rel_resolution: float = 0.0,
 ) -> CapacityResult:
     """Highest QPS with ``holds(qps)`` true, assuming it is true below some threshold and false above.
 
     Brackets first (doubling up from ``start`` while it holds, halving down while it fails), then bisects
-    until the bracket is narrower than ``resolution`` QPS; the answer is the bracket's lower end, a QPS that
-    was actually run and held. Halving stops at ``min_qps`` (default: ``resolution``).
+    until the bracket is narrower than ``resolution`` QPS or ``rel_resolution`` × its lower end; the answer
+    is the bracket's lower end, a QPS that was actually run and held. Halving stops at ``min_qps`` (default:
+    ``resolution``).
     """
     if start <= 0 or resolution <= 0:
         raise ConfigError("start and resolution must be positive", key="--resolution")
@@ -141,10 +148,51 @@ def bisect_capacity(
                 lo = nxt
             else:
                 hi = nxt
-    while hi - lo > resolution:
+    while hi - lo > max(resolution, rel_resolution * lo):
         mid = (lo + hi) / 2.0
         if run(mid):
             lo = mid
         else:
             hi = mid
     return CapacityResult(lo, tuple(tried))
+
+
+def record_samples(records: Sequence[RequestRecord], metric: str) -> list[float]:
+    """Per-request ``metric`` (ttft | e2e | tpot) of ``bench run`` records; a failed request counts as inf."""
+    out: list[float] = []
+    for r in records:
+        v = r.ttft_s if metric == "ttft" else r.e2e_s if metric == "e2e" else r.tpot_s
+        out.append(math.inf if (v is None or r.error is not None) else v)
+    return out
+
+
+def live_capacities(
+    live: LiveSetup,
+    policies: Sequence[str],
+    slos: Sequence[Slo],
+    *,
+    resolution: float,
+    rel_resolution: float = 0.0,
+    start: float = 1.0,
+    max_qps: float = 1e6,
+    progress: Callable[[str, float, bool], None] | None = None,
+) -> dict[str, CapacityResult]:
+    """Capacity per policy on the live cluster: its schedulers restarted with each policy, one real
+    ``bench run`` per probe (requests / QPS seconds each, plus the drain)."""
+    from blockctl.bench.compare import live_probe
+    from blockctl.cluster.schedulers import restart_schedulers
+
+    found: dict[str, CapacityResult] = {}
+    for policy in policies:
+        restart_schedulers(live.state_dir, policy)
+
+        def holds(qps: float, policy: str = policy) -> bool:
+            result = live_probe(live, policy, qps)
+            ok = all(s.holds(record_samples(result.records, s.metric)) for s in slos)
+            if progress is not None:
+                progress(policy, qps, ok)
+            return ok
+
+        found[policy] = bisect_capacity(holds, start=start, resolution=resolution, max_qps=max_qps,
+                                        rel_resolution=rel_resolution)
+    return found

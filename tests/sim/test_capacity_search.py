@@ -85,3 +85,9 @@ def test_max_violations_example() -> None:
     assert slo.max_violations(3000) == 30
     assert not slo.holds([0.0] * 2969 + [3.5] * 31)
     assert Slo("ttft", "mean", 3.0).max_violations(3000) is None
+
+
+def test_relative_resolution_stops_earlier_at_high_qps() -> None:
+    res = bisect_capacity(lambda q: q <= 300.0, start=100.0, resolution=0.1, rel_resolution=0.01)
+    assert 297.0 <= res.capacity <= 300.0
+    assert len(res.tried) == 3 + 7  # 100, 200, 400, then 200 QPS wide halved to 1.6 (< 1 % of 300)

@@ -137,13 +137,11 @@ class ClusterSim:
     def inflight_violations(self, slo: Slo, t: float) -> int:
         """In-flight requests already certain to break ``slo``'s limit (TTFT or E2E) as of time ``t``."""
         n = 0
+        ttft = slo.metric == "ttft"
         for inst in self._instances.values():
             for reqs in (inst.engine.running, inst.engine.waiting):
                 for r in reqs:
-                    if slo.metric == "ttft":
-                        end = t if r.first_token_time is None else r.first_token_time
-                    else:
-                        end = t
+                    end = r.first_token_time if ttft and r.first_token_time is not None else t
                     n += end - r.arrival_time > slo.limit
         return n
 

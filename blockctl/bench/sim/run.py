@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from blockctl.bench.capacity import Slo
+from blockctl.bench.metrics import RequestRecord
+from blockctl.bench.results import RunResult
 from blockctl.bench.sim.cluster import ClusterSim, SimRecord, simulate
 from blockctl.bench.sim.lengths import parse_lengths, predicted_lengths
 from blockctl.bench.workloads import WorkItem, arrival_times, load_workload
@@ -38,6 +40,7 @@ class SimSetup:
     lengths: str = "oracle"
     seed: int = 0
     noise: bool = True  # step-time noise from the profile's measured spread
+    time_scale: float = 1.0  # trace arrivals only
 
     def validate(self) -> None:
         if self.instances < 1:
@@ -103,7 +106,7 @@ def arrivals_for(setup: SimSetup, items: Sequence[WorkItem], qps: float) -> list
     """Send times at ``qps``; with one seed, Poisson/gamma times at another QPS are the same draws scaled."""
     stamps = [i.timestamp for i in items] if setup.arrival == "trace" else None
     return [float(t) for t in arrival_times(setup.arrival, len(items), qps=qps, burstiness=setup.burstiness,
-                                             seed=setup.seed, timestamps=stamps)]
+                                             seed=setup.seed, timestamps=stamps, time_scale=setup.time_scale)]
 
 
 def run_policy(
@@ -146,3 +149,40 @@ def slo_samples(run: SimRun, metric: str) -> list[float]:
 
 def slos_hold(run: SimRun, slos: Sequence[Slo]) -> bool:
     return run.complete and all(s.holds(slo_samples(run, s.metric)) for s in slos)
+
+
+def to_records(run: SimRun) -> list[RequestRecord]:
+    """Records in ``bench run``'s schema (no ITL: the simulator does not keep per-token times)."""
+    out: list[RequestRecord] = []
+    for r in run.records:
+        error = r.error
+        if error is None and r.finish_time is None:
+            error = "not finished: the run stopped early (SLO already broken)"
+        out.append(RequestRecord(
+            index=r.index,
+            prompt_tokens=r.prompt_tokens,
+            output_tokens=r.output_tokens if r.finish_time is not None else 0,
+            expected_output_tokens=r.output_tokens,
+            scheduled_s=r.arrival,
+            sent_s=r.arrival,
+            ttft_s=r.ttft,
+            e2e_s=r.e2e,
+            instance=r.instance,
+            predicted_e2e_s=r.predicted_e2e_s,
+            predicted_output_tokens=r.predicted_output_tokens,
+            error=error,
+        ))
+    return out
+
+
+def to_result(setup: SimSetup, prepared: Prepared, run: SimRun, *, label: str | None = None) -> RunResult:
+    """A ``bench run``-style result (kind "sim") whose config says everything needed to rerun it."""
+    config = {
+        **{k: getattr(setup, k) for k in setup.__dataclass_fields__},
+        "policy": run.policy,
+        "qps": run.qps,
+        "engine": dataclasses.asdict(prepared.config),
+        "complete": run.complete,
+        "wall_s": round(run.wall_s, 3),
+    }
+    return RunResult.build(label or run.policy, "sim", config, to_records(run), duration_s=run.duration_s)

@@ -16,10 +16,12 @@ Progress = Callable[[str, float, bool], None]  # (policy, qps, slo held) after e
 
 @dataclass(frozen=True, slots=True)
 class SearchSpec:
-    """How to search: SLOs that must all hold, bisection resolution (QPS), first QPS tried, QPS ceiling."""
+    """How to search: SLOs that must all hold, bisection resolution (QPS, and relative to the answer), first
+    QPS tried, QPS ceiling."""
 
     slos: tuple[Slo, ...]
-    resolution: float = 0.25
+    resolution: float = 0.1
+    rel_resolution: float = 0.01
     start: float | None = None  # default: 1 QPS per instance
     max_qps: float = 10_000.0
 
@@ -38,7 +40,8 @@ def policy_capacity(
         return ok
 
     start = spec.start if spec.start is not None else float(setup.instances)
-    return bisect_capacity(holds, start=start, resolution=spec.resolution, max_qps=spec.max_qps)
+    return bisect_capacity(holds, start=start, resolution=spec.resolution, max_qps=spec.max_qps,
+                           rel_resolution=spec.rel_resolution)
 
 
 def _worker(setup: SimSetup, policy: str, spec: SearchSpec) -> tuple[str, CapacityResult]:

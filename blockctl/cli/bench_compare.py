@@ -1,0 +1,202 @@
+"""`blockctl bench compare` and `blockctl bench capacity`: policies side by side, in simulation or live."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from blockctl.bench.capacity import CapacityResult, parse_slos
+from blockctl.bench.compare import (
+    Comparison,
+    LiveSetup,
+    compare_live,
+    compare_sim,
+    parse_policies,
+    parse_qps,
+    write_outputs,
+)
+from blockctl.bench.report import comparison_table
+from blockctl.bench.results import jsonable
+from blockctl.bench.sim.run import SimSetup
+from blockctl.bench.sim.search import SearchSpec, capacities
+from blockctl.bench.workloads import WORKLOADS, parse_arrival
+from blockctl.cli.ui import console, handle_errors, ok, print_json
+from blockctl.engine.profile import DEFAULT_PROFILE
+from blockctl.errors import ConfigError
+
+
+def _sim_setup(
+    *, instances: int, profile: str, max_num_seqs: int | None, max_num_batched_tokens: int | None,
+    num_gpu_blocks: int | None, workload: str, requests: int, arrival: str, lengths: str, seed: int, noise: bool,
+) -> SimSetup:
+    spec = parse_arrival(arrival)
+    if spec.process is None:
+        raise ConfigError(f"'{arrival}': the simulator is open-loop: poisson, gamma:B, constant or trace[:S]",
+                          key="--arrival")
+    setup = SimSetup(instances, profile, max_num_seqs, max_num_batched_tokens, num_gpu_blocks, workload,
+                     requests, spec.process, spec.burstiness, lengths, seed, noise, spec.time_scale)
+    setup.validate()
+    return setup
+
+
+def _out_dir(out: Path | None, kind: str) -> Path:
+    return out if out is not None else Path("results") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def register(group: typer.Typer) -> None:
+    @group.command("compare")
+    @handle_errors
+    def compare(
+        policies: str = typer.Option("block,round-robin,llumnix", "--policies", help="Comma-separated policies."),
+        sim: bool = typer.Option(False, "--sim", help="Simulate the cluster in virtual time (no HTTP)."),
+        endpoint: str | None = typer.Option(None, "--endpoint", help="Live: the scheduler's URL."),
+        state_dir: Path | None = typer.Option(
+            None, "--state-dir", envvar="BLOCKCTL_STATE_DIR", help="Live: the local cluster's state directory."
+        ),
+        workload: str = typer.Option("sharegpt", "--workload", help=f"{', '.join(WORKLOADS)} or a file."),
+        requests: int = typer.Option(1000, "--requests", min=1, help="Requests per run."),
+        qps: str = typer.Option(..., "--qps", help="Request rate(s), comma-separated: one run per policy each."),
+        arrival: str = typer.Option("poisson", "--arrival", help="poisson | gamma:BURSTINESS | constant"),
+        seed: int = typer.Option(0, "--seed", help="Seed of the workload sample, arrivals and noise."),
+        instances: int = typer.Option(12, "--instances", min=1, help="Sim: number of instances."),
+        profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="Sim: step-time profile."),
+        max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", help="Sim: engine setting."),
+        max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens", help="Sim."),
+        num_gpu_blocks: int | None = typer.Option(None, "--num-gpu-blocks", help="Sim: KV blocks."),
+        lengths: str = typer.Option("oracle", "--lengths", help="Sim: oracle | noisy:PCT | tagger[:DIR]."),
+        noise: bool = typer.Option(True, "--noise/--no-noise", help="Sim: step-time noise from the profile."),
+        jobs: int | None = typer.Option(None, "--jobs", min=1, help="Sim: processes (default: CPU cores)."),
+        out: Path | None = typer.Option(None, "--out", help="Directory for results JSON and PNG plots."),
+        as_json: bool = typer.Option(False, "--json", help="Print the summaries as JSON."),
+    ) -> None:
+        """Run the same workload and seed under each policy; print one side-by-side table per QPS."""
+        names = parse_policies(policies)
+        rates = parse_qps(qps)
+        say = None if as_json else (lambda m: console.print(f"[dim]{m}[/dim]"))
+        if sim:
+            setup = _sim_setup(instances=instances, profile=profile, max_num_seqs=max_num_seqs,
+                               max_num_batched_tokens=max_num_batched_tokens, num_gpu_blocks=num_gpu_blocks,
+                               workload=workload, requests=requests, arrival=arrival, lengths=lengths, seed=seed,
+                               noise=noise)
+            result = compare_sim(setup, names, rates, jobs=jobs, progress=say)
+        else:
+            result = compare_live(_live_setup(endpoint, state_dir, workload, requests, arrival, seed),
+                                  names, rates, progress=say)
+        out_dir = _out_dir(out, "compare")
+        written = write_outputs(result, out_dir)
+        _print_comparison(result, out_dir, written, "sim" if sim else "live", as_json)
+
+    @group.command("capacity")
+    @handle_errors
+    def capacity(
+        policies: str = typer.Option("block,round-robin,llumnix", "--policies", help="Comma-separated policies."),
+        sim: bool = typer.Option(True, "--sim/--live", help="In simulation (default) or on the local cluster."),
+        slo: str = typer.Option("ttft-p99=3", "--slo", help="Run-level SLOs that must hold, e.g. ttft-p99=3."),
+        workload: str = typer.Option("sharegpt", "--workload", help=f"{', '.join(WORKLOADS)} or a file."),
+        requests: int = typer.Option(3000, "--requests", min=1, help="Requests per probe."),
+        arrival: str = typer.Option("poisson", "--arrival", help="poisson | gamma:BURSTINESS | constant"),
+        seed: int = typer.Option(0, "--seed", help="Seed of the workload sample, arrivals and noise."),
+        instances: int = typer.Option(12, "--instances", min=1, help="Sim: number of instances."),
+        profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="Sim: step-time profile."),
+        max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", help="Sim: engine setting."),
+        max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens", help="Sim."),
+        num_gpu_blocks: int | None = typer.Option(None, "--num-gpu-blocks", help="Sim: KV blocks."),
+        lengths: str = typer.Option("oracle", "--lengths", help="Sim: oracle | noisy:PCT | tagger[:DIR]."),
+        noise: bool = typer.Option(True, "--noise/--no-noise", help="Sim: step-time noise from the profile."),
+        resolution: float = typer.Option(0.1, "--resolution", help="Stop when the bracket is this narrow (QPS)…"),
+        rel_resolution: float = typer.Option(0.01, "--rel-resolution", help="…or this fraction of the answer."),
+        start: float | None = typer.Option(None, "--start", help="First QPS tried (default: 8 per instance)."),
+        max_qps: float = typer.Option(10_000.0, "--max-qps", help="Stop doubling here."),
+        jobs: int | None = typer.Option(None, "--jobs", min=1, help="Sim: processes (default: CPU cores)."),
+        endpoint: str | None = typer.Option(None, "--endpoint", help="Live: the scheduler's URL."),
+        state_dir: Path | None = typer.Option(None, "--state-dir", envvar="BLOCKCTL_STATE_DIR", help="Live."),
+        out: Path | None = typer.Option(None, "--out", help="Also write every probe (JSON) here."),
+        as_json: bool = typer.Option(False, "--json", help="Print {policy: capacity QPS} as JSON."),
+    ) -> None:
+        """Per policy, the highest QPS at which the SLO holds, by bracketing then bisection."""
+        names = parse_policies(policies)
+        slos = tuple(parse_slos(slo))
+        if not (resolution > 0 and rel_resolution >= 0):
+            raise ConfigError("must be > 0 (and --rel-resolution >= 0)", key="--resolution")
+        say = None if as_json else (lambda p, q, held: console.print(
+            f"[dim]{p}: {q:.2f} QPS {'holds' if held else 'breaks'}[/dim]"))
+        t0 = time.perf_counter()
+        if sim:
+            setup = _sim_setup(instances=instances, profile=profile, max_num_seqs=max_num_seqs,
+                               max_num_batched_tokens=max_num_batched_tokens, num_gpu_blocks=num_gpu_blocks,
+                               workload=workload, requests=requests, arrival=arrival, lengths=lengths, seed=seed,
+                               noise=noise)
+            spec = SearchSpec(slos, resolution, rel_resolution, start or 8.0 * instances, max_qps)
+            found = capacities(setup, names, spec, jobs=jobs, progress=say if jobs == 1 else None)
+        else:
+            from blockctl.bench.capacity import live_capacities
+
+            live = _live_setup(endpoint, state_dir, workload, requests, arrival, seed)
+            found = live_capacities(live, names, slos, resolution=resolution, rel_resolution=rel_resolution,
+                                    start=start or 1.0, max_qps=max_qps, progress=say)
+        elapsed = time.perf_counter() - t0
+        if out is not None:
+            _save_probes(out, found, slo, elapsed)
+        if as_json:
+            print_json({p: round(r.capacity, 4) for p, r in found.items()})
+            return
+        _print_capacities(found, slo, elapsed)
+
+
+def _live_setup(endpoint: str | None, state_dir: Path | None, workload: str, requests: int, arrival: str,
+                seed: int) -> LiveSetup:
+    from blockctl.cluster.state import default_state_dir, load_state
+
+    sdir = state_dir or default_state_dir()
+    if endpoint is None:
+        state = load_state(sdir)
+        if state is None or not state.schedulers:
+            raise ConfigError(f"no cluster recorded in {sdir}", key="--state-dir",
+                              hint="blockctl up --local, or pass --sim for a simulated cluster")
+        endpoint = state.schedulers[0].url
+    return LiveSetup(endpoint, sdir, workload, requests, arrival, seed)
+
+
+def _print_comparison(cmp: Comparison, out_dir: Path, written: list[Path], kind: str, as_json: bool) -> None:
+    if as_json:
+        print_json(jsonable({
+            "kind": kind,
+            "out": str(out_dir),
+            "runs": {f"{q:g}": {r.label: r.summary.to_dict() for r in rs} for q, rs in sorted(cmp.runs.items())},
+        }))
+        return
+    for q, results in sorted(cmp.runs.items()):
+        console.print(comparison_table(results, title=f"{kind}: {q:g} QPS"))
+    plots = [p for p in written if p.suffix == ".png"]
+    ok(f"results and {len(plots)} plot(s) in {out_dir}")
+
+
+def _print_capacities(found: dict[str, CapacityResult], slo: str, elapsed: float) -> None:
+    table = Table(title=f"capacity at {slo}")
+    table.add_column("policy")
+    table.add_column("capacity (QPS)", justify="right")
+    first = next(iter(found.values())).capacity if found else 0.0
+    table.add_column(f"× {next(iter(found))}" if found else "×", justify="right")
+    table.add_column("probes", justify="right")
+    for name, r in found.items():
+        ratio = f"{r.capacity / first:.3f}" if first > 0 else "-"
+        table.add_row(name, f"{r.capacity:.2f}" + (" (capped)" if r.capped else ""), ratio, str(len(r.tried)))
+    console.print(table)
+    ok(f"searched {len(found)} polic{'y' if len(found) == 1 else 'ies'} in {elapsed:.0f} s")
+
+
+def _save_probes(out: Path, found: dict[str, CapacityResult], slo: str, elapsed: float) -> None:
+    import json
+
+    doc: dict[str, Any] = {"slo": slo, "elapsed_s": round(elapsed, 1), "policies": {
+        p: {"capacity": r.capacity, "capped": r.capped, "probes": [{"qps": q, "holds": h} for q, h in r.tried]}
+        for p, r in found.items()}}
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write: {exc.strerror}", source=str(out)) from exc
