@@ -49,9 +49,14 @@ def is_ours(pid: int | None, marker: Marker) -> bool:
     _reap(pid)
     try:
         proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        cmdline = proc.cmdline()
+        cmdline: list[str] = []
+        for _ in range(50):  # a process caught in the middle of exec shows an empty command line for a moment
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return False
+            cmdline = proc.cmdline()
+            if cmdline:
+                break
+            time.sleep(0.01)
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
     module, port = marker
