@@ -27,6 +27,8 @@ from blockctl.tokens import flatten_messages, get_counter
 
 APIS = ("completions", "chat")
 HINT_HEADER = "x-blockctl-output-tokens"  # the true length, for oracle experiments (--send-length-hint)
+INTERRUPTED = "interrupted"  # error of requests cut off when the run is cancelled (Ctrl-C)
+NOT_SENT = "not sent: interrupted"  # error of requests whose send time never came
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,8 @@ async def send_one(
                             break
     except httpx.HTTPError as exc:
         state.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    except asyncio.CancelledError:  # the run was interrupted: keep what this request got so far
+        state.error = INTERRUPTED
     end = time.perf_counter()
     times = state.token_times
     received = state.usage_completion if state.usage_completion is not None else len(times)
@@ -225,7 +229,11 @@ async def run_load(
     on_done: Callable[[RequestRecord], None] | None = None,
     client: httpx.AsyncClient | None = None,
 ) -> list[RequestRecord]:
-    """Send ``items[i]`` at ``send_times[i]`` seconds from now (or closed-loop), return records in order."""
+    """Send ``items[i]`` at ``send_times[i]`` seconds from now (or closed-loop); one record per item, in order.
+
+    Cancelling the run (Ctrl-C under ``asyncio.run``) is not an error: requests in flight end with error
+    INTERRUPTED, those not yet sent with NOT_SENT, and the records are returned all the same.
+    """
     own = client is None
     http = client or make_client(spec)
     records: list[RequestRecord | None] = [None] * len(items)
@@ -238,16 +246,25 @@ async def run_load(
         records[i] = rec
         if on_done is not None:
             on_done(rec)
+        if rec.error == INTERRUPTED:  # send_one kept the record; now let the cancellation go on
+            raise asyncio.CancelledError
 
     try:
         if spec.concurrency:
             await _closed_loop(one, len(items), spec.concurrency, t0)
         else:
             await _open_loop(one, send_times, t0)
+    except asyncio.CancelledError:
+        pass
     finally:
         if own:
             await http.aclose()
-    return [r for r in records if r is not None]
+    return [r or _unsent(i, items[i], send_times) for i, r in enumerate(records)]
+
+
+def _unsent(index: int, item: WorkItem, send_times: Sequence[float]) -> RequestRecord:
+    scheduled = float(send_times[index]) if index < len(send_times) else 0.0
+    return RequestRecord(index, item.prompt_tokens, 0, item.output_tokens, scheduled, error=NOT_SENT)
 
 
 async def _open_loop(one: Callable[[int, float], Any], send_times: Sequence[float], t0: float) -> None:
@@ -262,6 +279,7 @@ async def _open_loop(one: Callable[[int, float], Any], send_times: Sequence[floa
     finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # let each record what it got
 
 
 async def _closed_loop(one: Callable[[int, float], Any], n: int, workers: int, t0: float) -> None:

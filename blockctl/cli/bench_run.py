@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from blockctl.bench.loadgen import APIS, LoadSpec, run_live, send_schedule
+from blockctl.bench.loadgen import APIS, INTERRUPTED, NOT_SENT, LoadSpec, run_live, send_schedule
 from blockctl.bench.metrics import RequestRecord, RequestSlo, parse_request_slo
 from blockctl.bench.report import comparison_table, errors_table
 from blockctl.bench.results import RunResult, jsonable, save_results
@@ -81,12 +81,15 @@ def register(group: typer.Typer) -> None:
         if not as_json:
             for note in loaded.notes:
                 console.print(f"[dim]workload: {note}[/dim]")
-        result = _run(
-            loaded.items, times, spec, label or endpoint, config, request_slo, show_progress=not as_json
-        )
+        result = _run(loaded.items, times, spec, label or endpoint, config, request_slo, show_progress=not as_json)
+        interrupted = any(r.error in (INTERRUPTED, NOT_SENT) for r in result.records)
+        if interrupted:
+            result.config["interrupted"] = True
         if out is not None:
             save_results(out, result)
         _print(result, out, as_json)
+        if interrupted:
+            raise typer.Exit(130)
         if result.summary.completed == 0:
             raise typer.Exit(1)
 
@@ -130,7 +133,10 @@ def _print(result: RunResult, out: Path | None, as_json: bool) -> None:
     errors = errors_table(result)
     if errors is not None:
         console.print(errors)
-    line = f"{s.completed}/{s.requests} requests in {s.duration_s:.1f} s ({s.request_throughput:.2f} req/s)"
+    saved = f"; results in {out}" if out is not None else ""
+    if result.config.get("interrupted"):
+        fail(f"interrupted after {s.completed}/{s.requests} requests; the rest count as failed{saved}")
+        return
     if s.failed:
         fail(f"{s.failed} of {s.requests} requests failed (listed above; kept in the results)")
-    ok(line + (f"; results in {out}" if out is not None else ""))
+    ok(f"{s.completed}/{s.requests} requests in {s.duration_s:.1f} s ({s.request_throughput:.2f} req/s){saved}")

@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from blockctl.bench.loadgen import LoadSpec, run_live, run_load, send_schedule
+from blockctl.bench.loadgen import INTERRUPTED, NOT_SENT, LoadSpec, run_live, run_load, send_schedule
 from blockctl.bench.metrics import RequestSlo
 from blockctl.bench.workloads import WorkItem, parse_arrival
 from blockctl_agents.emulator.app import create_app as create_emulator
@@ -35,9 +36,7 @@ async def test_against_the_emulator_counts_a_failed_request() -> None:
     times = send_schedule(items, parse_arrival("poisson"), qps=40.0, seed=0)
     async with serve_app(app) as url:
         spec = LoadSpec(endpoint=url + "/v1", model="", api="completions")
-        result = await run_live(
-            items, times, spec, label="emu", config={"workload": "test"}, slo=RequestSlo(ttft=30.0)
-        )
+        result = await run_live(items, times, spec, label="emu", config={"workload": "test"}, slo=RequestSlo(ttft=30.0))
     s = result.summary
     assert result.config["model"] == "emulated"  # found through /v1/models
     assert (s.requests, s.completed, s.failed) == (12, 11, 1)
@@ -94,9 +93,7 @@ def _slow_app(step_s: float, tokens: int, seen: list[dict[str, object]], infligh
     async def models(request: Request) -> Response:
         return JSONResponse({"data": [{"id": "stand-in"}]})
 
-    return Starlette(
-        routes=[Route("/v1/chat/completions", completions, methods=["POST"]), Route("/v1/models", models)]
-    )
+    return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"]), Route("/v1/models", models)])
 
 
 async def test_dispatch_stays_on_schedule_while_requests_are_slow() -> None:
@@ -131,6 +128,28 @@ async def test_closed_loop_concurrency_and_midstream_error() -> None:
     broken = records[5]
     assert broken.error == "engine died" and broken.ttft_s is not None and broken.output_tokens == 1
     assert seen[0]["hint"] is None and seen[0]["auth"] is None
+
+
+@pytest.mark.parametrize("arrival", ["constant", "concurrency:2"])
+async def test_cancelled_run_keeps_every_request(arrival: str) -> None:
+    seen: list[dict[str, object]] = []
+    inflight = [0, 0]
+    items = [WorkItem(f"prompt {i}", 3, 20) for i in range(12)]
+    parsed = parse_arrival(arrival)
+    times = send_schedule(items, parsed, qps=10.0, seed=0)
+    async with serve_app(_slow_app(0.05, 20, seen, inflight)) as url:
+        spec = LoadSpec(endpoint=url, model="m", api="chat", concurrency=parsed.concurrency)
+        task = asyncio.create_task(run_load(items, times, spec))
+        await asyncio.sleep(0.4)
+        task.cancel()
+        records = await asyncio.wait_for(task, timeout=10)
+    assert len(records) == 12 and [r.index for r in records] == list(range(12))
+    interrupted = [r for r in records if r.error == INTERRUPTED]
+    assert interrupted and all(r.sent_s is not None for r in interrupted)
+    assert any(r.ttft_s is not None for r in interrupted)  # partial streams keep their timings
+    unsent = [r for r in records if r.error == NOT_SENT]
+    assert unsent and all(r.sent_s is None for r in unsent)
+    assert len(seen) == len(records) - len(unsent)  # nothing was sent after the cancel
 
 
 async def test_unreachable_endpoint_fails_every_request_but_records_them() -> None:
