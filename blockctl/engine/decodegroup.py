@@ -95,7 +95,7 @@ def simulate(
         free1 = free - need
         bud = budget - batch
         chunks: list[tuple[int, int, int]] = []
-        pt = ps = cached = 0
+        pt = ps = cached = db = dc = 0
         attn = 0.0
         if pre >= 0:
             n = min(prompt[pre] + produced[pre] - pre_c, bud)
@@ -105,7 +105,10 @@ def simulate(
             free1 -= nb
             bud -= n
             chunks.append((pre, n, pre_c))
-            pt, ps, cached, attn = n, 1, pre_c, n * (pre_c + (n + 1) * 0.5)
+            if n == 1 and produced[pre] and pre_c == prompt[pre] + produced[pre] - 1:
+                db, dc = 1, pre_c  # the last token of a recompute costs what a decode does (as in Engine)
+            else:
+                pt, ps, cached, attn = n, 1, pre_c, n * (pre_c + (n + 1) * 0.5)
         n_running = batch + (1 if pre >= 0 else 0)
         while wi <= target and bud > 0 and n_running < max_seqs:
             n = min(prompt[wi] + produced[wi], bud)
@@ -125,7 +128,7 @@ def simulate(
             attn += n * (n + 1) * 0.5
         if chunks:
             ctx = sumc0 + batch * g
-            now += (gpu_ms_raw(pt, ps, attn, cached, batch, ctx) + overhead) * 1e-3
+            now += (gpu_ms_raw(pt, ps, attn, cached, batch + db, ctx + dc) + overhead) * 1e-3
             free = free1
             g += 1
             pre = -1
