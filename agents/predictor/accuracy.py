@@ -92,7 +92,7 @@ class PredictionErrors:
         )
 
 
-OFFSET_ALPHA = 0.1  # EWMA weight of one completed streaming request
+OFFSET_WINDOW = 64  # completed streaming requests the overhead estimate covers
 OFFSET_MAX_SAMPLE_S = 0.5  # residuals above this are queueing the model missed, not transport
 
 
@@ -101,15 +101,16 @@ class TtftOffset:
     """Learned additive latency the engine model does not see: HTTP hops, tokenization, detokenization.
 
     Each completed streaming request contributes ``actual TTFT - raw predicted TTFT`` (clamped to
-    ``[0, OFFSET_MAX_SAMPLE_S]``) to an EWMA; predictions add the current value to TTFT and E2E. Only
-    additive, non-negative overhead is learned: a GPU slower or faster than its profile is a profile problem.
+    ``[0, OFFSET_MAX_SAMPLE_S]``); the estimate is the median of the last ``OFFSET_WINDOW`` (robust to the
+    occasional stall), and predictions add it to TTFT and E2E. Only additive, non-negative overhead is
+    learned: a GPU slower or faster than its profile is a profile problem.
     """
 
     value_s: float = 0.0
-    samples: int = 0
+    window: deque[float] = field(default_factory=lambda: deque(maxlen=OFFSET_WINDOW))
 
     def observe(self, actual_ttft_s: float, raw_predicted_ttft_s: float) -> None:
-        residual = min(OFFSET_MAX_SAMPLE_S, max(0.0, actual_ttft_s - raw_predicted_ttft_s))
-        alpha = max(OFFSET_ALPHA, 1.0 / (self.samples + 1))  # plain mean until the EWMA has warmed up
-        self.value_s += alpha * (residual - self.value_s)
-        self.samples += 1
+        self.window.append(min(OFFSET_MAX_SAMPLE_S, max(0.0, actual_ttft_s - raw_predicted_ttft_s)))
+        ordered = sorted(self.window)
+        mid = len(ordered) // 2
+        self.value_s = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

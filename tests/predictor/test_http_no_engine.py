@@ -42,9 +42,7 @@ async def test_guarded_routes_need_the_token(agent: httpx.AsyncClient, method: s
 
 
 async def test_predict_and_load_work_without_an_engine(agent: httpx.AsyncClient) -> None:
-    resp = await agent.post(
-        "/predict", headers=AUTH, json={"prompt_tokens": 100, "predicted_output_tokens": 50}
-    )
+    resp = await agent.post("/predict", headers=AUTH, json={"prompt_tokens": 100, "predicted_output_tokens": 50})
     assert resp.status_code == 200
     body = resp.json()
     assert set(body) == {

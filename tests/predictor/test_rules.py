@@ -120,3 +120,14 @@ def test_parse_metrics() -> None:
     old = parse_metrics("vllm:gpu_cache_usage_perc 0.5\n", 1.0)
     assert old.kv_usage == 0.5
     assert old.running is None and old.waiting is None
+
+
+def test_overhead_is_the_median_of_clamped_residuals() -> None:
+    from blockctl_agents.predictor.accuracy import OFFSET_MAX_SAMPLE_S, TtftOffset
+
+    off = TtftOffset()
+    for actual in (0.030, 0.012, 0.020, 9.0):  # raw prediction 10 ms; one stall
+        off.observe(actual, 0.010)
+    assert off.value_s == pytest.approx((0.010 + 0.020) / 2)
+    off.observe(0.001, 0.010)  # faster than predicted: no negative overhead
+    assert min(off.window) == 0.0 and max(off.window) == OFFSET_MAX_SAMPLE_S

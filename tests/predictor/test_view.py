@@ -7,14 +7,10 @@ from blockctl_agents.predictor.observe import EngineObservation
 from blockctl_agents.predictor.tracker import Tracked
 from blockctl_agents.predictor.view import build_view
 
-CFG = EngineConfig(
-    block_size=16, num_gpu_blocks=1000, max_num_seqs=8, max_num_batched_tokens=512, max_model_len=2048
-)
+CFG = EngineConfig(block_size=16, num_gpu_blocks=1000, max_num_seqs=8, max_num_batched_tokens=512, max_model_len=2048)
 
 
-def _streaming(
-    rid: str, arrival: float, prompt: int, predicted: int, produced: int, last: float | None
-) -> Tracked:
+def _streaming(rid: str, arrival: float, prompt: int, predicted: int, produced: int, last: float | None) -> Tracked:
     t = Tracked(rid, arrival, prompt, predicted, stream=True, produced=produced)
     if produced:
         t.first_token_at, t.last_token_at = arrival + 0.1, last
