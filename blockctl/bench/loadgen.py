@@ -166,6 +166,9 @@ async def send_one(
             fields["predicted_output_tokens"] = None if hint is None else int(hint)
             if resp.status_code >= 400:
                 state.error = _error_message(resp.status_code, await resp.aread())
+            elif resp.headers.get("content-type", "").startswith("application/json"):
+                # a server that ignores stream=true: the whole answer arrives at once (TTFT = E2E)
+                feed(state, (await resp.aread()).decode("utf-8", "replace"), time.perf_counter())
             else:
                 async for line in resp.aiter_lines():
                     if line.startswith("data:"):
@@ -209,16 +212,12 @@ async def first_model(client: httpx.AsyncClient, endpoint: str, api_key: str | N
     try:
         resp = await client.get(url, headers=headers)
     except httpx.HTTPError as exc:
-        raise UpstreamError(
-            f"cannot connect: {exc}", url=url, hint="check --endpoint, or pass --model"
-        ) from None
+        raise UpstreamError(f"cannot connect: {exc}", url=url, hint="check --endpoint, or pass --model") from None
     try:
         resp.raise_for_status()
         return str(resp.json()["data"][0]["id"])
     except (httpx.HTTPStatusError, ValueError, KeyError, IndexError, TypeError):
-        raise UpstreamError(
-            f"no model listed (HTTP {resp.status_code})", url=url, hint="pass --model"
-        ) from None
+        raise UpstreamError(f"no model listed (HTTP {resp.status_code})", url=url, hint="pass --model") from None
 
 
 async def run_load(
