@@ -1,0 +1,51 @@
+"""``blockctl bench predictor`` and ``blockctl bench accuracy`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from blockctl.cli.main import app
+
+
+def test_bench_predictor_in_process_json() -> None:
+    result = CliRunner().invoke(
+        app, ["bench", "predictor", "--running", "8", "--waiting", "4", "--predictions", "30", "--no-process", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    speed = out["in_process"]
+    assert (speed["running"], speed["waiting"], speed["predictions"]) == (8, 4, 30)
+    assert 0 < speed["p50_us"] <= speed["p99_us"]
+    assert "process" not in out
+
+
+@pytest.mark.slow
+def test_bench_predictor_measures_a_real_agent_process() -> None:
+    result = CliRunner().invoke(
+        app, ["bench", "predictor", "--running", "4", "--waiting", "2", "--predictions", "20", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    proc = json.loads(result.stdout)["process"]
+    assert 20 < proc["agent_rss_mb"] < 1000 and proc["inflight"] == 6
+    assert 0 < proc["http_predict_p50_ms"] <= proc["http_predict_p99_ms"]
+
+
+@pytest.mark.slow
+def test_bench_accuracy_small_run() -> None:
+    result = CliRunner().invoke(
+        app, ["bench", "accuracy", "--requests", "12", "--qps", "4", "--lengths", "noisy:20", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["completed"] == 12 and out["failed"] == 0 and out["lengths"] == "noisy:20"
+    assert out["e2e"]["n"] == 12 and out["e2e"]["mape_pct"] is not None
+    assert out["ttft"]["n"] == 12
+
+
+def test_bench_accuracy_rejects_a_bad_lengths_spec() -> None:
+    result = CliRunner().invoke(app, ["bench", "accuracy", "--lengths", "psychic"])
+    assert result.exit_code == 1
+    assert "--lengths" in result.output
