@@ -162,12 +162,12 @@ def register(app: typer.Typer) -> None:
         if state is None:
             raise ClusterError(f"no cluster recorded in {sd}", hint="blockctl up --local")
         result = asyncio.run(gather_status(sd, state))
-        if json_:
-            print_json(result.to_json())
-            return
-        _status_table(result)
         bad = [i.name for i in result.instances if not i.healthy] + [s.url for s in result.schedulers
                                                                      if not s.healthy]
-        if bad:
+        if json_:
+            print_json(result.to_json())
+        else:
+            _status_table(result)
+        if bad:  # exit 1 either way, so scripts can rely on it
             fail(f"not healthy: {', '.join(bad)}", "blockctl up --local (converges: restarts what is down)")
             raise typer.Exit(1)
