@@ -43,6 +43,7 @@ class EngineMetrics:
     steps: int = 0
     step_seconds: float = 0.0  # emulated time of all steps
     late_seconds: float = 0.0  # how far step completions ran behind their deadlines, summed
+    engine_cpu_seconds: float = 0.0  # wall time the engine loop spent planning, completing and fanning out
     prompt_tokens: int = 0
     generation_tokens: int = 0
     success: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FINISH_REASONS, 0))
@@ -111,4 +112,7 @@ def render(model_name: str, m: EngineMetrics, g: EngineGauges) -> str:
     scalar("blockctl_emulator_late_seconds", "counter",
            "Total lateness of step completions (the emulator's own CPU time exceeding the step).",
            m.late_seconds, model)
+    scalar("blockctl_emulator_engine_cpu_seconds", "counter",
+           "Time the engine loop spent scheduling, completing steps and waking streams.",
+           m.engine_cpu_seconds, model)
     return "\n".join(out) + "\n"

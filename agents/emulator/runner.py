@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 
 from blockctl.engine.core import Engine
@@ -126,16 +127,20 @@ class EngineRunner:
             wall = loop.time() - self._t0
             if wall - engine.now > RESYNC_S:
                 engine.now = wall
+            busy_from = time.perf_counter()
             plan = engine.schedule()
             if plan is None:  # cannot happen with work queued (every request fits an empty cache)
                 raise EngineError("engine has work but scheduled nothing")
             duration = engine.step_duration(plan.shape)
             delay = self._t0 + plan.start + duration - loop.time()
+            busy = time.perf_counter() - busy_from
             if delay > 0:
                 await asyncio.sleep(delay)
             else:
                 self.metrics.late_seconds -= delay
+            busy_from = time.perf_counter()
             self._fan_out(engine.complete(plan, duration))
+            self.metrics.engine_cpu_seconds += busy + time.perf_counter() - busy_from
 
     def _fan_out(self, result: StepResult) -> None:
         end = result.start + result.duration

@@ -13,11 +13,12 @@ import typer
 GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "profile": (
         "Step-time profiles: list, show, predict, and measure one on a GPU.",
-        ("blockctl.cli.profile_run",),
+        ("blockctl.cli.profile", "blockctl.cli.profile_run"),
     ),
     "bench": (
         "Benchmarks: load generation, policy comparison, capacity search, component speed.",
-        ("blockctl.cli.bench_run", "blockctl.cli.bench_predictor", "blockctl.cli.bench_compare"),
+        ("blockctl.cli.bench_run", "blockctl.cli.bench_predictor", "blockctl.cli.bench_compare", "blockctl.cli.bench_engine",
+         "blockctl.cli.bench_emulator"),
     ),
 }
 
