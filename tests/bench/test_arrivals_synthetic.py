@@ -42,7 +42,7 @@ def test_seed_reproducible_and_qps_inf() -> None:
 def test_trace_replay_scaled() -> None:
     t = arrival_times("trace", 3, qps=1.0, timestamps=[10.0, 12.0, 16.0, 99.0], time_scale=0.5)
     assert t.tolist() == [0.0, 1.0, 3.0]
-    with pytest.raises(WorkloadError, match="timestamp"):
+    with pytest.raises(WorkloadError, match="time stamp"):
         arrival_times("trace", 2, qps=1.0, timestamps=[1.0, None])
     with pytest.raises(WorkloadError, match="unknown arrival process 'weibull'"):
         arrival_times("weibull", 2, qps=1.0)

@@ -56,13 +56,14 @@ def arrival_times(
 
 
 def _trace(n: int, timestamps: Sequence[float | None] | None, time_scale: float) -> np.ndarray:
+    hint = "use --arrival poisson or gamma:B, or a workload with time stamps (burstgpt, a trace CSV, JSONL)"
     if timestamps is None or len(timestamps) < n:
-        raise WorkloadError("trace arrivals need a timestamp for every request; this workload has none")
+        raise WorkloadError("trace arrivals need a time stamp for every request; this workload has none", hint=hint)
     if not time_scale > 0:
         raise WorkloadError(f"trace time scale must be > 0 (got {time_scale})")
     stamps = list(timestamps[:n])
     if any(t is None for t in stamps):
-        raise WorkloadError("trace arrivals need a timestamp for every request; some have none")
+        raise WorkloadError("trace arrivals need a time stamp for every request; some have none", hint=hint)
     arr = np.asarray(stamps, dtype=float)
     out: np.ndarray = (arr - arr.min()) * time_scale
     return out
