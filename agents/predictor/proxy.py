@@ -184,6 +184,21 @@ async def _relay(core: AgentCore, req_id: str, resp: httpx.Response) -> AsyncIte
         yield f"data: {json.dumps(err)}\n\n".encode()
     finally:
         core.complete(req_id, time.monotonic(), ok=ok, output_tokens=counter.usage_completion_tokens)
+        if not resp.is_closed:  # the client left mid-stream: close upstream so the engine aborts the request
+            _close_later(resp)
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_later(resp: httpx.Response) -> None:
+    """Close ``resp`` in a background task (a generator being finalised cannot await)."""
+    try:
+        task = asyncio.get_running_loop().create_task(resp.aclose())
+    except RuntimeError:  # no loop left (interpreter shutdown): nothing to release
+        return
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 def _usage_tokens(data: bytes) -> int | None:

@@ -97,7 +97,7 @@ async def test_predictions_grow_with_in_flight_load_and_metrics_reconcile(stack:
     ask = {"prompt_tokens": 500, "predicted_output_tokens": 100}
     idle = (await stack.agent.post("/predict", json=ask)).json()
     assert idle["running"] == idle["outstanding"] == 0
-    body = {"model": "emulated", "max_tokens": 600, "ignore_eos": True, "stream": True}
+    body = {"model": "emulated", "max_tokens": 2000, "ignore_eos": True, "stream": True}
     async with (
         stack.agent.stream("POST", "/v1/completions", json={**body, "prompt": [7] * 1500}) as r1,
         stack.agent.stream("POST", "/v1/completions", json={**body, "prompt": [7] * 1500}) as r2,
@@ -121,6 +121,13 @@ async def test_predictions_grow_with_in_flight_load_and_metrics_reconcile(stack:
             break
         await asyncio.sleep(0.02)
     assert after["outstanding"] == 0 and after["totals"]["failed"] == 2
+    # ... and the engine was told: it aborted both (the agent closed its upstream streams)
+    for _ in range(100):
+        state = await _state(stack)
+        if state["engine"]["metrics"]["running"] == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert state["engine"]["metrics"]["running"] == 0 and state["engine"]["metrics"]["waiting"] == 0
 
 
 async def test_models_and_health_pass_through(stack: Stack) -> None:
