@@ -44,7 +44,7 @@ async def completions(request: Request) -> Response:
         return bad_request_response(exc)
     except EngineError as exc:  # e.g. the prompt needs more KV blocks than the instance has
         return error_response(400, exc.message, param="prompt")
-    writer = ResponseWriter(kind, emu.model_name)
+    writer = ResponseWriter(kind, body.model or emu.model_name)  # vLLM echoes the served name asked for
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
         return StreamingResponse(_stream(emu.runner, tr, writer, usage), media_type="text/event-stream")

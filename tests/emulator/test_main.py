@@ -54,6 +54,7 @@ def test_standalone_process_lifecycle() -> None:
                     proc.send_signal(signal.SIGTERM)
         # the stream ended promptly with an "abort" finish, not by a timeout or a dropped connection
         assert events[-1]["choices"][0]["finish_reason"] == "abort"  # type: ignore[index]
+        assert events[0]["model"] == "m2"  # the served name the client asked for
         assert proc.wait(timeout=10) in (0, -signal.SIGTERM)
     finally:
         if proc.poll() is None:
