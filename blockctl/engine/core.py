@@ -261,12 +261,12 @@ class Engine:
     # ---- fast-forward -----------------------------------------------------------------------------
     def run_until(self, t: float) -> list[Request]:
         """Run every step that starts before ``t``; returns the requests that finished. An idle engine's clock
-        moves to ``t``."""
+        moves to ``t`` (unless ``t`` is infinite: ``run_until(math.inf)`` runs everything to completion)."""
         from blockctl.engine.fastforward import advance
 
         finished: list[Request] = []
         advance(self, t, None, finished)
-        if not self.has_work() and self.now < t:
+        if not self.has_work() and self.now < t < math.inf:
             self.now = t
         return finished
 

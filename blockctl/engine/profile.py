@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -67,22 +68,41 @@ class Profile:
 
 
 def profiles_root() -> Path:
+    """The profiles shipped with blockctl (the top-level ``profiles/`` folder, package ``blockctl_profiles``)."""
     return Path(str(resources.files("blockctl_profiles")))
 
 
+def user_profiles_dir() -> Path:
+    """Profiles measured on this machine: $BLOCKCTL_PROFILES_DIR, else $XDG_DATA_HOME/blockctl/profiles."""
+    env = os.environ.get("BLOCKCTL_PROFILES_DIR")
+    if env:
+        return Path(env).expanduser()
+    data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data / "blockctl" / "profiles"
+
+
+def _search_dirs() -> list[Path]:
+    return [user_profiles_dir(), profiles_root()]  # a profile measured here wins over a shipped namesake
+
+
 def list_profiles() -> list[str]:
-    """Names of the profiles shipped with blockctl (``gpu/model``), sorted."""
-    root = profiles_root()
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.glob("*/*.json"))
+    """Names (``gpu/model``) of the profiles measured here and shipped with blockctl, sorted."""
+    names: set[str] = set()
+    for root in _search_dirs():
+        if root.is_dir():
+            names.update(p.relative_to(root).with_suffix("").as_posix() for p in root.glob("*/*.json"))
+    return sorted(names)
 
 
 def _resolve(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix == ".json" and path.is_file():
         return path
-    candidate = profiles_root() / f"{name_or_path}.json"
-    if name_or_path and ".." not in name_or_path and candidate.is_file():
-        return candidate
+    if name_or_path and ".." not in name_or_path and not name_or_path.startswith("/"):
+        for root in _search_dirs():
+            candidate = root / f"{name_or_path}.json"
+            if candidate.is_file():
+                return candidate
     raise ProfileError(
         f"no profile named {name_or_path!r} (known: {', '.join(list_profiles()) or 'none'})",
         hint="blockctl profile list",
