@@ -1,0 +1,90 @@
+"""``blockctl bench tagger``: online tagging latency (p50/p99) at a given request rate."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from blockctl.cli.ui import console, handle_errors, ok, print_json
+
+P50_TARGET_MS = 10.0
+
+
+def _prompts(source: str, n: int) -> list[str]:
+    """Held-out (test-split) prompts of the source, so the tagger is timed on text it was not trained on."""
+    from blockctl.tagger import dataset as ds
+
+    if source == "sharegpt":  # no need to count reply tokens just to get prompts
+        from blockctl.bench.sharegpt import iter_conversations
+
+        pairs = (p for p, _ in iter_conversations() if p.strip() and ds.split_of(p) == "test")
+        return list(itertools.islice(pairs, n))
+    return [e.prompt for e in ds.split_examples(ds.load_examples(source))["test"][:n]]
+
+
+@handle_errors
+def tagger(
+    model: Path = typer.Option(..., "--model", help="Tagger dir (from blockctl train-tagger)."),
+    rate: float = typer.Option(20.0, "--rate", min=0.01, help="Requests per second (Poisson arrivals)."),
+    requests: int = typer.Option(400, "--requests", min=1),
+    data: str = typer.Option("sharegpt", "--data", help="Where prompts come from (its test split)."),
+    max_batch: int = typer.Option(16, "--max-batch", min=1),
+    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0.0),
+    deadline_ms: float = typer.Option(1000.0, "--deadline-ms", min=0.1, help="Answers later than this miss."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads [default: torch's]."),
+    seed: int = typer.Option(0, "--seed"),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Tag ShareGPT prompts through the scheduler's micro-batching tagger and report latency percentiles."""
+    from blockctl.tagger.bench import run
+
+    prompts = _prompts(data, min(requests, 2000))
+    if not prompts:
+        from blockctl.errors import TaggerError
+
+        raise TaggerError(f"{data}: no test-split prompts to time")
+    summary = asyncio.run(
+        run(
+            model,
+            prompts,
+            rate=rate,
+            requests=requests,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            deadline_ms=deadline_ms,
+            threads=threads,
+            seed=seed,
+        )
+    )
+    result = {"model": str(model), **dataclasses.asdict(summary), "target_p50_ms": P50_TARGET_MS}
+    if json_out:
+        print_json(result)
+        return
+    table = Table(title=f"online tagging · {rate:g} req/s · {requests} requests", show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label, fmt in (
+        ("p50_ms", "p50 latency", "{:.1f} ms"),
+        ("p90_ms", "p90 latency", "{:.1f} ms"),
+        ("p99_ms", "p99 latency", "{:.1f} ms"),
+        ("max_ms", "max latency", "{:.1f} ms"),
+        ("mean_batch", "mean batch", "{:.2f}"),
+        ("batches", "batches", "{}"),
+        ("missed_deadline", "missed deadline", "{}"),
+        ("achieved_rate", "achieved rate", "{:.1f} req/s"),
+    ):
+        table.add_row(label, fmt.format(result[key]))
+    console.print(table)
+    if summary.p50_ms <= P50_TARGET_MS:
+        ok(f"p50 {summary.p50_ms:.1f} ms meets the {P50_TARGET_MS:g} ms target")
+    else:
+        console.print(f"[yellow]![/yellow] p50 {summary.p50_ms:.1f} ms misses the {P50_TARGET_MS:g} ms target")
+
+
+def register(group: typer.Typer) -> None:
+    group.command("tagger")(tagger)

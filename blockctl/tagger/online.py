@@ -1,0 +1,156 @@
+"""Online tagging on the caller's event loop: micro-batches prompts, runs the model in one worker thread.
+
+``await tagger.predict(text)`` returns predicted output tokens, or None when ``deadline_ms`` passes first
+(the caller then routes with its fallback length instead of waiting). Inference never runs on the loop:
+batches go to a single-thread executor, because torch blocks. While one batch runs, new prompts queue
+and form the next batch (up to ``max_batch``); an idle worker waits ``max_wait_ms`` for company.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+class BatchPredictor(Protocol):
+    def predict(self, prompts: Sequence[str]) -> list[int]: ...
+
+
+@dataclass(slots=True)
+class OnlineStats:
+    requests: int = 0
+    answered: int = 0
+    missed_deadline: int = 0  # returned None: not answered in time
+    dropped_stale: int = 0  # expired while queued, never run through the model
+    batches: int = 0
+    batched_prompts: int = 0
+    errors: int = 0  # batches whose inference raised (their callers got None)
+
+    @property
+    def mean_batch(self) -> float:
+        return self.batched_prompts / self.batches if self.batches else 0.0
+
+
+class OnlineTagger:
+    """Micro-batching wrapper around a tagger directory (or any ``BatchPredictor``, e.g. in tests).
+
+    ``start()`` loads the model in the worker thread (``predict`` calls it when needed); ``close()`` stops
+    the batching task and the thread. Use from one event loop.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | BatchPredictor,
+        *,
+        max_batch: int = 16,
+        max_wait_ms: float = 2.0,
+        deadline_ms: float = 50.0,
+        threads: int | None = None,
+    ) -> None:
+        if max_batch < 1 or max_wait_ms < 0 or deadline_ms <= 0:
+            raise ValueError("max_batch >= 1, max_wait_ms >= 0 and deadline_ms > 0 are required")
+        self._source = model
+        self._predictor: BatchPredictor | None = None if isinstance(model, (str, Path)) else model
+        self.max_batch, self.max_wait_s, self.deadline_s = max_batch, max_wait_ms / 1e3, deadline_ms / 1e3
+        self._threads = threads
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blockctl-tagger")
+        self._queue: asyncio.Queue[tuple[str, asyncio.Future[int]]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._loading: asyncio.Future[None] | None = None
+        self.stats = OnlineStats()
+
+    def _load(self) -> BatchPredictor:
+        from blockctl.tagger.predict import Tagger
+
+        assert isinstance(self._source, (str, Path))
+        tagger = Tagger(self._source, threads=self._threads)
+        tagger.predict(["warm-up"])  # the first call through torch is slow; pay it before serving
+        return tagger
+
+    async def start(self) -> None:
+        """Load the model (off the loop) and start the batching task; idempotent."""
+        if self._predictor is None:
+            if self._loading is None:
+                loop = asyncio.get_running_loop()
+                self._loading = asyncio.ensure_future(self._load_async(loop))
+            await asyncio.shield(self._loading)
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run(), name="blockctl-tagger-batcher")
+
+    async def _load_async(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._predictor = await loop.run_in_executor(self._executor, self._load)
+
+    async def predict(self, prompt_text: str) -> int | None:
+        """Predicted output tokens, or None if not answered within ``deadline_ms`` (load time included)."""
+        self.stats.requests += 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_s
+        fut: asyncio.Future[int] = loop.create_future()
+        try:
+            if self._worker is None:
+                await asyncio.wait_for(self.start(), self.deadline_s)
+            self._queue.put_nowait((prompt_text, fut))
+            result = await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            fut.cancel()  # the batcher skips it if it has not run yet
+            self.stats.missed_deadline += 1
+            return None
+        except Exception:  # the model failed on this batch (counted in stats.errors)
+            return None
+        self.stats.answered += 1
+        return result
+
+    async def _next_batch(self) -> list[tuple[str, asyncio.Future[int]]]:
+        batch = [await self._queue.get()]
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            if self._queue.empty():
+                remaining = until - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            else:
+                batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        predictor = self._predictor
+        assert predictor is not None
+        while True:
+            batch = await self._next_batch()
+            live = [(p, f) for p, f in batch if not f.done()]
+            self.stats.dropped_stale += len(batch) - len(live)
+            if not live:
+                continue
+            self.stats.batches += 1
+            self.stats.batched_prompts += len(live)
+            try:
+                preds = await loop.run_in_executor(self._executor, predictor.predict, [p for p, _ in live])
+            except Exception as exc:  # a failing model must not take routing down with it
+                self.stats.errors += 1
+                for _, f in live:
+                    if not f.done():
+                        f.set_exception(exc)
+                        f.exception()  # retrieved here: the waiting caller maps it to None
+                continue
+            for (_, f), n in zip(live, preds, strict=True):
+                if not f.done():
+                    f.set_result(int(n))
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
