@@ -69,6 +69,7 @@ def _save_tiny_tokenizer(path: Path, chat_template: str | None) -> None:
     fast.save_pretrained(str(path))
 
 
+@pytest.mark.slow  # imports transformers
 def test_local_hf_tokenizer(tmp_path: Path) -> None:
     _save_tiny_tokenizer(tmp_path, "{% for m in messages %}{{ m['content'] }} {% endfor %}assistant")
     counter = TokenCounter(tmp_path)
@@ -77,6 +78,7 @@ def test_local_hf_tokenizer(tmp_path: Path) -> None:
     assert count_prompt_tokens({"prompt": "hello hello world"}, counter) == 3
 
 
+@pytest.mark.slow  # imports transformers
 def test_local_tokenizer_without_template_uses_flatten_rule(tmp_path: Path) -> None:
     _save_tiny_tokenizer(tmp_path, None)
     counter = TokenCounter(tmp_path)
