@@ -20,6 +20,9 @@ from blockctl.cli.ui import console, fail, handle_errors, ok, print_json
 from blockctl.errors import ConfigError
 
 
+LATE_WARNING_S = 0.1  # warn when the generator sends requests this much later than scheduled (p99)
+
+
 def register(group: typer.Typer) -> None:
     @group.command("run")
     @handle_errors
@@ -134,6 +137,13 @@ def _print(result: RunResult, out: Path | None, as_json: bool) -> None:
     if errors is not None:
         console.print(errors)
     saved = f"; results in {out}" if out is not None else ""
+    late = s.lateness.p99
+    if late > LATE_WARNING_S:  # NaN compares False
+        fail(
+            f"the load generator fell behind its schedule (p99 send lateness {late * 1e3:.0f} ms): "
+            "latencies include client-side delay",
+            hint="lower --qps, or run the generator on a less loaded machine",
+        )
     if result.config.get("interrupted"):
         fail(f"interrupted after {s.completed}/{s.requests} requests; the rest count as failed{saved}")
         return
