@@ -19,7 +19,6 @@ from blockctl.bench.workloads import WORKLOADS, WorkItem, parse_arrival, read_wo
 from blockctl.cli.ui import console, fail, handle_errors, ok, print_json
 from blockctl.errors import ConfigError
 
-
 LATE_WARNING_S = 0.1  # warn when the generator sends requests this much later than scheduled (p99)
 
 
