@@ -7,9 +7,10 @@ import dataclasses
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from blockctl.cli.ui import console, fail, handle_errors, ok, print_json
+from blockctl.cli.ui import console, err_console, fail, handle_errors, ok, print_json
 from blockctl.cluster import local
 from blockctl.cluster.schedulers import converge_schedulers, scheduler_specs
 from blockctl.cluster.state import ClusterState, load_state, resolve_state_dir, save_state
@@ -43,7 +44,10 @@ def _up_ssh(spec_file: Path, state_dir: Path) -> ClusterState:
             ok(f"{outcome.host}: {len(outcome.instances)} instance(s)" +
                (f" ({'; '.join(outcome.notes)})" if outcome.notes else ""))
         elif outcome.error is not None:
-            fail(outcome.error.message, f"less {outcome.log_path}" if outcome.log_path else None)
+            log_hint = f"less {outcome.log_path}" if outcome.log_path else None
+            fail(outcome.error.message, outcome.error.hint or log_hint)
+            if outcome.error.stderr_tail.strip():
+                err_console.print(f"[dim]{escape(outcome.error.stderr_tail.rstrip())}[/dim]")
     if not state.instances:
         raise ClusterError("no host came up", hint="blockctl up -c FILE (after fixing the hosts above)")
     s = spec.scheduler

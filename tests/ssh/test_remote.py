@@ -7,13 +7,16 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from blockctl.cluster.ssh import remote
 from tests.conftest import free_port
 from tests.ssh.procs import procs_with, wait_gone
 
 
 def sh(command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=timeout)
+    """Run as sshd does, with a login shell (bash here); returns only once stdout and stderr are closed."""
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=timeout)
 
 
 def test_detached_start_alive_and_stop_group(tmp_path: Path) -> None:
@@ -37,6 +40,7 @@ def test_detached_start_alive_and_stop_group(tmp_path: Path) -> None:
     while len([p for p in procs_with("sleep 60")]) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sh(remote.alive(pid, marker)).returncode == 0
+    assert marker in " ".join(psutil.Process(pid).cmdline())  # the pid is the command itself
     assert sh(remote.alive(pid, "--port 1")).returncode != 0  # another command line: not ours
     assert sh(remote.stop_group(pid, grace_s=5)).returncode == 0
     assert sh(remote.alive(pid, marker)).returncode != 0

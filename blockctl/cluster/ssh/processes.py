@@ -55,7 +55,7 @@ async def ensure(conn: HostConn, paths: RemotePaths, plan: InstancePlan, role: R
         command, env=env, log_path=plan.log(paths, role), pid_path=pid_file, cwd=paths.root
     )
     out = await conn.run(
-        f"mkdir -p {q(paths.logs)} {q(paths.run)} && {start} && echo {fingerprint} > {q(fp_file)}",
+        f"mkdir -p {q(paths.logs)} {q(paths.run)} || exit 1; {start}; echo {fingerprint} > {q(fp_file)}",
         what=f"start {role}-{plan.index}: {command}",
     )
     try:

@@ -19,14 +19,16 @@ q = shlex.quote
 def detached(command: str, *, env: Mapping[str, str], log_path: str, pid_path: str, cwd: str) -> str:
     """Start ``command`` in its own session, output appended to ``log_path``; prints and stores the pid.
 
-    The pid file is written before the command runs, so a crash right after start is still recorded.
-    ``command`` is already a shell command line (rendered from a template with quoted values).
+    The printed pid is the command's own (``setsid`` and ``sh -c exec`` do not fork), so its group is the
+    command's group. ``command`` is already a shell command line (rendered from a template with quoted values).
     """
     assigns = " ".join(f"{k}={q(v)}" for k, v in sorted(env.items()))
     inner = f"exec env {assigns} {command}" if assigns else f"exec {command}"
+    # Separate statements, not an `a && b &` list: that would background a subshell holding the SSH
+    # channel open, and $! would be that subshell instead of the process itself.
     return (
-        f"mkdir -p {q(cwd)} && cd {q(cwd)} && "
-        f'{{ echo "=== start $(date -u +%FT%TZ)" >> {q(log_path)}; }} && '
+        f"mkdir -p {q(cwd)} && cd {q(cwd)} || exit 1; "
+        f'echo "=== start $(date -u +%FT%TZ)" >> {q(log_path)}; '
         f"setsid nohup sh -c {q(inner)} >> {q(log_path)} 2>&1 < /dev/null & "
         f"pid=$!; echo $pid > {q(pid_path)}; echo $pid"
     )
