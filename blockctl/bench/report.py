@@ -90,13 +90,40 @@ def table_cells(summaries: Sequence[Summary]) -> list[tuple[str, list[str], int 
     return out
 
 
-def comparison_table(results: Sequence[RunResult], *, title: str | None = None) -> Table:
-    """A rich Table with one column per result (its label); the best value of each row is in green."""
+# The metrics shown when runs are rows (one line per policy): the ones a comparison is decided on.
+COMPACT = (
+    "failed",
+    "throughput (req/s)",
+    "goodput (req/s)",
+    "TTFT mean (ms)",
+    "TTFT p99 (ms)",
+    "TPOT mean (ms)",
+    "E2E mean (s)",
+    "E2E p99 (s)",
+)
+
+
+def comparison_table(results: Sequence[RunResult], *, title: str | None = None, runs_as_rows: bool = False) -> Table:
+    """A rich Table comparing runs; the best value of each metric is in green.
+
+    By default one column per run (its label) and one row per metric; ``runs_as_rows`` gives one row per
+    run with the COMPACT metrics as columns (narrower when many policies are compared).
+    """
     table = Table(title=title, show_lines=False, header_style="bold")
+    rows = table_cells([r.summary for r in results])
+    if runs_as_rows:
+        picked = [row for row in rows if row[0] in COMPACT]
+        table.add_column("run", no_wrap=True)
+        for label, _, _ in picked:
+            table.add_column(label, justify="right")
+        for i, r in enumerate(results):
+            cells = [f"[green]{c[i]}[/green]" if best == i else c[i] for _, c, best in picked]
+            table.add_row(r.label, *cells)
+        return table
     table.add_column("metric", style="dim", no_wrap=True)
     for r in results:
         table.add_column(r.label, justify="right", no_wrap=True)
-    for label, cells, best in table_cells([r.summary for r in results]):
+    for label, cells, best in rows:
         shown = [f"[green]{c}[/green]" if i == best else c for i, c in enumerate(cells)]
         table.add_row(label, *shown)
     return table

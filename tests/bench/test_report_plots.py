@@ -45,6 +45,10 @@ def test_table_marks_the_best_and_skips_rows_nobody_has() -> None:
     assert "goodput (req/s)" not in {label for label, _, _ in table_cells([no_slo.summary])}
     table = comparison_table([fast, slow], title="t")
     assert [c.header for c in table.columns] == ["metric", "block", "round-robin"]
+    rows = comparison_table([fast, slow], runs_as_rows=True)
+    assert [c.header for c in rows.columns][:3] == ["run", "failed", "throughput (req/s)"]
+    assert list(rows.columns[0].cells) == ["block", "round-robin"]
+    assert list(rows.columns[1].cells) == ["[green]0[/green]", "2"]
 
 
 def test_results_round_trip_with_nan_as_null(tmp_path: Path) -> None:
