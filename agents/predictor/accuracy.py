@@ -92,25 +92,43 @@ class PredictionErrors:
         )
 
 
-OFFSET_WINDOW = 64  # completed streaming requests the overhead estimate covers
-OFFSET_MAX_SAMPLE_S = 0.5  # residuals above this are queueing the model missed, not transport
+CALIBRATION_WINDOW = 64  # completed streaming requests a calibration covers
 
 
 @dataclass(slots=True)
-class TtftOffset:
-    """Learned additive latency the engine model does not see: HTTP hops, tokenization, detokenization.
+class RobustEstimate:
+    """The median of the last ``CALIBRATION_WINDOW`` samples, each clamped to ``[lo, hi]``; ``value`` is
+    ``default`` until the first sample. The median shrugs off the occasional stall of a loaded host."""
 
-    Each completed streaming request contributes ``actual TTFT - raw predicted TTFT`` (clamped to
-    ``[0, OFFSET_MAX_SAMPLE_S]``); the estimate is the median of the last ``OFFSET_WINDOW`` (robust to the
-    occasional stall), and predictions add it to TTFT and E2E. Only additive, non-negative overhead is
-    learned: a GPU slower or faster than its profile is a profile problem.
-    """
+    lo: float
+    hi: float
+    value: float
+    window: deque[float] = field(default_factory=lambda: deque(maxlen=CALIBRATION_WINDOW))
 
-    value_s: float = 0.0
-    window: deque[float] = field(default_factory=lambda: deque(maxlen=OFFSET_WINDOW))
-
-    def observe(self, actual_ttft_s: float, raw_predicted_ttft_s: float) -> None:
-        self.window.append(min(OFFSET_MAX_SAMPLE_S, max(0.0, actual_ttft_s - raw_predicted_ttft_s)))
+    def observe(self, sample: float) -> None:
+        self.window.append(min(self.hi, max(self.lo, sample)))
         ordered = sorted(self.window)
         mid = len(ordered) // 2
-        self.value_s = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+        self.value = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+@dataclass(slots=True)
+class Calibration:
+    """What the engine model does not see, learned from completed streaming requests.
+
+    * ``overhead_s``: additive latency before the first token (HTTP hops, tokenization), from
+      ``actual TTFT - raw predicted TTFT``, clamped to [0, 0.5 s] (beyond that it is queueing the model
+      missed, not overhead). Added to TTFT and E2E.
+    * ``tpot_factor``: actual over predicted time per output token after the first, clamped to [0.5, 3].
+      It captures what a what-if from a snapshot cannot: requests that arrive later join the batch and
+      slow every decode step (and a host that runs slower than its profile). It scales the decode part of
+      E2E. Per token, so a wrong length prediction does not leak into it.
+    """
+
+    overhead: RobustEstimate = field(default_factory=lambda: RobustEstimate(0.0, 0.5, 0.0))
+    tpot: RobustEstimate = field(default_factory=lambda: RobustEstimate(0.5, 3.0, 1.0))
+
+    def apply(self, raw_ttft_s: float, raw_e2e_s: float, wait_s: float) -> tuple[float, float]:
+        """Calibrated (ttft, e2e) from the raw what-if and the expected wait for the step in progress."""
+        ttft = raw_ttft_s + wait_s + self.overhead.value
+        return ttft, ttft + self.tpot.value * (raw_e2e_s - raw_ttft_s)

@@ -10,7 +10,7 @@ from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import Prediction, Request, StepShape
 from blockctl.engine.whatif import predict as whatif_predict
 from blockctl.errors import EngineError
-from blockctl_agents.predictor.accuracy import PredictionErrors, TtftOffset
+from blockctl_agents.predictor.accuracy import Calibration, PredictionErrors
 from blockctl_agents.predictor.observe import EngineObservation
 from blockctl_agents.predictor.settings import AgentSettings
 from blockctl_agents.predictor.tracker import Tracked, Tracker, estimated_produced
@@ -28,7 +28,7 @@ class AgentCore:
         self.tracker = Tracker()
         self.obs: EngineObservation | None = None
         self.errors = PredictionErrors()
-        self.offset = TtftOffset()
+        self.calibration = Calibration()
         self.predictions_total = 0
         self.scrape_failures = 0
         self.last_scrape_ok: float | None = None
@@ -48,8 +48,8 @@ class AgentCore:
         new = Request(NEW_ID, prompt_tokens, length)
         raw = whatif_predict(view.config, self.model, view.running, view.waiting, new)
         self.predictions_total += 1
-        wait = self.offset.value_s + self.mid_step_s(view)
-        return dataclasses.replace(raw, ttft_s=raw.ttft_s + wait, e2e_s=raw.e2e_s + wait), view
+        ttft, e2e = self.calibration.apply(raw.ttft_s, raw.e2e_s, self.mid_step_s(view))
+        return dataclasses.replace(raw, ttft_s=ttft, e2e_s=e2e), view
 
     def mid_step_s(self, view: EngineView) -> float:
         """Expected wait for the step in progress: a request arrives, on average, half-way through a step,
@@ -74,7 +74,7 @@ class AgentCore:
     def admit(self, t: Tracked, now: float, dispatched: tuple[float, float] | None = None) -> None:
         """Track ``t`` with its baseline prediction: ``dispatched`` = (ttft_s, e2e_s) the scheduler got from
         ``/predict`` when it sent them, else the agent's own what-if now (before ``t`` is added)."""
-        t.offset_s = self.offset.value_s
+        t.overhead_s, t.tpot_factor = self.calibration.overhead.value, self.calibration.tpot.value
         if dispatched is not None:
             t.predicted_ttft_s, t.predicted_e2e_s = dispatched
         else:
@@ -98,8 +98,17 @@ class AgentCore:
             self.errors.e2e.observe(t.predicted_e2e_s, now - t.arrival)
         if t.stream and t.predicted_ttft_s is not None and t.first_token_at is not None:
             self.errors.ttft.observe(t.predicted_ttft_s, t.first_token_at - t.arrival)
-            self.offset.observe(t.first_token_at - t.arrival, t.predicted_ttft_s - t.offset_s)  # excl. offset
+            self._learn(t, now)
         return t
+
+    def _learn(self, t: Tracked, now: float) -> None:
+        """Update the calibration from one completed streaming request (its own was in ``t``)."""
+        assert t.first_token_at is not None and t.predicted_ttft_s is not None and t.predicted_e2e_s is not None
+        self.calibration.overhead.observe((t.first_token_at - t.arrival) - (t.predicted_ttft_s - t.overhead_s))
+        raw_decode = (t.predicted_e2e_s - t.predicted_ttft_s) / t.tpot_factor
+        if t.produced > 1 and t.predicted_output_tokens > 1 and raw_decode > 0:
+            actual_tpot = (now - t.first_token_at) / (t.produced - 1)
+            self.calibration.tpot.observe(actual_tpot / (raw_decode / (t.predicted_output_tokens - 1)))
 
     def state(self, now: float) -> dict[str, Any]:
         """Everything the agent believes, without prompts (it never stores them)."""
@@ -120,7 +129,11 @@ class AgentCore:
             "simulated_num_gpu_blocks": view.config.num_gpu_blocks,
             "preempted_guess": view.preempted,
             "hidden_kv_blocks": view.hidden_blocks,
-            "learned_overhead_s": self.offset.value_s,
+            "calibration": {
+                "overhead_s": self.calibration.overhead.value,
+                "tpot_factor": self.calibration.tpot.value,
+                "samples": len(self.calibration.tpot.window),
+            },
             "engine": engine,
             "totals": {
                 "requests": self.tracker.total_requests,

@@ -44,7 +44,8 @@ class Tracked:
     last_token_at: float | None = None
     predicted_ttft_s: float | None = None  # the prediction at dispatch/arrival (see accuracy.py)
     predicted_e2e_s: float | None = None
-    offset_s: float = 0.0  # the learned overhead included in those predictions
+    overhead_s: float = 0.0  # the calibration included in those predictions (see accuracy.Calibration)
+    tpot_factor: float = 1.0
 
 
 def fallback_output_tokens(max_tokens: int | None, ignore_eos: bool, default: int = DEFAULT_OUTPUT_TOKENS) -> int:

@@ -10,7 +10,7 @@ Reconciliation with the engine's ``/metrics`` (used only when the scrape is at m
   the running queue) move to the front of the waiting queue with their KV dropped (recompute).
 * KV usage: ``kv_free_blocks`` comes from the engine's KV usage when known. If the engine uses more blocks
   than the view accounts for by over ``HIDDEN_TOLERANCE`` of the cache (traffic that bypassed the agent, or a
-  cache smaller than configured), the what-if runs on a cache shrunk by that hidden usage.
+  cache smaller than configured), the what-if runs on a cache shrunk by that hidden usage (to half at most).
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ def build_view(
         kv_free = max(0, round(total_blocks - used_metric))
         if used_metric - used_view > HIDDEN_TOLERANCE * total_blocks:
             hidden = int(used_metric - used_view)
-            sim_config = dataclasses.replace(config, num_gpu_blocks=max(1, total_blocks - hidden))
+            # floor at half the cache, so one large request the engine holds always fits the what-if
+            sim_config = dataclasses.replace(config, num_gpu_blocks=max(total_blocks // 2, total_blocks - hidden))
     waiting_blocks = sum(_blocks(r.prompt_tokens + r.num_output_tokens, bs) for r in waiting)
     return EngineView(
         running=running,

@@ -122,12 +122,18 @@ def test_parse_metrics() -> None:
     assert old.running is None and old.waiting is None
 
 
-def test_overhead_is_the_median_of_clamped_residuals() -> None:
-    from blockctl_agents.predictor.accuracy import OFFSET_MAX_SAMPLE_S, TtftOffset
+def test_calibration_is_the_median_of_clamped_samples() -> None:
+    from blockctl_agents.predictor.accuracy import Calibration
 
-    off = TtftOffset()
-    for actual in (0.030, 0.012, 0.020, 9.0):  # raw prediction 10 ms; one stall
-        off.observe(actual, 0.010)
-    assert off.value_s == pytest.approx((0.010 + 0.020) / 2)
-    off.observe(0.001, 0.010)  # faster than predicted: no negative overhead
-    assert min(off.window) == 0.0 and max(off.window) == OFFSET_MAX_SAMPLE_S
+    cal = Calibration()
+    assert cal.apply(0.1, 1.1, 0.005) == pytest.approx((0.105, 1.105))  # nothing learned yet
+    for residual in (0.020, 0.002, 0.010, 9.0):  # one stall
+        cal.overhead.observe(residual)
+    assert cal.overhead.value == pytest.approx((0.010 + 0.020) / 2)
+    cal.overhead.observe(-0.5)  # faster than predicted: no negative overhead
+    assert min(cal.overhead.window) == 0.0 and max(cal.overhead.window) == 0.5
+    for ratio in (1.2, 1.1, 1.3):
+        cal.tpot.observe(ratio)
+    ttft, e2e = cal.apply(0.1, 1.1, 0.0)
+    assert ttft == pytest.approx(0.1 + cal.overhead.value)
+    assert e2e == pytest.approx(ttft + 1.2 * 1.0)

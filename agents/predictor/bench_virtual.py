@@ -1,0 +1,87 @@
+"""Accuracy of the agent's predictions in virtual time: an engine model with the profile's step-time noise
+plays the instance, and the agent's core sees only what a real agent would (token events, metrics).
+
+This isolates the prediction logic from the host: on a loaded machine a real-time emulator falls behind
+and its lag, not the predictor, dominates the error. Not modelled here: HTTP overhead (the learned offset
+stays zero).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from blockctl.engine.core import Engine
+from blockctl.engine.profile import Profile
+from blockctl.engine.types import Request
+from blockctl_agents.predictor.bench_accuracy import Outcome
+from blockctl_agents.predictor.core import AgentCore
+from blockctl_agents.predictor.observe import EngineObservation
+from blockctl_agents.predictor.settings import AgentSettings
+from blockctl_agents.predictor.tracker import Tracked
+
+SCRAPE_S = 0.5
+
+
+def run_virtual(
+    profile: Profile,
+    requests: Sequence[tuple[int, int, int]],
+    offsets: Sequence[float],
+    *,
+    seed: int = 0,
+) -> list[Outcome]:
+    """Replay ``(prompt_tokens, true_output_tokens, predicted_output_tokens)`` arriving at ``offsets``."""
+    config = profile.engine_defaults()
+    engine = Engine(config, profile.model, noise=profile.model.rel_noise, seed=seed)
+    core = AgentCore(AgentSettings("virtual", "virtual-0", profile.name, config), profile.model)
+    reqs: dict[str, Request] = {}
+    meta: dict[str, tuple[int, int, int, float, float, int, int]] = {}
+    next_scrape = 0.0
+
+    def advance(until: float) -> None:
+        nonlocal next_scrape
+        while engine.has_work() and engine.now < until:
+            result = engine.step()
+            if result is None:
+                break
+            end = result.start + result.duration
+            for r in result.produced:
+                core.tracker.token(r.req_id, end)
+            for r in result.finished:
+                core.complete(r.req_id, end, ok=True, output_tokens=r.num_output_tokens)
+            if end >= next_scrape:
+                core.obs = EngineObservation(
+                    end, len(engine.running), len(engine.waiting), engine.kv_usage, float(engine.num_preemptions_total)
+                )
+                next_scrape = end + SCRAPE_S
+        if not engine.has_work():
+            engine.now = max(engine.now, until)
+
+    for i, ((prompt, true_out, predicted), t) in enumerate(zip(requests, offsets, strict=True)):
+        advance(t)
+        rid = f"v{i}"
+        pred, view = core.predict(prompt, predicted, t)
+        core.admit(Tracked(rid, t, prompt, predicted, stream=True), t, (pred.ttft_s, pred.e2e_s))
+        req = Request(rid, prompt, true_out, arrival_time=t)
+        engine.add(req)
+        reqs[rid] = req
+        meta[rid] = (prompt, true_out, predicted, pred.ttft_s, pred.e2e_s, len(view.running), len(view.waiting))
+    advance(float("inf"))
+    outcomes = []
+    for rid, req in reqs.items():
+        prompt, true_out, predicted, p_ttft, p_e2e, running, waiting = meta[rid]
+        assert req.first_token_time is not None and req.finish_time is not None
+        outcomes.append(
+            Outcome(
+                prompt,
+                true_out,
+                predicted,
+                p_ttft,
+                p_e2e,
+                running,
+                waiting,
+                ttft_s=req.first_token_time - req.arrival_time,
+                e2e_s=req.finish_time - req.arrival_time,
+                tokens=req.num_output_tokens,
+            )
+        )
+    return outcomes
