@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from blockctl.errors import EngineError
 from blockctl_agents.emulator.metrics import EngineGauges, EngineMetrics
 
 RESYNC_S = 0.05
+_log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True, eq=False)
@@ -52,19 +54,28 @@ class EngineRunner:
         self._work = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._t0 = 0.0
+        self.failure: BaseException | None = None  # set when the engine loop died (the instance is unhealthy)
 
     # ---- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._t0 = loop.time()
         self._task = loop.create_task(self._run(), name="engine-loop")
+        self._task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self.failure = task.exception()
+        _log.error("engine loop failed; aborting all requests", exc_info=self.failure)
+        self.abort_all()
 
     async def stop(self) -> None:
         """Abort every request in flight and stop the engine loop."""
         self.abort_all()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(BaseException):
                 await self._task
             self._task = None
 

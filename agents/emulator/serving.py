@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
@@ -38,13 +37,13 @@ async def completions(request: Request) -> Response:
         check_model(body.model, emu.settings.served_model_name)
         ids = prompt_token_ids(body, emu.counter)
         adm = admit(body, ids, prompt_text(body), emu.config.max_model_len)
-        tr = emu.runner.submit(uuid.uuid4().hex, adm.prompt_tokens, adm.output_tokens, adm.finish_reason,
+        writer = ResponseWriter(kind, body.model or emu.model_name)  # vLLM echoes the served name asked for
+        tr = emu.runner.submit(writer.id, adm.prompt_tokens, adm.output_tokens, adm.finish_reason,
                                adm.salt, notify_tokens=body.stream)
     except BadRequest as exc:
         return bad_request_response(exc)
     except EngineError as exc:  # e.g. the prompt needs more KV blocks than the instance has
         return error_response(400, exc.message, param="prompt")
-    writer = ResponseWriter(kind, body.model or emu.model_name)  # vLLM echoes the served name asked for
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
         return StreamingResponse(_stream(emu.runner, tr, writer, usage), media_type="text/event-stream")
@@ -70,7 +69,7 @@ async def _whole(request: Request, emu: Emulator, tr: Tracked, writer: ResponseW
                 await fut
         emu.runner.abort(tr)  # no-op when it finished
     if not tr.done:
-        return error_response(503, "request aborted: the server is shutting down", type="server_error")
+        return emu.refusal() or error_response(503, "request aborted", type="server_error")
     req = tr.req
     text = render(tr.salt, 0, req.output_tokens)
     return JSONResponse(writer.full(text, tr.finish_reason, req.prompt_tokens, req.output_tokens))

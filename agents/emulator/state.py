@@ -45,12 +45,15 @@ class Emulator:
         await self.runner.stop()
 
     def ready(self) -> bool:
-        return not self.stopping and asyncio.get_running_loop().time() >= self._ready_at
+        return (not self.stopping and self.runner.failure is None
+                and asyncio.get_running_loop().time() >= self._ready_at)
 
     def refusal(self) -> Response | None:
         """A 503 while starting up or shutting down, else None."""
         if self.stopping:
             return error_response(503, "the server is shutting down", type="server_error")
+        if self.runner.failure is not None:
+            return error_response(500, f"the engine loop failed: {self.runner.failure!r}", type="server_error")
         if not self.ready():
             return error_response(503, "the engine is starting up", type="server_error",
                                   headers={"retry-after": "1"})

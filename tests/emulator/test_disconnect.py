@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
+from blockctl.engine.core import Engine
+from blockctl.engine.types import StepShape
 from blockctl_agents.emulator.app import create_app
 from blockctl_agents.emulator.state import Emulator
 from tests.conftest import serve_app
@@ -72,3 +74,19 @@ async def test_non_streaming_client_timeout_aborts() -> None:
             await http.post("/v1/completions", json=LONG)
         await _until(lambda: _idle(emu))
     assert emu.runner.metrics.success["abort"] == 1
+
+
+class _BrokenEngine(Engine):
+    def step_duration(self, shape: StepShape) -> float:
+        raise RuntimeError("boom")
+
+
+async def test_engine_loop_failure_turns_the_instance_unhealthy(caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(max_num_seqs=4)
+    emu: Emulator = app.state.emulator
+    emu.runner.engine = _BrokenEngine(emu.config, emu.runner.engine.model)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as http:
+        resp = await http.post("/v1/completions", json={"prompt": "x", "max_tokens": 3})
+        assert resp.status_code == 500 and "boom" in resp.json()["error"]["message"]
+        assert (await http.get("/health")).status_code == 503
+    assert "engine loop failed" in caplog.text
