@@ -166,3 +166,22 @@ def test_unknown_workload_name_lists_builtins() -> None:
     with pytest.raises(WorkloadError, match="unknown workload 'nope'") as info:
         load_workload("nope", num_requests=3)
     assert info.value.hint is not None and "sharegpt" in info.value.hint
+
+
+def test_tokenized_sharegpt_cache_is_keyed_by_content_and_survives_corruption(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blockctl.bench.workloads.dataset import load_sharegpt_file
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BLOCKCTL_CACHE_DIR", str(cache))
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps([_conv(i) for i in range(3)]))
+    first = load_sharegpt_file(path)
+    (entry,) = cache.glob("sharegpt-*.json")
+    assert json.loads(entry.read_text())[0][1:] == [first[0].prompt_tokens, first[0].output_tokens]
+    entry.write_text("[[1, 2")  # corrupt: rebuilt silently
+    assert load_sharegpt_file(path) == first
+    path.write_text(json.dumps([_conv(i, reply_words=30) for i in range(2)]))  # new content: new key
+    assert [i.output_tokens for i in load_sharegpt_file(path)] == [30, 30]
+    assert len(list(cache.glob("sharegpt-*.json"))) == 2

@@ -90,6 +90,7 @@ def load_builtin_sharegpt() -> list[WorkItem]:
 
 def _write_atomic(path: Path, text: str) -> None:
     """Best effort: a cache that cannot be written only costs time on the next run."""
+    tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
@@ -97,4 +98,5 @@ def _write_atomic(path: Path, text: str) -> None:
             fh.write(text)
         os.replace(tmp, path)
     except OSError:
-        return
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
