@@ -87,6 +87,12 @@ def accuracy(
     workload: str = typer.Option("synthetic-sharegpt", help="Workload spec (see blockctl.bench.workloads)."),
     profile: str = typer.Option("h100/llama-2-7b", help="Step-time profile of the emulator and the agent."),
     seed: int = typer.Option(0, help="Seed of workload, arrivals, length noise and emulator."),
+    virtual: bool = typer.Option(
+        False,
+        "--virtual",
+        help="Replay in virtual time (engine model with the profile's noise + the agent's core, no processes): "
+        "the predictor's own error, free of host load and HTTP overhead.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Predicted vs actual E2E and TTFT of requests through a live agent in front of an emulated instance."""
@@ -97,17 +103,23 @@ def accuracy(
 
     spec = parse_lengths(lengths)
     items = load_workload(workload, num_requests=requests, seed=seed)
-    predicted = predicted_lengths(
-        spec, [i.output_tokens for i in items], [i.prompt for i in items], seed=seed
-    )
+    predicted = predicted_lengths(spec, [i.output_tokens for i in items], [i.prompt for i in items], seed=seed)
     offsets = arrival_times("poisson", len(items), qps=qps, seed=seed)
     reqs = [(i.prompt_tokens, i.output_tokens, p) for i, p in zip(items, predicted, strict=True)]
-    with (
-        tempfile.TemporaryDirectory(prefix="blockctl-bench-") as tmp,
-        local_instance(Path(tmp), profile=profile, seed=seed) as inst,
-    ):
-        outcomes = asyncio.run(drive(inst.agent_url, inst.auth(), reqs, [float(o) for o in offsets]))
+    times = [float(o) for o in offsets]
+    if virtual:
+        from blockctl.engine.profile import load_profile
+        from blockctl_agents.predictor.bench_virtual import run_virtual
+
+        outcomes = run_virtual(load_profile(profile), reqs, times, seed=seed)
+    else:
+        with (
+            tempfile.TemporaryDirectory(prefix="blockctl-bench-") as tmp,
+            local_instance(Path(tmp), profile=profile, seed=seed) as inst,
+        ):
+            outcomes = asyncio.run(drive(inst.agent_url, inst.auth(), reqs, times))
     result = {
+        "mode": "virtual" if virtual else "real-time",
         "profile": profile,
         "workload": workload,
         "lengths": str(spec),
@@ -129,7 +141,8 @@ def accuracy(
         ("TTFT MAPE %", _fmt(ttft["mape_pct"])),
         ("TTFT median APE %", _fmt(ttft["mdape_pct"])),
     ]
-    console.print(_table(f"prediction accuracy ({workload}, {spec}, {qps:g} req/s)", rows))
+    mode = "virtual time" if virtual else "real time"
+    console.print(_table(f"prediction accuracy ({mode}, {workload}, {spec}, {qps:g} req/s)", rows))
     ok(f"E2E MAPE {_fmt(e2e['mape_pct'])} % (target ≤ {E2E_MAPE_TARGET_PCT:g} % with oracle lengths)")
 
 

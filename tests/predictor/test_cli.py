@@ -45,6 +45,13 @@ def test_bench_accuracy_small_run() -> None:
     assert out["ttft"]["n"] == 12
 
 
+def test_bench_accuracy_virtual() -> None:
+    result = CliRunner().invoke(app, ["bench", "accuracy", "--virtual", "--requests", "60", "--qps", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["mode"] == "virtual" and out["completed"] == 60 and out["e2e"]["mape_pct"] < 10
+
+
 def test_bench_accuracy_rejects_a_bad_lengths_spec() -> None:
     result = CliRunner().invoke(app, ["bench", "accuracy", "--lengths", "psychic"])
     assert result.exit_code == 1
