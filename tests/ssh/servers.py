@@ -81,13 +81,8 @@ def start_sshd(
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_port(host, port, proc) if netns is None else _wait_port_ns(netns, host, port, proc)
+    _wait_port(host, port, proc)  # a namespace's address is routed from here by its veth pair
     return proc, SshServer(host, port, "root", client_key, workdir / "known_hosts")
-
-
-def _wait_port_ns(netns: str, host: str, port: int, proc: subprocess.Popen[bytes]) -> None:
-    # The namespace's address is routed from here (veth), so a plain connect works too.
-    _wait_port(host, port, proc)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -160,3 +155,44 @@ async def inprocess_server(workdir: Path) -> AsyncIterator[SshServer]:
     finally:
         server.close()
         await server.wait_closed()
+
+
+# --- network namespaces as separate hosts ---------------------------------------------------------------
+
+
+def netns_usable() -> str | None:
+    """None when network namespaces can be made here (root and ip(8)), else why not."""
+    if sshd_usable():
+        return sshd_usable()
+    if not shutil.which("ip"):
+        return "ip(8) missing (apt-get install -y iproute2)"
+    probe = f"blkprobe{os.getpid() % 100000}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"cannot create a network namespace: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], check=False)
+    return None
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+def make_netns_host(name: str, subnet: int) -> str:
+    """Namespace ``name`` joined to this one by a veth pair: here 10.213.S.1, there 10.213.S.2 (returned)."""
+    here, there = f"{name}h", f"{name}n"
+    _ip("netns", "add", name)
+    _ip("link", "add", here, "type", "veth", "peer", "name", there)
+    _ip("link", "set", there, "netns", name)
+    _ip("addr", "add", f"10.213.{subnet}.1/24", "dev", here)
+    _ip("link", "set", here, "up")
+    _ip("netns", "exec", name, "ip", "addr", "add", f"10.213.{subnet}.2/24", "dev", there)
+    _ip("netns", "exec", name, "ip", "link", "set", there, "up")
+    _ip("netns", "exec", name, "ip", "link", "set", "lo", "up")
+    return f"10.213.{subnet}.2"
+
+
+def remove_netns_host(name: str) -> None:
+    subprocess.run(
+        ["ip", "netns", "del", name], check=False, capture_output=True
+    )  # takes the veth pair along
