@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -10,17 +9,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from blockctl.cli.ui import console, handle_errors, ok, print_json
-from blockctl.engine.profile import load_profile, profile_from_document, write_profile
+from blockctl.engine.profile import load_profile, profile_from_document, user_profiles_dir, write_profile
 from blockctl.errors import ConfigError
-
-
-def user_profiles_dir() -> Path:
-    """Where measured profiles are saved by name: $BLOCKCTL_PROFILES_DIR, else $XDG_DATA_HOME/blockctl/profiles."""
-    env = os.environ.get("BLOCKCTL_PROFILES_DIR")
-    if env:
-        return Path(env).expanduser()
-    data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return data / "blockctl" / "profiles"
 
 
 def _out_path(out: str) -> Path:
