@@ -1,11 +1,12 @@
 """Length-only synthetic workloads with the published (or, where none is published, fitted) parameters.
 
 - ``synthetic-sharegpt``: ShareGPT V3 as vLLM's benchmark filters it, counted with cl100k_base, has 15 510
-  pairs, mean prompt 219 / reply 201 tokens, medians 106 / 134, ln-space mean 4.469 / 4.533 and standard
-  deviation 1.563 / 1.449. (The vLLM paper, Kwon et al. SOSP'23 Fig. 11, reports means of 161 input / 338
-  output tokens on its ShareGPT sample with the OPT tokenizer.) Lengths are drawn independently from
-  log-normals and redrawn until they pass vLLM's filter; the log-normals' parameters were fitted (Nelder-Mead
-  on 400k draws) so that the *filtered* ln-space means and deviations match those four figures.
+  pairs: prompt median 106 / mean 219 tokens, reply median 134 / mean 201. (The vLLM paper, Kwon et al.
+  SOSP'23 Fig. 11, reports means of 161 input / 338 output tokens on its ShareGPT sample with the OPT
+  tokenizer.) Lengths are drawn independently from log-normals and redrawn until they pass vLLM's filter;
+  the log-normals' parameters were fitted (Nelder-Mead on 300k draws) so that the *filtered* medians and
+  means match: synthetic prompt 109 / 202, reply 135 / 199. Independent draws lose the real data's
+  negative prompt/reply correlation and its heavier log-space spread (sd 1.56 / 1.45 real, 1.31 / 0.90 here).
 - ``azure-conv`` / ``azure-code``: the Azure LLM inference trace 2023 as characterised by Splitwise (Patel
   et al., ISCA'24, §III): median prompt 1020 tokens and median output 129 for conversation; median prompt
   1500 and median output 13 for coding. Log-normal around those medians; the log-space spreads (sigma)
@@ -41,8 +42,8 @@ class LogNormal:
         return np.rint(rng.lognormal(self.mu, self.sigma, n)).astype(np.int64)
 
 
-SHAREGPT_PROMPT = LogNormal(6.978, 4.282)  # before the filter; the filter leaves ln-mean 4.469, sd 1.563
-SHAREGPT_OUTPUT = LogNormal(4.601, 1.757)  # before the filter; the filter leaves ln-mean 4.533, sd 1.449
+SHAREGPT_PROMPT = LogNormal(4.909, 1.689)  # before vLLM's filter (see the module docstring)
+SHAREGPT_OUTPUT = LogNormal(4.907, 0.906)
 AZURE_CONV_PROMPT = LogNormal.from_median_mean(1020, 1155)
 AZURE_CONV_OUTPUT = LogNormal.from_median_mean(129, 211)
 AZURE_CODE_PROMPT = LogNormal.from_median_mean(1500, 2048)
