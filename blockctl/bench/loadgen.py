@@ -175,6 +175,9 @@ async def send_one(
                         feed(state, line[5:].strip(), time.perf_counter())
                         if state.done or state.error:
                             break
+                short = len(state.token_times) < item.output_tokens and state.usage_completion is None
+                if not (state.done or state.error) and short:
+                    state.error = "stream ended early (no [DONE], fewer tokens than max_tokens)"
     except httpx.HTTPError as exc:
         state.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     except asyncio.CancelledError:  # the run was interrupted: keep what this request got so far

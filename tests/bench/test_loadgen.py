@@ -167,6 +167,20 @@ async def test_server_that_does_not_stream() -> None:
     assert rec.ok and rec.output_tokens == 3 and rec.ttft_s == rec.e2e_s and rec.itl_s == ()
 
 
+async def test_stream_cut_without_done_is_a_failure() -> None:
+    async def completions(request: Request) -> Response:
+        async def events() -> AsyncIterator[bytes]:
+            yield b'data: {"choices": [{"index": 0, "text": "a"}]}\n\n'
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    app = Starlette(routes=[Route("/v1/completions", completions, methods=["POST"])])
+    async with serve_app(app) as url:
+        records = await run_load([WorkItem("w x y z", 4, 3)], [0.0], LoadSpec(endpoint=url, model="m"))
+    assert records[0].error is not None and "ended early" in records[0].error
+    assert records[0].output_tokens == 1 and records[0].ttft_s is not None
+
+
 async def test_unreachable_endpoint_fails_every_request_but_records_them() -> None:
     items = [WorkItem("a b c d", 4, 2)] * 3
     async with httpx.AsyncClient() as client:
