@@ -89,6 +89,20 @@ def simulate(
     gpu_ms_raw = model.gpu_ms_raw
     decode_coeffs = model.decode_coeffs
     while True:
+        if wi > target and pre < 0 and fin[target] > 0 and batch * -(-(fin[target] - g) // bs) <= free:
+            # The target decodes, nobody waits, and the blocks cannot run out before it finishes: only
+            # finishes remain, visited in order without the per-event bookkeeping of the loop below.
+            for f, i in sorted(heap):
+                if f != g:
+                    k = f - g
+                    a, b = decode_coeffs(batch)
+                    now += (k * (a + b * (sumc0 + batch * g)) + b * batch * k * (k - 1) * 0.5) * 1e-3
+                    g = f
+                if i == target:
+                    return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_run,
+                                      waiting=len(waiting), kv_free_blocks=total_blocks - used)
+                batch -= 1
+                sumc0 -= c0[i]
         need = hist[-g % bs] if batch else 0
         if need > free:
             break  # a decoder cannot get its block: preemption, hand over to the exact engine
