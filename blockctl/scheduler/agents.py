@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
-
-import httpx
 
 from blockctl.engine.types import Prediction
 from blockctl.errors import UpstreamError
+from blockctl.scheduler.http1 import Http1Pool
 from blockctl.scheduler.policies import InstanceView
 
-# The engine may take minutes to finish a reply: no read timeout on traffic; /predict has its own deadline.
-TRAFFIC_TIMEOUT = httpx.Timeout(connect=2.0, read=None, write=30.0, pool=5.0)
-# Streams hold their connection for the whole reply, so the pool is unbounded: a /predict must never wait
-# behind long streams; idle connections are kept for reuse (keep-alive is most of the hot path's speed).
-LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=512, keepalive_expiry=60.0)
+_JSON = {"content-type": "application/json"}
 
 
 def _int(data: dict[str, Any], key: str) -> int:
@@ -57,29 +54,27 @@ def view_from_json(instance: str, data: Any, *, with_prediction: bool) -> Instan
 class AgentClient:
     """All calls to one agent: load/prediction queries and the forwarded OpenAI traffic share one pool."""
 
-    def __init__(self, name: str, agent_url: str, token: str | None, *,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, name: str, agent_url: str, token: str | None) -> None:
         self.name = name
         self.url = agent_url.rstrip("/")
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=TRAFFIC_TIMEOUT,
-                                      limits=LIMITS, transport=transport)
+        self.http = Http1Pool(self.url, {"authorization": f"Bearer {token}"} if token else None)
 
     async def view(
         self, prompt_tokens: int, output_tokens: int, *, predict: bool, timeout: float
     ) -> InstanceView:
-        """Ask ``/predict`` (or ``/load``); UpstreamError on any failure, ValueError on a malformed answer."""
+        """Ask ``/predict`` (or ``/load``) within ``timeout``; UpstreamError on failure, ValueError if malformed."""
+        if predict:
+            body = b'{"prompt_tokens": %d, "predicted_output_tokens": %d}' % (prompt_tokens, output_tokens)
+            call = self.http.request("POST", "/predict", body, _JSON)
+        else:
+            call = self.http.request("GET", "/load")
         try:
-            if predict:
-                body = {"prompt_tokens": prompt_tokens, "predicted_output_tokens": output_tokens}
-                resp = await self.http.post("/predict", json=body, timeout=timeout)
-            else:
-                resp = await self.http.get("/load", timeout=timeout)
-        except httpx.HTTPError as exc:
-            raise UpstreamError(type(exc).__name__, url=self.url) from None
-        if resp.status_code != 200:
-            raise UpstreamError(f"HTTP {resp.status_code}", url=self.url)
-        return view_from_json(self.name, resp.json(), with_prediction=predict)
+            status, _, content = await asyncio.wait_for(call, timeout)
+        except asyncio.TimeoutError:
+            raise UpstreamError(f"no answer within {timeout * 1000:.0f} ms", url=self.url) from None
+        if status != 200:
+            raise UpstreamError(f"HTTP {status}", url=self.url)
+        return view_from_json(self.name, json.loads(content), with_prediction=predict)
 
     async def aclose(self) -> None:
         await self.http.aclose()

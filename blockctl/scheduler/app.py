@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from blockctl.errors import BadRequest
+from blockctl.errors import BadRequest, UpstreamError
 from blockctl.openai_api import ENDPOINT_KIND, bad_request_response, error_response, parse_completion_body
 from blockctl.scheduler import lengths
 from blockctl.scheduler.membership import Membership
@@ -49,14 +49,12 @@ class SchedulerSettings:
 class Scheduler:
     """One daemon's routing state; ``app`` is the Starlette application serving it."""
 
-    def __init__(self, settings: SchedulerSettings, *, tagger: lengths.LengthPredictor | None = None,
-                 transport_factory: Callable[[], httpx.AsyncBaseTransport] | None = None) -> None:
+    def __init__(self, settings: SchedulerSettings, *, tagger: lengths.LengthPredictor | None = None) -> None:
         self.settings = settings
         self.tagger = tagger
         self.counter = get_counter(settings.tokenizer_dir)
         self.metrics = SchedulerMetrics(settings.policy)
-        self.membership = Membership(settings.state_dir, poll_s=settings.poll_s,
-                                     transport_factory=transport_factory)
+        self.membership = Membership(settings.state_dir, poll_s=settings.poll_s)
         self.router = Router(make_policy(settings.policy, k=settings.k), rng=random.Random(settings.seed),
                              deadline_s=settings.predict_timeout_s, metrics=self.metrics)
         self._keys = [k.encode() for k in settings.api_keys]
@@ -151,11 +149,11 @@ class Scheduler:
             if client is None:
                 continue
             try:
-                resp = await client.http.get("/v1/models", timeout=5.0)
-            except httpx.HTTPError:
+                status, _, content = await asyncio.wait_for(client.http.request("GET", "/v1/models"), 5.0)
+            except (UpstreamError, asyncio.TimeoutError):
                 continue
-            if resp.status_code == 200:
-                return Response(resp.content, media_type="application/json")
+            if status == 200:
+                return Response(content, media_type="application/json")
         return error_response(503, NO_INSTANCE, type="service_unavailable")
 
     async def health(self, request: Request) -> Response:
@@ -167,7 +165,6 @@ class Scheduler:
                                  media_type="text/plain; version=0.0.4")
 
 
-def create_app(settings: SchedulerSettings, *, tagger: lengths.LengthPredictor | None = None,
-               transport_factory: Callable[[], httpx.AsyncBaseTransport] | None = None) -> Starlette:
+def create_app(settings: SchedulerSettings, *, tagger: lengths.LengthPredictor | None = None) -> Starlette:
     """The daemon's ASGI app (for uvicorn or in-process tests)."""
-    return Scheduler(settings, tagger=tagger, transport_factory=transport_factory).app
+    return Scheduler(settings, tagger=tagger).app

@@ -6,11 +6,9 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from blockctl.cluster.state import ClusterState, load_state, read_token, state_path
 from blockctl.errors import StateError
@@ -29,12 +27,10 @@ class Membership:
     closed after ``grace_s`` so requests still streaming through them finish.
     """
 
-    def __init__(self, state_dir: Path, *, poll_s: float = 0.25, grace_s: float = 600.0,
-                 transport_factory: Callable[[], httpx.AsyncBaseTransport] | None = None) -> None:
+    def __init__(self, state_dir: Path, *, poll_s: float = 0.25, grace_s: float = 600.0) -> None:
         self.state_dir = state_dir
         self.poll_s = poll_s
         self.grace_s = grace_s
-        self._transport_factory = transport_factory
         self._fingerprint: Fingerprint = None
         self._token: str | None = None
         self.serving: tuple[str, ...] = ()
@@ -77,8 +73,7 @@ class Membership:
                 continue
             client = old.get(inst.name)
             if client is None or client.url != inst.agent_url.rstrip("/") or token != self._token:
-                transport = self._transport_factory() if self._transport_factory else None
-                client = AgentClient(inst.name, inst.agent_url, token, transport=transport)
+                client = AgentClient(inst.name, inst.agent_url, token)
                 self._background(self._warm(client))
             new[inst.name] = client
             serving.append(inst.name)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 
-import httpx
 from starlette.responses import Response, StreamingResponse
 
+from blockctl.errors import UpstreamError
 from blockctl.openai_api import error_response
 from blockctl.scheduler.agents import AgentClient
+from blockctl.scheduler.http1 import Stream
 from blockctl.scheduler.metrics import SchedulerMetrics
 from blockctl.scheduler.routing import Candidates, Router, predicted_e2e_ms
 
@@ -19,14 +19,6 @@ log = logging.getLogger("blockctl.scheduler")
 
 # The agent answers these when its engine is gone or overloaded: the request never started, try elsewhere.
 RETRY_STATUSES = frozenset({502, 503, 504})
-_closing: set[asyncio.Task[None]] = set()
-
-
-def _close_soon(resp: httpx.Response) -> None:
-    """Close an upstream response in its own task: the relay may be cancelled by a client disconnect."""
-    task = asyncio.get_running_loop().create_task(resp.aclose())
-    _closing.add(task)
-    task.add_done_callback(_closing.discard)
 
 
 def _sse_error(message: str) -> bytes:
@@ -34,21 +26,19 @@ def _sse_error(message: str) -> bytes:
     return f"data: {json.dumps(err)}\n\n".encode()
 
 
-async def _relay(
-    first: bytes, rest: AsyncIterator[bytes], resp: httpx.Response, instance: str
-) -> AsyncIterator[bytes]:
+async def _relay(first: bytes, rest: AsyncIterator[bytes], resp: Stream, instance: str) -> AsyncIterator[bytes]:
     """The reply's bytes as they come; a broken upstream ends the stream with an SSE error event."""
     try:
         if first:
             yield first
         async for chunk in rest:
             yield chunk
-    except httpx.HTTPError as exc:
-        log.warning("instance %s broke off a streamed reply: %s", instance, type(exc).__name__)
-        if resp.headers.get("content-type", "").startswith("text/event-stream"):
-            yield _sse_error(f"instance {instance} failed while streaming ({type(exc).__name__})")
+    except UpstreamError as exc:
+        log.warning("instance %s broke off a streamed reply: %s", instance, exc.message)
+        if resp.head.headers.get("content-type", "").startswith("text/event-stream"):
+            yield _sse_error(f"instance {instance} failed while streaming")
     finally:
-        _close_soon(resp)
+        await resp.aclose()  # no I/O: safe even when a client disconnect cancels the relay
 
 
 async def forward(
@@ -86,30 +76,27 @@ async def forward(
         send = dict(headers)
         if e2e is not None:
             out["x-blockctl-predicted-e2e-ms"] = send["x-blockctl-predicted-e2e-ms"] = e2e
-        request = client.http.build_request("POST", path, content=body, headers=send)
         try:
-            resp = await client.http.send(request, stream=stream)
-            if resp.status_code in RETRY_STATUSES and attempt < max_retries:
+            resp = await client.http.stream("POST", path, body, send)
+            if resp.status in RETRY_STATUSES and attempt < max_retries:
                 await resp.aclose()
-                raise _Retry(f"HTTP {resp.status_code}")
+                raise _Retry(f"HTTP {resp.status}")
             if stream:
-                rest = resp.aiter_raw()
-                try:
-                    first = await anext(rest, b"")
-                except BaseException:
-                    await resp.aclose()
-                    raise
-        except (httpx.HTTPError, _Retry) as exc:
-            last_error = f"instance {view.instance}: {exc if isinstance(exc, _Retry) else type(exc).__name__}"
+                rest = resp.chunks()
+                first = await anext(rest, b"")
+            else:
+                content = await resp.read()
+        except (UpstreamError, _Retry) as exc:
+            last_error = f"instance {view.instance}: {exc.message if isinstance(exc, UpstreamError) else exc}"
             metrics.forward_errors[view.instance] += 1
             log.warning("forward to %s failed before the reply: %s", view.instance, last_error)
             continue
         metrics.routed[view.instance] += 1
-        ctype = resp.headers.get("content-type", "application/json")
+        ctype = resp.head.headers.get("content-type", "application/json")
         if not stream:
-            return Response(resp.content, status_code=resp.status_code, headers=out, media_type=ctype)
+            return Response(content, status_code=resp.status, headers=out, media_type=ctype)
         out["cache-control"] = "no-cache"
-        return StreamingResponse(_relay(first, rest, resp, view.instance), status_code=resp.status_code,
+        return StreamingResponse(_relay(first, rest, resp, view.instance), status_code=resp.status,
                                  headers=out, media_type=ctype)
     metrics.requests["upstream_failed"] += 1
     return error_response(502, f"every instance tried failed ({last_error}); check the cluster with "
