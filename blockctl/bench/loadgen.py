@@ -11,127 +11,43 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from blockctl.bench.metrics import RequestRecord, RequestSlo
 from blockctl.bench.results import RunResult
-from blockctl.bench.workloads import ArrivalSpec, WorkItem, arrival_times, synth_prompt
+from blockctl.bench.wire import (
+    APIS,
+    LoadSpec,
+    StreamState,
+    base_url,
+    error_message,
+    feed,
+    prompt_text,
+    request_body,
+    request_headers,
+)
+from blockctl.bench.workloads import ArrivalSpec, WorkItem, arrival_times
 from blockctl.errors import UpstreamError
-from blockctl.tokens import flatten_messages, get_counter
 
-APIS = ("completions", "chat")
-HINT_HEADER = "x-blockctl-output-tokens"  # the true length, for oracle experiments (--send-length-hint)
 INTERRUPTED = "interrupted"  # error of requests cut off when the run is cancelled (Ctrl-C)
 NOT_SENT = "not sent: interrupted"  # error of requests whose send time never came
 
-
-@dataclass(frozen=True, slots=True)
-class LoadSpec:
-    """How to talk to the endpoint. ``concurrency`` set: closed loop with that many workers, no schedule."""
-
-    endpoint: str  # base URL, with or without a trailing /v1
-    model: str
-    api: str = "completions"  # completions | chat
-    api_key: str | None = None
-    send_length_hint: bool = False
-    concurrency: int | None = None
-    request_timeout_s: float = 600.0
-    seed: int = 0  # for synthesised prompts
-
-
-def base_url(endpoint: str) -> str:
-    url = endpoint.rstrip("/")
-    return url[: -len("/v1")] if url.endswith("/v1") else url
-
-
-def prompt_text(item: WorkItem, index: int, spec: LoadSpec) -> str:
-    """The workload's text, or one synthesised to ``prompt_tokens`` tokens as the server will count it."""
-    if item.prompt is not None:
-        return item.prompt
-    tokens = item.prompt_tokens
-    if spec.api == "chat":  # the chat flattening adds role markers; leave room for them
-        overhead = get_counter().count(flatten_messages([{"role": "user", "content": ""}]))
-        tokens = max(1, tokens - overhead)
-    return synth_prompt(tokens, seed=spec.seed * 1_000_003 + index)
-
-
-def request_body(item: WorkItem, prompt: str, spec: LoadSpec) -> dict[str, Any]:
-    """The JSON body: streamed, with usage, the reference length forced by max_tokens + ignore_eos."""
-    body: dict[str, Any] = {
-        "model": spec.model,
-        "max_tokens": item.output_tokens,
-        "ignore_eos": True,
-        "temperature": 0.0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    if spec.api == "chat":
-        body["messages"] = [{"role": "user", "content": prompt}]
-    else:
-        body["prompt"] = prompt
-    return body
-
-
-def request_headers(item: WorkItem, spec: LoadSpec) -> dict[str, str]:
-    headers = {"content-type": "application/json"}
-    if spec.api_key:
-        headers["authorization"] = f"Bearer {spec.api_key}"
-    if spec.send_length_hint:
-        headers[HINT_HEADER] = str(item.output_tokens)
-    return headers
-
-
-@dataclass(slots=True)
-class StreamState:
-    """What one SSE stream has delivered so far; fed one ``data:`` payload at a time by :func:`feed`."""
-
-    token_times: list[float]
-    usage_prompt: int | None = None
-    usage_completion: int | None = None
-    error: str | None = None
-    done: bool = False
-
-
-def feed(state: StreamState, payload: str, now: float) -> None:
-    """Account one SSE ``data:`` payload received at ``now`` (a chunk with text is one token event)."""
-    if payload == "[DONE]":
-        state.done = True
-        return
-    try:
-        chunk = json.loads(payload)
-    except json.JSONDecodeError:
-        state.error = "malformed stream chunk"
-        return
-    if not isinstance(chunk, dict):
-        return
-    if "error" in chunk:
-        err = chunk["error"]
-        state.error = str(err.get("message", err) if isinstance(err, dict) else err)
-        return
-    usage = chunk.get("usage")
-    if isinstance(usage, dict):
-        state.usage_prompt = usage.get("prompt_tokens", state.usage_prompt)
-        state.usage_completion = usage.get("completion_tokens", state.usage_completion)
-    for choice in chunk.get("choices") or ():
-        text = choice.get("text")
-        if text is None:
-            text = (choice.get("delta") or {}).get("content")
-        if text:  # role-only and empty deltas are not tokens
-            state.token_times.append(now)
-
-
-def _error_message(status: int, body: bytes) -> str:
-    try:
-        message = json.loads(body)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = body.decode("utf-8", "replace").strip()[:200]
-    return f"HTTP {status}: {message}" if message else f"HTTP {status}"
+__all__ = [
+    "APIS",
+    "INTERRUPTED",
+    "NOT_SENT",
+    "LoadSpec",
+    "first_model",
+    "make_client",
+    "run_live",
+    "run_load",
+    "send_one",
+    "send_schedule",
+]
 
 
 def _header_float(resp: httpx.Response, name: str, scale: float = 1.0) -> float | None:
@@ -165,7 +81,7 @@ async def send_one(
             hint = _header_float(resp, "x-blockctl-predicted-output-tokens")
             fields["predicted_output_tokens"] = None if hint is None else int(hint)
             if resp.status_code >= 400:
-                state.error = _error_message(resp.status_code, await resp.aread())
+                state.error = error_message(resp.status_code, await resp.aread())
             elif resp.headers.get("content-type", "").startswith("application/json"):
                 # a server that ignores stream=true: the whole answer arrives at once (TTFT = E2E)
                 feed(state, (await resp.aread()).decode("utf-8", "replace"), time.perf_counter())
