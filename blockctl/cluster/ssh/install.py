@@ -82,11 +82,14 @@ async def install(
     """Make ``paths.venv`` run blockctl's agent; returns 'installed', 'up to date' or 'existing'."""
     py = q(paths.python)
     if spec.mode == "existing":
-        check = f"{py} -c 'import blockctl, blockctl_agents; print(blockctl.__version__)'"
+        # The agent's server module pulls in its dependencies (starlette, uvicorn, httpx, numpy).
+        check = (
+            f"{py} -c 'import blockctl, blockctl_agents.predictor.app, uvicorn; print(blockctl.__version__)'"
+        )
         result = await conn.run(check, check=False)
         if result.exit_status != 0:
             raise HostError(
-                f"install.mode is 'existing' but {paths.python} cannot import blockctl",
+                f"install.mode is 'existing' but {paths.python} cannot import blockctl's agent",
                 host=conn.label,
                 stage="install",
                 exit_status=result.exit_status,
