@@ -17,7 +17,8 @@ ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.
                40.0, 80.0)
 REQUEST_LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
                            120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
-FINISH_REASONS = ("stop", "length", "abort")
+ITERATION_TOKENS_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
 
 
 @dataclass(slots=True)
@@ -51,6 +52,7 @@ class EngineMetrics:
     itl: Histogram = field(default_factory=lambda: Histogram(ITL_BUCKETS))
     e2e: Histogram = field(default_factory=lambda: Histogram(REQUEST_LATENCY_BUCKETS))
     queue: Histogram = field(default_factory=lambda: Histogram(REQUEST_LATENCY_BUCKETS))
+    iteration_tokens: Histogram = field(default_factory=lambda: Histogram(ITERATION_TOKENS_BUCKETS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +77,9 @@ def render(model_name: str, m: EngineMetrics, g: EngineGauges) -> str:
 
     def scalar(name: str, kind: str, help_text: str, value: float, labels: str = lab) -> None:
         sample = f"{name}_total" if kind == "counter" else name
-        if not out or not out[-1].startswith(f"{sample}{{"):
-            out.append(f"# HELP {name} {help_text}")
-            out.append(f"# TYPE {name} {kind}")
+        if not out or not out[-1].startswith(f"{sample}{{"):  # as prometheus_client (vLLM) names them
+            out.append(f"# HELP {sample} {help_text}")
+            out.append(f"# TYPE {sample} {kind}")
         out.append(f"{sample}{{{labels}}} {_fmt(value)}")
 
     def hist(name: str, help_text: str, h: Histogram) -> None:
@@ -106,6 +108,7 @@ def render(model_name: str, m: EngineMetrics, g: EngineGauges) -> str:
     hist("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", m.itl)
     hist("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", m.e2e)
     hist("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", m.queue)
+    hist("vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.", m.iteration_tokens)
     scalar("blockctl_emulator_steps", "counter", "Engine steps the emulator has run.", m.steps, model)
     scalar("blockctl_emulator_step_seconds", "counter", "Emulated duration of those steps.", m.step_seconds,
            model)

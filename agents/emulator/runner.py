@@ -158,6 +158,7 @@ class EngineRunner:
         m = self.metrics
         m.steps += 1
         m.step_seconds += result.duration
+        m.iteration_tokens.observe(result.shape.total_tokens)
         tracked = self._tracked
         m.generation_tokens += len(result.produced)
         for r in result.produced:

@@ -69,4 +69,7 @@ async def test_metrics_match_engine_under_load() -> None:
     assert value(s, "vllm:e2e_request_latency_seconds_count") == N
     assert value(s, "vllm:inter_token_latency_seconds_count") == N * (OUTPUT - 1)
     assert value(s, "vllm:time_to_first_token_seconds_bucket", le="+Inf") == N
+    assert value(s, "vllm:iteration_tokens_total_count") == value(s, "blockctl_emulator_steps_total")
+    # every token computed once (prompt + all but the last output), plus the recomputation after preemptions
+    assert value(s, "vllm:iteration_tokens_total_sum") > N * (PROMPT + OUTPUT - 1)
     assert value(s, "vllm:cache_config_info", num_gpu_blocks="40", block_size="16") == 1

@@ -37,6 +37,7 @@ def test_every_family_has_help_and_type_once() -> None:
     text = render("m", EngineMetrics(), EngineGauges(0, 0, 0.0, 0, 16, 10))
     types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
     assert len(types) == len(set(types))
-    for name in ("vllm:num_requests_waiting", "vllm:prompt_tokens", "vllm:generation_tokens",
-                 "vllm:e2e_request_latency_seconds", "vllm:inter_token_latency_seconds"):
+    for name in ("vllm:num_requests_waiting", "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
+                 "vllm:e2e_request_latency_seconds", "vllm:inter_token_latency_seconds",
+                 "vllm:iteration_tokens_total", "vllm:num_preemptions_total"):
         assert name in types
