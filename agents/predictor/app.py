@@ -137,7 +137,9 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         timeout = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=None)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        # idle connections expire before the engine's own keep-alive timeout (uvicorn/vLLM: 5 s), so the
+        # agent never sends on a connection the engine is closing (a request lost with nothing to retry)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=2.0)
         async with httpx.AsyncClient(base_url=settings.engine_url, timeout=timeout, limits=limits) as c:
             holder["client"] = c
             task = asyncio.create_task(_scrape_loop(core, c))

@@ -61,8 +61,8 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, object]:
         "ttft": ape_summary(
             [o.predicted_ttft_s for o in with_ttft], [o.ttft_s for o in with_ttft if o.ttft_s is not None]
         ),
-        "mean_running_at_dispatch": float(np.mean([o.running_at_dispatch for o in outcomes])) if outcomes else 0,
-        "max_waiting_at_dispatch": max((o.waiting_at_dispatch for o in outcomes), default=0),
+        "mean_running_at_dispatch": float(np.mean([o.running_at_dispatch for o in done])) if done else 0,
+        "max_waiting_at_dispatch": max((o.waiting_at_dispatch for o in done), default=0),
         "actual_e2e_p50_s": float(np.median([o.e2e_s for o in done])) if done else None,
     }
 
@@ -70,11 +70,8 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, object]:
 async def _one(
     client: httpx.AsyncClient, model: str | None, prompt_tokens: int, true_out: int, predicted_out: int
 ) -> Outcome:
-    pred = (
-        (await client.post("/predict", json={"prompt_tokens": prompt_tokens, "predicted_output_tokens": predicted_out}))
-        .raise_for_status()
-        .json()
-    )
+    ask = {"prompt_tokens": prompt_tokens, "predicted_output_tokens": predicted_out}
+    pred = (await client.post("/predict", json=ask)).raise_for_status().json()
     base = {
         "prompt_tokens": prompt_tokens,
         "output_tokens": true_out,
@@ -122,7 +119,7 @@ async def drive(
     offsets: Sequence[float],
 ) -> list[Outcome]:
     """Send ``(prompt_tokens, true_output_tokens, predicted_output_tokens)`` at ``offsets`` (seconds)."""
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=2.0)
     timeout = httpx.Timeout(connect=10.0, read=600.0, write=30.0, pool=None)
     async with httpx.AsyncClient(base_url=agent_url, headers=headers, limits=limits, timeout=timeout) as client:
         models = (await client.get("/v1/models")).json().get("data") or [{}]
@@ -133,6 +130,9 @@ async def drive(
             delay = start + offset - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            return await _one(client, model, *req)
+            try:
+                return await _one(client, model, *req)
+            except httpx.HTTPError as exc:  # /predict failed: counted, not fatal
+                return Outcome(req[0], req[1], req[2], 0.0, 0.0, 0, 0, error=f"/predict: {type(exc).__name__}")
 
         return list(await asyncio.gather(*(at(o, r) for o, r in zip(offsets, requests, strict=True))))

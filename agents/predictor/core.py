@@ -34,7 +34,8 @@ class AgentCore:
         self.last_scrape_ok: float | None = None
 
     def view(self, now: float) -> EngineView:
-        return build_view(self.tracker.inflight.values(), now, self.settings.engine_config, self.obs)
+        tr = self.tracker
+        return build_view(tr.inflight.values(), now, self.settings.engine_config, self.obs, tr.last_finish_at)
 
     def predict(self, prompt_tokens: int, predicted_output_tokens: int, now: float) -> tuple[Prediction, EngineView]:
         """What-if of a new request on this instance from now; EngineError if it can never run here."""
@@ -89,7 +90,7 @@ class AgentCore:
 
     def complete(self, req_id: str, now: float, *, ok: bool, output_tokens: int | None = None) -> Tracked | None:
         """Remove a request; for a successful one, score the arrival prediction against what happened."""
-        t = self.tracker.finish(req_id, ok=ok)
+        t = self.tracker.finish(req_id, ok=ok, now=now)
         if t is None or not ok:
             return t
         if output_tokens is not None:

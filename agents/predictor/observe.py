@@ -18,13 +18,18 @@ class EngineObservation:
     waiting: int | None
     kv_usage: float | None
     preemptions_total: float | None
+    num_gpu_blocks: int | None = None  # from ``vllm:cache_config_info`` labels (the engine's true KV size)
 
 
 def parse_metrics(text: str, at: float) -> EngineObservation:
     """Sum each wanted metric over its label sets; unknown lines and comments are ignored."""
     sums: dict[str, float] = {}
+    blocks: int | None = None
     for line in text.splitlines():
         if not line.startswith("vllm:"):
+            continue
+        if line.startswith("vllm:cache_config_info{"):
+            blocks = _label_int(line, "num_gpu_blocks")
             continue
         name_end = len(line)
         for sep in ("{", " "):
@@ -51,4 +56,14 @@ def parse_metrics(text: str, at: float) -> EngineObservation:
         waiting=None if waiting is None else round(waiting),
         kv_usage=kv,
         preemptions_total=sums.get("vllm:num_preemptions_total"),
+        num_gpu_blocks=blocks,
     )
+
+
+def _label_int(line: str, label: str) -> int | None:
+    key = f'{label}="'
+    i = line.find(key)
+    if i < 0:
+        return None
+    value = line[i + len(key) : line.find('"', i + len(key))]
+    return int(value) if value.isdigit() and int(value) > 0 else None

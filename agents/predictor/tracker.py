@@ -88,6 +88,7 @@ class Tracker:
         self.total_requests = 0
         self.total_completed = 0
         self.total_failed = 0
+        self.last_finish_at: float | None = None  # when a request last left the table
 
     def add(self, t: Tracked) -> None:
         self.inflight[t.req_id] = t
@@ -103,9 +104,10 @@ class Tracker:
         t.produced += n
         t.last_token_at = now
 
-    def finish(self, req_id: str, *, ok: bool) -> Tracked | None:
+    def finish(self, req_id: str, *, ok: bool, now: float | None = None) -> Tracked | None:
         t = self.inflight.pop(req_id, None)
         if t is not None:
+            self.last_finish_at = now
             if ok:
                 self.total_completed += 1
             else:

@@ -8,9 +8,12 @@ Reconciliation with the engine's ``/metrics`` (used only when the scrape is at m
   number of tracked requests that had no first token at scrape time. That excess is taken as preempted: the
   latest-admitted running requests that produced no token since the scrape (vLLM preempts from the back of
   the running queue) move to the front of the waiting queue with their KV dropped (recompute).
+* KV size: the engine's ``vllm:cache_config_info`` names its ``num_gpu_blocks``; when present it replaces the
+  configured size (the profile's estimate of what vLLM would allocate), at any age.
 * KV usage: ``kv_free_blocks`` comes from the engine's KV usage when known. If the engine uses more blocks
   than the view accounts for by over ``HIDDEN_TOLERANCE`` of the cache (traffic that bypassed the agent, or a
   cache smaller than configured), the what-if runs on a cache shrunk by that hidden usage (to half at most).
+  Only when no request left since the scrape: otherwise the excess may be blocks freed in between.
 """
 
 from __future__ import annotations
@@ -52,7 +55,11 @@ def _first_token_at(t: Tracked) -> float | None:
 
 
 def build_view(
-    inflight: Iterable[Tracked], now: float, config: EngineConfig, obs: EngineObservation | None
+    inflight: Iterable[Tracked],
+    now: float,
+    config: EngineConfig,
+    obs: EngineObservation | None,
+    last_finish_at: float | None = None,
 ) -> EngineView:
     running: list[Request] = []
     waiting: list[Request] = []
@@ -99,6 +106,8 @@ def build_view(
         preempted = len(moved)
         waiting = moved[::-1] + waiting
 
+    if obs is not None and obs.num_gpu_blocks is not None and obs.num_gpu_blocks != config.num_gpu_blocks:
+        config = dataclasses.replace(config, num_gpu_blocks=obs.num_gpu_blocks)
     bs = config.block_size
     total_blocks = config.num_gpu_blocks
     used_view = sum(_blocks(r.prompt_tokens + r.num_output_tokens, bs) for r in running)
@@ -108,7 +117,8 @@ def build_view(
     if fresh and obs is not None and obs.kv_usage is not None:
         used_metric = obs.kv_usage * total_blocks
         kv_free = max(0, round(total_blocks - used_metric))
-        if used_metric - used_view > HIDDEN_TOLERANCE * total_blocks:
+        settled = last_finish_at is None or last_finish_at < obs.at  # else the blocks may be freed since
+        if settled and used_metric - used_view > HIDDEN_TOLERANCE * total_blocks:
             hidden = int(used_metric - used_view)
             # floor at half the cache, so one large request the engine holds always fits the what-if
             sim_config = dataclasses.replace(config, num_gpu_blocks=max(total_blocks // 2, total_blocks - hidden))

@@ -109,6 +109,7 @@ vllm:num_requests_running{engine="0",model_name="emulated"} 12.0
 vllm:num_requests_waiting{engine="0",model_name="emulated"} 3.0
 vllm:kv_cache_usage_perc{engine="0",model_name="emulated"} 0.25
 vllm:num_preemptions_total{engine="0",model_name="emulated"} 4.0 1700000000000
+vllm:cache_config_info{block_size="16",num_gpu_blocks="512",engine="0"} 1.0
 vllm:num_requests_running_extra 99
 other_metric 5
 """
@@ -117,6 +118,7 @@ other_metric 5
 def test_parse_metrics() -> None:
     obs = parse_metrics(METRICS, 7.0)
     assert (obs.at, obs.running, obs.waiting, obs.kv_usage, obs.preemptions_total) == (7.0, 12, 3, 0.25, 4.0)
+    assert obs.num_gpu_blocks == 512
     old = parse_metrics("vllm:gpu_cache_usage_perc 0.5\n", 1.0)
     assert old.kv_usage == 0.5
     assert old.running is None and old.waiting is None

@@ -63,6 +63,7 @@ def test_hidden_kv_usage_shrinks_the_simulated_cache() -> None:
     assert v.kv_free_blocks == 500
     assert v.hidden_blocks == 489
     assert v.config.num_gpu_blocks == 1000 - 489
+    assert build_view(table, 1.0, CFG, _obs(0.95, 1, 0, kv=0.5), last_finish_at=0.97).hidden_blocks == 0
     small = build_view(table, 1.0, CFG, _obs(0.95, running=1, waiting=0, kv=0.05))
     assert small.hidden_blocks == 0 and small.config.num_gpu_blocks == 1000  # within tolerance
     assert small.kv_free_blocks == 950
@@ -72,3 +73,9 @@ def test_requests_that_cannot_fit_are_left_out() -> None:
     table = [_streaming("huge", 0.0, 4000, 10, produced=0, last=None)]
     v = build_view(table, 1.0, CFG, None)
     assert v.running == [] and v.waiting == []
+
+
+def test_the_engine_reported_cache_size_wins() -> None:
+    obs = EngineObservation(at=0.0, running=0, waiting=0, kv_usage=0.0, preemptions_total=0.0, num_gpu_blocks=300)
+    v = build_view([], 100.0, CFG, obs)  # even when the scrape is old: the size does not change
+    assert v.kv_total_blocks == v.config.num_gpu_blocks == 300

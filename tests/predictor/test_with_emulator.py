@@ -148,3 +148,32 @@ async def test_small_accuracy_run(stack: Stack) -> None:
     assert isinstance(e2e, dict) and e2e["n"] == len(reqs)
     # loose: the test machine is shared and everything runs on one event loop here
     assert e2e["mape_pct"] is not None and e2e["mape_pct"] < 35
+
+
+async def test_small_engine_cache_size_and_preemptions_are_reconciled() -> None:
+    # the agent is configured with the profile's KV size; the engine really has 64 blocks (1024 tokens)
+    async with serve_app(create_emulator(seed=2, num_gpu_blocks_override=64)) as engine_url:
+        app = create_app(settings(engine_url, scrape_interval_s=0.05), PROFILE.model)
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, headers=AUTH, timeout=30) as client:
+            body = {"model": "emulated", "max_tokens": 500, "ignore_eos": True, "stream": True, "prompt": [5] * 200}
+
+            async def run() -> int:
+                n = 0
+                async with client.stream("POST", "/v1/completions", json=body) as r:
+                    async for _ in r.aiter_raw():
+                        n += 1
+                return n
+
+            tasks = [asyncio.create_task(run()) for _ in range(3)]  # 3 x 44 blocks > 64: preemption
+            seen_preempted = 0
+            while not all(t.done() for t in tasks):
+                state = (await client.get("/state")).json()
+                assert state["kv_total_blocks"] in (64, PROFILE.engine_defaults().num_gpu_blocks)
+                seen_preempted = max(seen_preempted, state["preempted_guess"])
+                await asyncio.sleep(0.03)
+            await asyncio.gather(*tasks)
+            state = (await client.get("/state")).json()
+    assert state["kv_total_blocks"] == 64 and state["simulated_num_gpu_blocks"] == 64
+    assert state["engine"]["metrics"]["preemptions_total"] >= 1
+    assert seen_preempted >= 1
+    assert state["totals"]["completed"] == 3
