@@ -146,11 +146,19 @@ def register(app: typer.Typer) -> None:
         if state.kind == "ssh":
             from blockctl.cluster.ssh.lifecycle import down as ssh_down
 
+            unreached: set[str] = set()
             for outcome in asyncio.run(ssh_down(sd)):
                 if outcome.ok:
                     ok(f"{outcome.host}: stopped")
                 elif outcome.error is not None:
+                    unreached.add(outcome.host)
                     fail(outcome.error.message, f"less {outcome.log_path}" if outcome.log_path else None)
+            if unreached:  # keep what still runs there on record, so a later `down` can stop it
+                stopped = local.down(sd)
+                left = tuple(i for i in state.instances if i.host in unreached)
+                save_state(sd, dataclasses.replace(state, instances=left, schedulers=()))
+                raise ClusterError(f"stopped {len(stopped)} local process(es); {len(left)} instance(s) on "
+                                   f"{', '.join(sorted(unreached))} still recorded", hint="blockctl down")
         stopped = local.down(sd)
         ok(f"stopped {len(stopped)} local process(es); cluster state removed from {sd}")
 
