@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from blockctl.bench.metrics import Summary, cdf_points, metric_values
 from blockctl.bench.results import RunResult
@@ -28,6 +28,15 @@ def _figure(ncols: int) -> tuple[Figure, list[Axes]]:
     return fig, axes
 
 
+def _plain_log(axis: Any) -> None:
+    """Log-axis ticks at 1, 2 and 5 per decade, labelled as plain numbers (0.05, 1, 20)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _save(fig: Figure, path: Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +57,7 @@ def plot_cdfs(
             if xs:
                 ax.plot(xs, ys, label=r.label, linewidth=1.5)
         ax.set_xscale("log")
+        _plain_log(ax.xaxis)
         ax.set_xlabel(f"{_TITLES.get(metric, metric)} (s)")
         ax.set_ylabel("fraction of requests")
         ax.set_ylim(0.0, 1.0)
@@ -86,6 +96,7 @@ def plot_vs_qps(
         ax.set_xlabel("request rate (QPS)")
         ax.set_ylabel(f"{which.upper()} {_TITLES.get(metric, metric)} (s)")
         ax.set_yscale("log")
+        _plain_log(ax.yaxis)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
     return _save(fig, Path(path))
