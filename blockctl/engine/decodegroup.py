@@ -33,50 +33,43 @@ def simulate(
     if max_seqs > budget or n_run > max_seqs:
         return None
     max_len, total_blocks = cfg.max_model_len, cfg.num_gpu_blocks
-    prompt: list[int] = []
-    out: list[int] = []
-    produced: list[int] = []
-    c0: list[int] = []
-    fin: list[int] = []
-    heap: list[tuple[int, int]] = []
-    hist = [0] * bs
-    sumc0 = batch = used = 0
+    # Columns of the requests (running, then waiting, then the new one); index = request.
+    prompt = [r.prompt_tokens for r in running]
+    produced = [r.num_output_tokens for r in running]
+    c0 = [r.num_computed_tokens for r in running]  # decoders: computed tokens minus g
+    batch = 0  # running[:batch] decode; at most the last running request is still in its prefill
+    for p, o, c in zip(prompt, produced, c0, strict=True):
+        if o <= 0 or c != p + o - 1:
+            break
+        batch += 1
     pre = -1  # the running request in the middle of its prefill (always the last admitted), or -1
     pre_c = 0
-    for i, r in enumerate(running):
-        p, o, c = r.prompt_tokens, r.num_output_tokens, r.num_computed_tokens
-        n_out = r.output_tokens if r.output_tokens > o else o + 1
-        if p < 1 or o < 0 or p + n_out > max_len or -(-(p + n_out - 1) // bs) > total_blocks:
+    if batch < n_run:
+        pre, pre_c = batch, c0[batch]
+        if batch != n_run - 1 or produced[pre] < 0 or not 0 <= pre_c < prompt[pre] + produced[pre]:
             return None
-        prompt.append(p)
-        out.append(n_out)
-        produced.append(o)
-        if o > 0 and c == p + o - 1 and pre < 0:
-            c0.append(c)
-            fin.append(n_out - o)
-            heap.append((n_out - o, i))
-            hist[c % bs] += 1
-            sumc0 += c
-            batch += 1
-        elif pre < 0 and 0 <= c < p + o:
-            pre, pre_c = i, c
-            c0.append(0)
-            fin.append(0)
-        else:
-            return None
-        used += -(-c // bs)
-    if used > total_blocks:
+        c0[pre] = 0
+    used = sum([-(-c // bs) for c in c0]) + (-(-pre_c // bs))
+    prompt += [r.prompt_tokens for r in waiting]
+    prompt.append(new.prompt_tokens)
+    produced += [max(0, r.num_output_tokens) for r in waiting]
+    produced.append(0)
+    out = [r.output_tokens for r in running]
+    out += [r.output_tokens for r in waiting]
+    out.append(new.output_tokens)
+    out = [t if t > o else o + 1 for t, o in zip(out, produced, strict=True)]
+    longest = max([p + t for p, t in zip(prompt, out, strict=True)])
+    if min(prompt) < 1 or longest > max_len or -(-(longest - 1) // bs) > total_blocks or used > total_blocks:
         return None
-    for r in (*waiting, new):
-        p, o = r.prompt_tokens, max(0, r.num_output_tokens) if r is not new else 0
-        n_out = r.output_tokens if r.output_tokens > o else o + 1
-        if p < 1 or p + n_out > max_len or -(-(p + n_out - 1) // bs) > total_blocks:
-            return None
-        prompt.append(p)
-        out.append(n_out)
-        produced.append(o)
-        c0.append(0)
-        fin.append(0)
+    fin = [t - o for t, o in zip(out[:batch], produced[:batch], strict=True)]
+    heap = list(zip(fin, range(batch), strict=True))
+    n_all = len(prompt)
+    fin += [0] * (n_all - batch)
+    c0 += [0] * (n_all - n_run)
+    hist = [0] * bs
+    for c in c0[:batch]:
+        hist[c % bs] += 1
+    sumc0 = sum(c0[:batch])
     heapify(heap)
     target = len(prompt) - 1
     order = list(range(n_run))  # running requests in admission order (finished ones skipped on hand-over)
@@ -87,7 +80,7 @@ def simulate(
     t_sched = t_first = -1.0
     overhead = model.overhead_ms
     gpu_ms_raw = model.gpu_ms_raw
-    decode_coeffs = model.decode_coeffs
+    dec_a, dec_b = model.decode_table(len(prompt))  # a pure-decode step of n sequences: dec_a[n] + dec_b * ctx
     while True:
         if wi > target and pre < 0 and fin[target] > 0 and batch * -(-(fin[target] - g) // bs) <= free:
             # The target decodes, nobody waits, and the blocks cannot run out before it finishes: only
@@ -95,8 +88,8 @@ def simulate(
             for f, i in sorted(heap):
                 if f != g:
                     k = f - g
-                    a, b = decode_coeffs(batch)
-                    now += (k * (a + b * (sumc0 + batch * g)) + b * batch * k * (k - 1) * 0.5) * 1e-3
+                    now += (k * (dec_a[batch] + dec_b * (sumc0 + batch * g)) + dec_b * batch * k * (k - 1) * 0.5
+                            ) * 1e-3
                     g = f
                 if i == target:
                     return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_run,
@@ -152,9 +145,8 @@ def simulate(
             k = heap[0][0] - g  # a decode-only stretch lasts until the next finish ...
             if batch * -(-k // bs) > free:  # ... or until the blocks run out
                 k = _steps_affordable(hist, batch, g, k, free, bs)
-            a, b = decode_coeffs(batch)
             ctx = sumc0 + batch * g
-            now += (k * (a + b * ctx) + b * batch * k * (k - 1) * 0.5) * 1e-3
+            now += (k * (dec_a[batch] + dec_b * ctx) + dec_b * batch * k * (k - 1) * 0.5) * 1e-3
             free -= _blocks_over(hist, batch, g, k, bs)
             g += k
         while heap and heap[0][0] == g:

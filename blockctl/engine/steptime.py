@@ -77,10 +77,12 @@ class StepTimeModel:
     rel_noise: float = 0.0
     _linear_cache: list[float] = field(init=False, repr=False, compare=False)
     _decode_cache: dict[int, tuple[float, float]] = field(init=False, repr=False, compare=False)
+    _decode_table: list[float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_linear_cache", [])
         object.__setattr__(self, "_decode_cache", {})
+        object.__setattr__(self, "_decode_table", [])
         if not (self.overhead_ms >= 0 and math.isfinite(self.overhead_ms)):
             raise ProfileError(f"overhead_ms must be a finite number >= 0, got {self.overhead_ms!r}")
         if not (self.rel_noise >= 0 and math.isfinite(self.rel_noise)):
@@ -139,6 +141,13 @@ class StepTimeModel:
             a = p.const_ms + self.linear_ms(batch) + p.lm_head_ms_per_krow * batch * 1e-3 + self.overhead_ms
             ab = self._decode_cache[batch] = (a, p.decode_attn_ms_per_ktoken * 1e-3)
         return ab
+
+    def decode_table(self, max_batch: int) -> tuple[list[float], float]:
+        """``(a, b)`` with ``a[n], b == decode_coeffs(n)`` for every ``n <= max_batch`` (a list for hot loops)."""
+        table = self._decode_table
+        for n in range(len(table), max_batch + 1):
+            table.append(self.decode_coeffs(n)[0])
+        return table, self.params.decode_attn_ms_per_ktoken * 1e-3
 
     def decode_run_ms(self, batch: int, context_sum: int, steps: int) -> float:
         """Total time (ms, overhead included) of ``steps`` pure-decode steps of a constant batch whose
