@@ -44,7 +44,7 @@ def register(group: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="Write the full results (JSON) here."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON; no progress bar."),
         api_key: str | None = typer.Option(
-            None, "--api-key", envvar="OPENAI_API_KEY", help="Bearer token ($OPENAI_API_KEY)."
+            None, "--api-key", envvar="BLOCKCTL_API_KEY", help="Bearer token for the endpoint."
         ),
         send_length_hint: bool = typer.Option(
             False, "--send-length-hint", help="Send the true length as x-blockctl-output-tokens (oracle)."
