@@ -175,42 +175,67 @@ class Engine:
         reqs, tokens, preempted = plan.reqs, plan.tokens, plan.preempted
         budget = cfg.max_num_batched_tokens
         running = self.running
+        free = self.free_blocks
+        pt = ps = pc = db = dc = 0  # the step's shape, summed as requests are scheduled
+        attn = 0.0
         i = 0
         while i < len(running) and budget > 0:
             r = running[i]
             c = r.num_computed_tokens
-            n = min(r.prompt_tokens + r.num_output_tokens - c, budget)
-            new_blocks = -(-(c + n) // bs) - (-(-c // bs))
-            while new_blocks > self.free_blocks:
-                victim = self._preempt_last()
-                preempted.append(victim)
-                if victim is r:
+            o = r.num_output_tokens
+            n = r.prompt_tokens + o - c
+            if n > budget:
+                n = budget
+            new_blocks = -(-(c + n) // bs) + (c // -bs)
+            if new_blocks > free:
+                self.free_blocks = free
+                while new_blocks > self.free_blocks:
+                    victim = self._preempt_last()
+                    preempted.append(victim)
+                    if victim is r:
+                        break
+                free = self.free_blocks
+                if r.phase != Phase.RUNNING:  # r preempted itself: nothing more runs this step
                     break
-            if r.phase != Phase.RUNNING:  # r preempted itself: nothing more runs this step
-                break
-            self.free_blocks -= new_blocks
+            free -= new_blocks
             reqs.append(r)
             tokens.append(n)
             budget -= n
             i += 1
+            if n == 1 and o and c == r.prompt_tokens + o - 1:
+                db += 1
+                dc += c
+            else:
+                pt += n
+                ps += 1
+                pc += c
+                attn += n * (c + (n + 1) * 0.5)
         if not preempted:
             waiting = self.waiting
-            while waiting and budget > 0 and len(running) < cfg.max_num_seqs:
+            max_seqs = cfg.max_num_seqs
+            while waiting and budget > 0 and len(running) < max_seqs:
                 r = waiting[0]
-                n = min(r.prompt_tokens + r.num_output_tokens, budget)
+                n = r.prompt_tokens + r.num_output_tokens
+                if n > budget:
+                    n = budget
                 new_blocks = -(-n // bs)
-                if new_blocks > self.free_blocks:
+                if new_blocks > free:
                     break
                 waiting.popleft()
                 r.phase = Phase.RUNNING
                 running.append(r)
-                self.free_blocks -= new_blocks
+                free -= new_blocks
                 reqs.append(r)
                 tokens.append(n)
                 budget -= n
+                pt += n
+                ps += 1
+                attn += n * ((n + 1) * 0.5)
+        self.free_blocks = free
         if not reqs and not preempted:
             return None
-        plan.shape = _shape_of(reqs, tokens)
+        plan.shape = StepShape(prefill_tokens=pt, prefill_seqs=ps, prefill_attn=attn, decode_batch=db,
+                               decode_context=dc, prefill_cached=pc)
         self._pending = plan
         return plan
 
@@ -232,21 +257,23 @@ class Engine:
         result = StepResult(start=plan.start, duration=end - plan.start, shape=plan.shape,
                             preempted=plan.preempted)
         produced, finished = result.produced, result.finished
+        running_phase, start = Phase.RUNNING, plan.start
         for r, n in zip(plan.reqs, plan.tokens, strict=True):
-            if r.phase != Phase.RUNNING:
+            if r.phase != running_phase:
                 continue
             if r.first_scheduled_time is None:
-                r.first_scheduled_time = plan.start
-            r.num_computed_tokens += n
-            if r.num_computed_tokens == r.prompt_tokens + r.num_output_tokens:
-                r.num_output_tokens += 1
+                r.first_scheduled_time = start
+            c = r.num_computed_tokens = r.num_computed_tokens + n
+            o = r.num_output_tokens
+            if c == r.prompt_tokens + o:
+                r.num_output_tokens = o = o + 1
                 produced.append(r)
                 if r.first_token_time is None:
                     r.first_token_time = end
-                if r.num_output_tokens >= r.output_tokens:
+                if o >= r.output_tokens:
                     r.phase = Phase.FINISHED
                     r.finish_time = end
-                    self.free_blocks += -(-r.num_computed_tokens // self._bs)
+                    self.free_blocks += -(-c // self._bs)
                     finished.append(r)
         if finished:
             self.running = [r for r in self.running if r.phase == Phase.RUNNING]
@@ -278,19 +305,3 @@ class Engine:
         advance(self, math.inf, req, finished)
         return finished
 
-
-def _shape_of(reqs: list[Request], tokens: list[int]) -> StepShape:
-    pt = ps = pc = db = dc = 0
-    attn = 0.0
-    for r, n in zip(reqs, tokens, strict=True):
-        c = r.num_computed_tokens
-        if n == 1 and r.num_output_tokens and c == r.prompt_tokens + r.num_output_tokens - 1:
-            db += 1
-            dc += c
-        else:
-            pt += n
-            ps += 1
-            pc += c
-            attn += n * (c + (n + 1) * 0.5)
-    return StepShape(prefill_tokens=pt, prefill_seqs=ps, prefill_attn=attn, decode_batch=db,
-                     decode_context=dc, prefill_cached=pc)
