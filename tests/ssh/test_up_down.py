@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from blockctl.cluster.ssh import lifecycle
 from blockctl.cluster.state import load_state, read_token
@@ -90,3 +92,45 @@ async def test_up_converges_then_down_stops_everything(ssh_server: SshServer, tm
     ):
         assert f"[{stage}] done" in log, stage
     assert token not in log
+
+
+@pytest.mark.slow
+async def test_changed_spec_restarts_and_removed_host_is_stopped(
+    ssh_server: SshServer, tmp_path: Path
+) -> None:
+    def host(name: str) -> dict[str, Any]:
+        return {
+            "address": ssh_server.host,
+            "name": name,
+            "port": ssh_server.port,
+            "user": ssh_server.user,
+            "identity_file": str(ssh_server.client_key),
+            "root": str(tmp_path / name),
+            "agent_bind": "127.0.0.1",
+            "ports": {"engine": free_port(), "agent": free_port()},
+        }
+
+    h1, h2 = host("h1"), host("h2")
+    state_dir = tmp_path / "state"
+    first, outcomes = await lifecycle.up(
+        make_spec(ssh_server, tmp_path, hosts=[h1]), spec_file="a.yaml", state_dir=state_dir
+    )
+    try:
+        assert outcomes[0].error is None
+        changed = make_spec(ssh_server, tmp_path, hosts=[h1], engine={"kind": "emulator", "env": {"X": "1"}})
+        second, outcomes = await lifecycle.up(changed, spec_file="a.yaml", state_dir=state_dir)
+        assert outcomes[0].error is None and "h1-0: engine started, agent kept" in outcomes[0].notes
+        assert second.instances[0].pids["engine"] != first.instances[0].pids["engine"]
+        assert procs_with(f"--port {h1['ports']['engine']}")  # the new one runs
+        third, outcomes = await lifecycle.up(
+            make_spec(ssh_server, tmp_path, hosts=[h2]),
+            spec_file="a.yaml",
+            state_dir=state_dir,
+        )
+        assert [i.host for i in third.instances] == ["h2"]
+        ports = h1["ports"]
+        assert wait_gone(f"--port {ports['engine']}", f"--port {ports['agent']}") == []
+    finally:
+        await lifecycle.down(state_dir)
+    ports = h2["ports"]
+    assert wait_gone(f"--port {ports['engine']}", f"--port {ports['agent']}") == []
