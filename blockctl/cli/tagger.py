@@ -11,13 +11,9 @@ from rich.table import Table
 
 from blockctl.cli.ui import console, handle_errors, ok, print_json
 
-tagger_app = typer.Typer(
-    help="Response-length taggers: evaluate against baselines, predict.", no_args_is_help=True
-)
+tagger_app = typer.Typer(help="Response-length taggers: evaluate against baselines, predict.", no_args_is_help=True)
 
-DATA_HELP = (
-    "sharegpt | a ShareGPT .json | a .jsonl of {prompt, output_tokens} | log:PATH (a scheduler request log)"
-)
+DATA_HELP = "sharegpt | a ShareGPT .json | a .jsonl of {prompt, output_tokens} | log:PATH (a scheduler request log)"
 
 
 @handle_errors
@@ -26,19 +22,17 @@ def train_tagger(
     out: Path = typer.Option(..., "--out", help="Directory to write the trained tagger to."),
     base: str | None = typer.Option(None, "--base", help="Local HF encoder dir [default: bundled MiniLM]."),
     epochs: int = typer.Option(2, "--epochs", min=1),
-    max_length: int = typer.Option(128, "--max-length", min=8, help="Prompt tokens the encoder sees."),
+    max_length: int = typer.Option(64, "--max-length", min=8, help="Prompt tokens the encoder sees."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     lr: float = typer.Option(1e-4, "--lr", help="Learning rate of the fine-tuned encoder layers."),
     train_layers: int = typer.Option(2, "--train-layers", min=0, help="Top encoder layers to fine-tune."),
-    num_layers: int | None = typer.Option(None, "--num-layers", min=1, help="Keep only the first N layers."),
+    num_layers: int = typer.Option(3, "--num-layers", min=0, help="Keep the first N base layers (0: all)."),
     max_train: int = typer.Option(8000, "--max-train", min=0, help="Train examples used (0: all)."),
     max_val: int = typer.Option(600, "--max-val", min=0, help="Validation examples used (0: all)."),
     patience: int = typer.Option(2, "--patience", min=1),
     seed: int = typer.Option(0, "--seed"),
     tokenizer: str | None = typer.Option(None, "--tokenizer", help="HF tokenizer dir counting reply tokens."),
-    threads: int | None = typer.Option(
-        None, "--threads", min=1, help="torch CPU threads [default: torch's]."
-    ),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads [default: torch's]."),
     no_test: bool = typer.Option(False, "--no-test", help="Skip the test-split evaluation at the end."),
 ) -> None:
     """Fine-tune a small text encoder to predict response length (log tokens) from the prompt."""
@@ -56,7 +50,7 @@ def train_tagger(
         batch_size=batch_size,
         lr=lr,
         train_layers=train_layers,
-        num_layers=num_layers,
+        num_layers=num_layers or None,
         max_train=max_train or None,
         max_val=max_val or None,
         patience=patience,
@@ -85,8 +79,7 @@ def train_tagger(
     if "test" in m:
         t = m["test"]
         console.print(
-            f"  test split: MAE {t['mae']:.1f}, median AE {t['median_ae']:.1f}, "
-            f"Kendall τ {t['kendall_tau']:.3f}"
+            f"  test split: MAE {t['mae']:.1f}, median AE {t['median_ae']:.1f}, Kendall τ {t['kendall_tau']:.3f}"
         )
     console.print(f"  [dim]next:[/dim] blockctl tagger eval --model {out} --data {data}")
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from blockctl.errors import TaggerError
-
-INSTALL_HINT = "pip install 'blockctl[tagger]'"
+from blockctl.tagger.config import INSTALL_HINT
 
 try:
     import torch

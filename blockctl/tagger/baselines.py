@@ -53,9 +53,7 @@ class NgramBaseline:
             from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
             from sklearn.linear_model import Ridge
         except ImportError as exc:
-            raise TaggerError(
-                "the n-gram baseline needs scikit-learn", hint="pip install 'blockctl[tagger]'"
-            ) from exc
+            raise TaggerError("the n-gram baseline needs scikit-learn", hint="pip install 'blockctl[tagger]'") from exc
         vectorizer = HashingVectorizer(
             ngram_range=(1, 2), n_features=1 << 18, alternate_sign=False, norm=None, lowercase=True
         )

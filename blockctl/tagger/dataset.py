@@ -74,15 +74,11 @@ def token_counter(tokenizer_dir: str | Path | None = None) -> Callable[[list[str
         try:
             from transformers import AutoTokenizer
         except ImportError as exc:
-            raise TaggerError(
-                "--tokenizer needs transformers", hint="pip install 'blockctl[tagger]'"
-            ) from exc
+            raise TaggerError("--tokenizer needs transformers", hint="pip install 'blockctl[tagger]'") from exc
         try:
             tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise TaggerError(
-                f"{tokenizer_dir}: not a local Hugging Face tokenizer directory: {exc}"
-            ) from exc
+            raise TaggerError(f"{tokenizer_dir}: not a local Hugging Face tokenizer directory: {exc}") from exc
 
         def count_hf(texts: list[str]) -> list[int]:
             ids = tok(texts, add_special_tokens=False)["input_ids"]
@@ -131,9 +127,7 @@ def _from_jsonl(path: Path) -> list[Example]:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise TaggerError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
-            prompt, n = (
-                (obj.get("prompt"), obj.get("output_tokens")) if isinstance(obj, dict) else (None, None)
-            )
+            prompt, n = (obj.get("prompt"), obj.get("output_tokens")) if isinstance(obj, dict) else (None, None)
             if not isinstance(prompt, str) or not isinstance(n, int) or isinstance(n, bool):
                 raise TaggerError(
                     f'{path}:{lineno}: expected {{"prompt": str, "output_tokens": int}}',

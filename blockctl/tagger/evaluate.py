@@ -13,9 +13,7 @@ from blockctl.tagger.baselines import MedianBaseline, NgramBaseline
 from blockctl.tagger.metrics import length_metrics
 
 
-def _row(
-    name: str, kind: str, predict: Callable[[list[str]], list[int]], test: Sequence[ds.Example]
-) -> dict[str, Any]:
+def _row(name: str, kind: str, predict: Callable[[list[str]], list[int]], test: Sequence[ds.Example]) -> dict[str, Any]:
     prompts = [e.prompt for e in test]
     t0 = time.perf_counter()
     preds = predict(prompts)

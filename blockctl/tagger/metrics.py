@@ -45,9 +45,7 @@ def spearman(a: Sequence[float] | NDArray[np.float64], b: Sequence[float] | NDAr
     return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
 
 
-def kendall_tau_b(
-    a: Sequence[float] | NDArray[np.float64], b: Sequence[float] | NDArray[np.float64]
-) -> float:
+def kendall_tau_b(a: Sequence[float] | NDArray[np.float64], b: Sequence[float] | NDArray[np.float64]) -> float:
     """Kendall's tau-b; O(n^2) pairs in blocks, fine for test sets of tens of thousands."""
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     n = len(x)

@@ -13,29 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from blockctl.errors import TaggerError
 from blockctl.tagger._deps import nn, torch, transformers
+from blockctl.tagger.config import FORMAT, TaggerConfig, read_config
 
-FORMAT = "blockctl-tagger/1"
-LABEL_TRANSFORM = "log1p"  # the head predicts log(1 + output tokens)
-
-
-@dataclass(frozen=True, slots=True)
-class TaggerConfig:
-    base: str  # the encoder it was fine-tuned from (path as given)
-    max_length: int  # prompt tokens the encoder sees (head of the prompt)
-    num_layers: int  # encoder layers kept from the base
-    head_hidden: int = 256
-    format: str = FORMAT
-    label_transform: str = LABEL_TRANSFORM
-    pooling: str = "mean+log_prompt_chars"
-    fingerprint: str = ""  # sha256 of model.safetensors, set on save; keys prediction caches
-    data: dict[str, Any] = field(default_factory=dict)  # provenance: source, sha256, counts, split rule
-    training: dict[str, Any] = field(default_factory=dict)  # hyper-parameters used
+__all__ = ["FORMAT", "LengthRegressor", "TaggerConfig", "load", "load_base", "read_config", "save"]
 
 
 class LengthRegressor(nn.Module):  # type: ignore[misc]
@@ -82,9 +68,7 @@ def load_base(base: str | Path, num_layers: int | None) -> tuple[LengthRegressor
     """A fresh regressor on a local HF encoder dir (first ``num_layers`` layers), tokenizer, layers."""
     path = Path(base)
     if not path.is_dir():
-        raise TaggerError(
-            f"{base}: not a directory (the base must be a local Hugging Face encoder directory)"
-        )
+        raise TaggerError(f"{base}: not a directory (the base must be a local Hugging Face encoder directory)")
     quiet()
     try:
         config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
@@ -134,25 +118,6 @@ def save(model: LengthRegressor, tokenizer: Any, config: TaggerConfig, out: Path
     final = TaggerConfig(**{**asdict(config), "fingerprint": digest})
     (out / "config.json").write_text(json.dumps(asdict(final), indent=2) + "\n", encoding="utf-8")
     return final
-
-
-def read_config(model_dir: str | Path) -> TaggerConfig:
-    path = Path(model_dir) / "config.json"
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TaggerError(
-            f"{path}: cannot read ({exc.strerror}); is {model_dir} a tagger directory?",
-            hint="blockctl train-tagger --data sharegpt --out DIR",
-        ) from exc
-    except json.JSONDecodeError as exc:
-        raise TaggerError(f"{path}: invalid JSON: {exc.msg}") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise TaggerError(f"{path}: not a blockctl tagger config (format {FORMAT!r} expected)")
-    try:
-        return TaggerConfig(**raw)
-    except TypeError as exc:
-        raise TaggerError(f"{path}: {exc}") from None
 
 
 def load(model_dir: str | Path) -> tuple[LengthRegressor, Any, TaggerConfig]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from blockctl.tagger.config import read_config, require_runtime
+
 
 class BatchPredictor(Protocol):
     def predict(self, prompts: Sequence[str]) -> list[int]: ...
@@ -39,8 +41,10 @@ class OnlineStats:
 class OnlineTagger:
     """Micro-batching wrapper around a tagger directory (or any ``BatchPredictor``, e.g. in tests).
 
-    ``start()`` loads the model in the worker thread (``predict`` calls it when needed); ``close()`` stops
-    the batching task and the thread. Use from one event loop.
+    The constructor only checks the directory and that torch is installed (TaggerError otherwise).
+    ``await start()`` loads and warms the model in the worker thread; without it the first ``predict``
+    starts loading and the requests during the load get None. ``await close()`` stops the batching task
+    and the thread. Use from one event loop.
     """
 
     def __init__(
@@ -54,6 +58,9 @@ class OnlineTagger:
     ) -> None:
         if max_batch < 1 or max_wait_ms < 0 or deadline_ms <= 0:
             raise ValueError("max_batch >= 1, max_wait_ms >= 0 and deadline_ms > 0 are required")
+        if isinstance(model, (str, Path)):  # fail at startup, not silently on the first request
+            read_config(model)
+            require_runtime()
         self._source = model
         self._predictor: BatchPredictor | None = None if isinstance(model, (str, Path)) else model
         self.max_batch, self.max_wait_s, self.deadline_s = max_batch, max_wait_ms / 1e3, deadline_ms / 1e3

@@ -1,25 +1,19 @@
-"""Batch inference with a saved tagger, and ``predict_lengths`` with an on-disk cache for the simulator."""
+"""Batch inference with a saved tagger (blocking: torch); ``cache.predict_lengths`` wraps it with a disk cache."""
 
 from __future__ import annotations
 
 import math
-import os
-import sqlite3
 from collections.abc import Sequence
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from blockctl.tagger._deps import torch
-from blockctl.tagger.dataset import prompt_sha256
-from blockctl.tagger.model import LengthRegressor, TaggerConfig, load, to_tokens
+from blockctl.tagger.model import LengthRegressor, load, to_tokens
 
 
 def encode(tokenizer: Any, prompts: Sequence[str], max_length: int) -> dict[str, Any]:
     """Tokenize (head of each prompt, padded to the longest) plus the log-character feature."""
-    batch = tokenizer(
-        list(prompts), truncation=True, max_length=max_length, padding=True, return_tensors="pt"
-    )
+    batch = tokenizer(list(prompts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     chars = torch.tensor([math.log1p(len(p)) for p in prompts], dtype=torch.float32)
     return {
         "input_ids": batch["input_ids"],
@@ -62,49 +56,3 @@ class Tagger:
     def predict(self, prompts: Sequence[str], batch_size: int = 32) -> list[int]:
         logs = predict_log(self.model, self.tokenizer, prompts, self.config.max_length, batch_size)
         return [to_tokens(v) for v in logs]
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "blockctl" / "tagger"
-
-
-def predict_lengths(
-    model_dir: str | Path, prompts: Sequence[str], *, cache_dir: str | Path | None = None
-) -> list[int]:
-    """Predicted output tokens for each prompt, cached on disk by (model fingerprint, prompt sha256).
-
-    The cache is one SQLite file in ``cache_dir`` (default ``$XDG_CACHE_HOME/blockctl/tagger``); only
-    prompts not cached yet are run through the model, and the model is not loaded when all are cached.
-    """
-    from blockctl.tagger.model import read_config
-
-    config: TaggerConfig = read_config(model_dir)
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    hashes = [prompt_sha256(p) for p in prompts]
-    with closing(sqlite3.connect(root / "lengths.sqlite3")) as conn, conn as db:
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS lengths"
-            " (model TEXT, prompt TEXT, tokens INTEGER, PRIMARY KEY (model, prompt))"
-        )
-        known: dict[str, int] = {}
-        unique = sorted(set(hashes))
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = db.execute(
-                f"SELECT prompt, tokens FROM lengths WHERE model = ? AND prompt IN ({marks})",
-                [config.fingerprint, *chunk],
-            )
-            known.update((str(h), int(n)) for h, n in rows)
-        todo = {h: p for h, p in zip(hashes, prompts, strict=True) if h not in known}
-        if todo:
-            tagger = Tagger(model_dir)
-            fresh = tagger.predict(list(todo.values()))
-            known.update(zip(todo.keys(), fresh, strict=True))
-            db.executemany(
-                "INSERT OR REPLACE INTO lengths VALUES (?, ?, ?)",
-                [(config.fingerprint, h, n) for h, n in zip(todo.keys(), fresh, strict=True)],
-            )
-    return [known[h] for h in hashes]

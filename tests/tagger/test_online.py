@@ -90,3 +90,10 @@ async def test_real_tagger_online(tiny_tagger: Path) -> None:
     finally:
         await tagger.close()
     assert list(got) == offline
+
+
+def test_bad_directory_fails_at_construction(tmp_path: Path) -> None:
+    from blockctl.errors import TaggerError
+
+    with pytest.raises(TaggerError, match="tagger directory"):
+        OnlineTagger(tmp_path)

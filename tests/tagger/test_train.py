@@ -13,9 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from blockctl.errors import TaggerError
+from blockctl.tagger.cache import predict_lengths
+from blockctl.tagger.config import FORMAT, read_config
 from blockctl.tagger.evaluate import evaluate
-from blockctl.tagger.model import FORMAT, freeze_lower, load_base, read_config
-from blockctl.tagger.predict import Tagger, predict_lengths
+from blockctl.tagger.model import freeze_lower, load_base
+from blockctl.tagger.predict import Tagger
 
 
 def test_output_directory_describes_itself(tiny_tagger: Path, tiny_base: Path, synthetic_jsonl: Path) -> None:
@@ -117,13 +119,20 @@ def test_cli_train_eval_predict(tiny_base: Path, synthetic_jsonl: Path, tmp_path
     )
 
 
-def test_missing_torch_is_a_clear_error_and_the_cli_still_loads() -> None:
+def test_missing_torch_is_a_clear_error_and_the_cli_still_loads(tmp_path: Path) -> None:
+    config = {"format": FORMAT, "base": "b", "max_length": 8, "num_layers": 1}
+    (tmp_path / "config.json").write_text(json.dumps(config))
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "from blockctl.cli.main import app\n"  # the base CLI imports without torch
         "from blockctl.errors import TaggerError\n"
         "try:\n    import blockctl.tagger.model\nexcept TaggerError as e:\n    print('ERR', e.message, '|', e.hint)\n"
+        "from blockctl.tagger.online import OnlineTagger\n"
+        "try:\n    OnlineTagger(sys.argv[1])\nexcept TaggerError as e:\n    print('ONLINE', e.message, '|', e.hint)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120, check=True
+    )
     assert "ERR the length tagger needs torch and transformers" in out.stdout
     assert "pip install 'blockctl[tagger]'" in out.stdout
+    assert "ONLINE the length tagger needs torch" in out.stdout
