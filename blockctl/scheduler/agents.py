@@ -60,18 +60,21 @@ class AgentClient:
         self.http = Http1Pool(self.url, {"authorization": f"Bearer {token}"} if token else None)
 
     async def view(
-        self, prompt_tokens: int, output_tokens: int, *, predict: bool, timeout: float
+        self, prompt_tokens: int, output_tokens: int, *, predict: bool, timeout: float | None = None
     ) -> InstanceView:
-        """Ask ``/predict`` (or ``/load``) within ``timeout``; UpstreamError on failure, ValueError if malformed."""
+        """Ask ``/predict`` (or ``/load``); UpstreamError on failure, ValueError if malformed.
+
+        ``timeout`` None: the caller bounds the call (the router cancels it at its deadline; one task less).
+        """
         if predict:
             body = b'{"prompt_tokens": %d, "predicted_output_tokens": %d}' % (prompt_tokens, output_tokens)
             call = self.http.request("POST", "/predict", body, _JSON)
         else:
             call = self.http.request("GET", "/load")
         try:
-            status, _, content = await asyncio.wait_for(call, timeout)
+            status, _, content = await (call if timeout is None else asyncio.wait_for(call, timeout))
         except asyncio.TimeoutError:
-            raise UpstreamError(f"no answer within {timeout * 1000:.0f} ms", url=self.url) from None
+            raise UpstreamError(f"no answer within {(timeout or 0) * 1000:.0f} ms", url=self.url) from None
         if status != 200:
             raise UpstreamError(f"HTTP {status}", url=self.url)
         return view_from_json(self.name, json.loads(content), with_prediction=predict)

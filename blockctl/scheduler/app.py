@@ -70,11 +70,17 @@ class Scheduler:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        # A tagger may have a lifecycle (OnlineTagger: start() loads the model off the loop, close() stops it).
+        start, close = getattr(self.tagger, "start", None), getattr(self.tagger, "close", None)
+        if start is not None:
+            await start()
         await self.membership.start()
         try:
             yield
         finally:
             await self.membership.stop()
+            if close is not None:
+                await close()
 
     async def _crash(self, request: Request, exc: Exception) -> Response:
         log.error("internal error on %s: %s", request.url.path, type(exc).__name__, exc_info=exc)

@@ -25,7 +25,11 @@ Source = Literal["header", "tagger", "ignore_eos", "fallback"]
 
 
 class LengthPredictor(Protocol):
-    """What the scheduler needs from a length tagger (``blockctl.tagger.online.OnlineTagger``)."""
+    """What the scheduler needs from a length tagger (``blockctl.tagger.online.OnlineTagger``).
+
+    ``predict`` returns None when it has no answer in time (the fallback length is used). Optional async
+    ``start()`` / ``close()`` methods are called at daemon start-up and shutdown when the object has them.
+    """
 
     async def predict(self, prompt_text: str) -> int | None: ...
 
@@ -64,7 +68,7 @@ def resolve(
 def load_tagger(path: str) -> LengthPredictor:
     """The online tagger saved in ``path``; ConfigError when it cannot be loaded."""
     try:
-        from blockctl.tagger.online import OnlineTagger  # type: ignore[import-not-found,unused-ignore]
+        from blockctl.tagger.online import OnlineTagger
     except ImportError as exc:
         raise ConfigError(f"the length tagger is not available: {exc}", key="tagger",
                           hint="pip install 'blockctl[tagger]'") from None

@@ -49,7 +49,7 @@ class Router:
         length = self.policy.prediction_length(request)
         tasks = [
             asyncio.ensure_future(
-                clients[n].view(request.prompt_tokens, length, predict=predict, timeout=self.deadline_s)
+                clients[n].view(request.prompt_tokens, length, predict=predict)
             )
             for n in asked
         ]

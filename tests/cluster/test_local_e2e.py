@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from blockctl.cluster import procs
+from blockctl.cluster.schedulers import restart_schedulers
 from blockctl.cluster.state import ClusterState, load_state
 
 pytestmark = pytest.mark.slow
@@ -103,6 +104,21 @@ def test_status_json_and_a_converging_rerun(cluster: tuple[Path, ClusterState, l
     assert again is not None
     assert [i.pids for i in again.instances] == [i.pids for i in state.instances]
     assert [s.pid for s in again.schedulers] == [s.pid for s in state.schedulers]
+
+
+def test_restart_schedulers_switches_policy_and_keeps_instances(
+    cluster: tuple[Path, ClusterState, list[str]],
+) -> None:
+    state_dir, state, _ = cluster
+    switched = restart_schedulers(state_dir, "least-outstanding")
+    assert switched.policy == "least-outstanding"
+    assert [i.pids for i in switched.instances] == [i.pids for i in state.instances]
+    for sched in switched.schedulers:
+        assert httpx.get(f"{sched.url}/health", timeout=5).json()["policy"] == "least-outstanding"
+    instance, e2e, _ = ask(switched.schedulers[0].url, 0)
+    assert instance in ("i0", "i1") and e2e is None  # a non-predictive policy asks /load only
+    back = restart_schedulers(state_dir, "block")
+    assert back.policy == "block" and [s.url for s in back.schedulers] == [s.url for s in state.schedulers]
 
 
 def test_killed_emulator_mid_run_then_up_restarts_only_it(cluster: tuple[Path, ClusterState, list[str]]) -> None:

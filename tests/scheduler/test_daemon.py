@@ -196,3 +196,44 @@ async def test_non_predictive_policies_ask_load_or_nothing(tmp_path: Path, polic
     assert "x-blockctl-predicted-e2e-ms" not in r.headers
     assert (a.loads - before[0], b.loads - before[1]) == (loads, loads)
     assert not a.predicts and not b.predicts
+
+
+class StubTagger:
+    """The tagger seam: async predict(text) -> int | None, plus the optional lifecycle."""
+
+    def __init__(self, answer: int | None) -> None:
+        self.answer = answer
+        self.prompts: list[str] = []
+        self.started = self.closed = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def predict(self, prompt_text: str) -> int | None:
+        self.prompts.append(prompt_text)
+        return self.answer
+
+
+@pytest.mark.parametrize(("answer", "expected"), [(40, "40"), (None, "64")])
+async def test_tagger_seam_predicts_the_length_unless_the_client_hints(
+    tmp_path: Path, answer: int | None, expected: str
+) -> None:
+    agent, tagger = FakeAgent("a"), StubTagger(answer)
+    token = ensure_token(tmp_path)
+    agent.token = token
+    async with serve_app(agent.app()) as agent_url:
+        write_cluster(tmp_path, {"a": agent_url})
+        app = create_app(SchedulerSettings(state_dir=tmp_path, seed=0), tagger=tagger)
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as http:
+            tagged = await http.post("/v1/completions", json=BODY)
+            hinted = await http.post("/v1/completions", json=BODY, headers={"x-blockctl-output-tokens": "9"})
+            metrics = (await http.get("/metrics")).text
+    assert tagger.started and tagger.closed
+    assert tagger.prompts == ["Say hello"]  # asked once: the hinted request never reached it
+    assert tagged.headers["x-blockctl-predicted-output-tokens"] == expected
+    assert hinted.headers["x-blockctl-predicted-output-tokens"] == "9"
+    source = "tagger" if answer else "fallback"
+    assert f'blockctl_scheduler_output_length_source_total{{source="{source}"}} 1' in metrics
