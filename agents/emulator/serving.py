@@ -21,7 +21,7 @@ from blockctl_agents.emulator.admission import admit, check_model
 from blockctl_agents.emulator.responses import DONE, ResponseWriter
 from blockctl_agents.emulator.runner import EngineRunner, Tracked
 from blockctl_agents.emulator.state import Emulator
-from blockctl_agents.emulator.text import render, render_json
+from blockctl_agents.emulator.text import render, token_json
 
 
 async def completions(request: Request) -> Response:
@@ -95,7 +95,7 @@ async def _stream(
             n = tr.produced
             if n > sent:
                 last = min(n, total - 1)
-                parts = [writer.token_chunk(render_json(salt, i, i + 1)) for i in range(sent, last)]
+                parts = [writer.token_chunk(token_json(salt, i)) for i in range(sent, last)]
                 if n == total:
                     parts.append(writer.finish_chunk(render(salt, total - 1, total), tr.finish_reason))
                 sent = n

@@ -74,3 +74,14 @@ def test_check_model() -> None:
     with pytest.raises(BadRequest) as info:
         check_model("c", ("a",))
     assert info.value.status == 404
+
+
+def test_synthetic_text_is_deterministic_and_json_safe() -> None:
+    import json
+
+    from blockctl_agents.emulator.text import render, render_json, token_json
+
+    assert render(42, 0, 5) == render(42, 0, 5) != render(43, 0, 5)
+    assert len(render(42, 0, 5).split()) == 5
+    assert json.loads(b'"' + render_json(42, 0, 5) + b'"') == render(42, 0, 5)
+    assert b"".join(token_json(42, i) for i in range(5)) == render_json(42, 0, 5)
