@@ -168,8 +168,8 @@ class EngineRunner:
             if tr.produced == 0:
                 m.prompt_tokens += r.prompt_tokens
                 m.ttft.observe(end - r.arrival_time)
-                if r.first_scheduled_time is not None:
-                    m.queue.observe(r.first_scheduled_time - r.arrival_time)
+                if r.first_scheduled_time is not None:  # a lagging engine may plan a step "before" arrival
+                    m.queue.observe(max(0.0, r.first_scheduled_time - r.arrival_time))
             else:
                 m.itl.observe(end - tr.last_token_time)
             tr.produced += 1
