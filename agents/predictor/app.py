@@ -1,8 +1,25 @@
 """The agent's HTTP server: OpenAI proxy routes, /predict, /load, /state, /health, /metrics; its lifecycle.
 
+Routes (the contract the scheduler codes against):
+
+* ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models``: relayed to the engine.
+  Request headers the agent reads: ``x-blockctl-prompt-tokens`` (else it counts with blockctl.tokens),
+  ``x-blockctl-predicted-output-tokens`` (else the fallback in tracker.py), ``x-blockctl-predicted-ttft-ms``
+  and ``x-blockctl-predicted-e2e-ms`` (the dispatch prediction to score; else it predicts itself), and
+  ``x-request-id``. Responses carry ``x-blockctl-instance``. Engine unreachable: 503 (``engine_unavailable``);
+  engine failed mid-request: 502 (``engine_error``); both in OpenAI's error JSON.
+* ``POST /predict {"prompt_tokens", "predicted_output_tokens"}`` → ``ttft_s``, ``e2e_s``, ``queue_s`` (seconds
+  from now, calibrated, see accuracy.Calibration) plus the ``/load`` fields; 400 for a bad body or a
+  prompt that cannot fit the engine.
+* ``GET /load`` → ``instance``, ``running``, ``waiting``, ``outstanding``, ``kv_free_blocks``,
+  ``kv_total_blocks``, ``waiting_prompt_blocks``, ``recent_requests`` (no what-if; cheap).
+* ``GET /state``: everything the agent believes (no prompts). ``GET /health``: 200 when the engine answers
+  its /health, else 503. ``GET /metrics``: Prometheus text.
+
 Auth: when a token is configured, every route except ``/health`` and ``/metrics`` needs
 ``Authorization: Bearer <token>`` — the OpenAI routes too, so an agent on a GPU host's network port is not an
 open inference endpoint beside the scheduler. ``/health`` and ``/metrics`` carry no prompts and no secrets.
+The token is never forwarded to the engine.
 """
 
 from __future__ import annotations

@@ -136,3 +136,19 @@ async def drive(
                 return Outcome(req[0], req[1], req[2], 0.0, 0.0, 0, 0, error=f"/predict: {type(exc).__name__}")
 
         return list(await asyncio.gather(*(at(o, r) for o, r in zip(offsets, requests, strict=True))))
+
+
+def emulator_lag(metrics_text: str) -> dict[str, float | None]:
+    """How far a real-time emulator fell behind its own step times (from its /metrics): the share of
+    emulated time by which step completions ran late. Above a few % the host, not the predictor, dominates."""
+    values: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        for name in ("blockctl_emulator_late_seconds_total", "blockctl_emulator_step_seconds_total"):
+            if line.startswith(name):
+                values[name] = float(line.split()[-1])
+    late, steps = values.get("blockctl_emulator_late_seconds_total"), values.get("blockctl_emulator_step_seconds_total")
+    return {
+        "emulator_step_seconds": steps,
+        "emulator_late_seconds": late,
+        "emulator_late_fraction": late / steps if late is not None and steps else None,
+    }

@@ -139,3 +139,14 @@ def test_calibration_is_the_median_of_clamped_samples() -> None:
     ttft, e2e = cal.apply(0.1, 1.1, 0.0)
     assert ttft == pytest.approx(0.1 + cal.overhead.value)
     assert e2e == pytest.approx(ttft + 1.2 * 1.0)
+
+
+def test_emulator_lag_from_metrics() -> None:
+    from blockctl_agents.predictor.bench_accuracy import emulator_lag
+
+    text = (
+        'blockctl_emulator_step_seconds_total{model_name="emulated"} 40.0\n'
+        'blockctl_emulator_late_seconds_total{model_name="emulated"} 2.0\n'
+    )
+    assert emulator_lag(text)["emulator_late_fraction"] == pytest.approx(0.05)
+    assert emulator_lag("")["emulator_late_fraction"] is None
