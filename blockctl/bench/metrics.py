@@ -88,9 +88,7 @@ class RequestSlo:
 
     def __str__(self) -> str:
         return ",".join(
-            f"{k}={v:g}"
-            for k, v in (("ttft", self.ttft), ("tpot", self.tpot), ("e2e", self.e2e))
-            if v is not None
+            f"{k}={v:g}" for k, v in (("ttft", self.ttft), ("tpot", self.tpot), ("e2e", self.e2e)) if v is not None
         )
 
 

@@ -46,9 +46,7 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def plot_cdfs(
-    results: Sequence[RunResult], path: str | Path, metrics: Sequence[str] = ("ttft", "e2e")
-) -> Path:
+def plot_cdfs(results: Sequence[RunResult], path: str | Path, metrics: Sequence[str] = ("ttft", "e2e")) -> Path:
     """One panel per metric, one CDF line per result (successful requests only; seconds, log x-axis)."""
     fig, axes = _figure(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):

@@ -125,9 +125,7 @@ def from_dict(data: Any, *, source: str = "<results>") -> RunResult:
         raise ConfigError("a results file is a JSON object", source=source)
     version = data.get("version")
     if version != SCHEMA_VERSION:
-        raise ConfigError(
-            f"unsupported results version {version!r} (expected 1)", source=source, key="version"
-        )
+        raise ConfigError(f"unsupported results version {version!r} (expected 1)", source=source, key="version")
     for key, kind in (("label", str), ("kind", str), ("config", dict), ("summary", dict), ("records", list)):
         if not isinstance(data.get(key), kind):
             raise ConfigError(f"missing or not a {kind.__name__}", source=source, key=key)
@@ -136,6 +134,4 @@ def from_dict(data: Any, *, source: str = "<results>") -> RunResult:
         summary = Summary.from_dict(data["summary"])
     except (TypeError, KeyError, ValueError) as exc:
         raise ConfigError(f"malformed: {exc}", source=source, key="records/summary") from exc
-    return RunResult(
-        data["label"], data["kind"], data["config"], records, summary, str(data.get("created", ""))
-    )
+    return RunResult(data["label"], data["kind"], data["config"], records, summary, str(data.get("created", "")))

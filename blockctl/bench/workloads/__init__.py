@@ -78,10 +78,7 @@ def _take(pool: list[WorkItem], n: int, seed: int, *, shuffle: bool) -> tuple[li
             stamps = [i.timestamp or 0.0 for i in batch]
             span = max(stamps) - min(stamps)
             offset += span + (span / max(1, len(batch) - 1))  # keep the mean gap across the seam
-            batch = [
-                WorkItem(i.prompt, i.prompt_tokens, i.output_tokens, (i.timestamp or 0.0) + offset)
-                for i in batch
-            ]
+            batch = [WorkItem(i.prompt, i.prompt_tokens, i.output_tokens, (i.timestamp or 0.0) + offset) for i in batch]
         out.extend(batch[: n - len(out)])
         passes += 1
     notes = [f"the source has {len(pool)} usable requests; repeated it to make {n}"] if passes > 1 else []

@@ -60,9 +60,7 @@ def read_csv(path: Path, *, limit: int | None = None) -> Workload:
     )
 
 
-def _read_burstgpt(
-    path: Path, rows: Iterator[list[str]], cols: dict[str, int], limit: int | None
-) -> Workload:
+def _read_burstgpt(path: Path, rows: Iterator[list[str]], cols: dict[str, int], limit: int | None) -> Workload:
     items: list[WorkItem] = []
     failed = 0
     for line, row in enumerate(rows, start=2):
