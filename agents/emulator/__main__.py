@@ -17,7 +17,8 @@ from blockctl_agents.emulator.config import EmulatorSettings
 from blockctl_agents.emulator.state import Emulator
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """Known flags, and the other ``vllm serve`` flags (``--dtype``...), which the emulator ignores."""
     p = argparse.ArgumentParser(prog="python -m blockctl_agents.emulator", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -33,7 +34,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tokenizer", help="local HF tokenizer directory (default: tiktoken cl100k_base)")
     p.add_argument("--noise", type=float, help="relative step-time noise (default: the profile's spread)")
     p.add_argument("--log-level", default="warning")
-    return p.parse_args(argv)
+    args, unknown = p.parse_known_args(argv)
+    if unknown and not unknown[0].startswith("--"):
+        p.error(f"unexpected argument: {unknown[0]}")
+    return args, unknown
 
 
 class _Server(uvicorn.Server):
@@ -50,7 +54,9 @@ class _Server(uvicorn.Server):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    args, ignored = parse_args(argv)
+    if ignored:
+        print(f"emulator: ignoring flags it does not model: {' '.join(ignored)}", file=sys.stderr)
     try:
         settings = EmulatorSettings(
             profile=args.profile, served_model_name=tuple(args.served_model_name),

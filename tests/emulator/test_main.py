@@ -62,3 +62,13 @@ def test_standalone_process_lifecycle() -> None:
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_other_vllm_flags_are_ignored_ours_are_parsed() -> None:
+    from blockctl_agents.emulator.__main__ import parse_args
+
+    args, ignored = parse_args(["--port", "9", "--dtype", "float32", "--enforce-eager", "--max-num-seqs", "3"])
+    assert args.port == 9 and args.max_num_seqs == 3
+    assert ignored == ["--dtype", "float32", "--enforce-eager"]
+    with pytest.raises(SystemExit):
+        parse_args(["stray"])
