@@ -24,6 +24,8 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from blockctl.engine.types import Request
+
 DEFAULT_OUTPUT_TOKENS = 256  # fallback predicted length: about the mean ShareGPT reply
 OVERRUN_FRACTION = 0.5
 RECENT_WINDOW_S = 60.0
@@ -46,6 +48,7 @@ class Tracked:
     predicted_e2e_s: float | None = None
     overhead_s: float = 0.0  # the calibration included in those predictions (see accuracy.Calibration)
     tpot_factor: float = 1.0
+    view_req: Request | None = None  # its engine-model Request, refreshed by view.build_view
 
 
 def fallback_output_tokens(max_tokens: int | None, ignore_eos: bool, default: int = DEFAULT_OUTPUT_TOKENS) -> int:

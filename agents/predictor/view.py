@@ -32,7 +32,11 @@ HIDDEN_TOLERANCE = 0.1
 
 @dataclass(frozen=True, slots=True)
 class EngineView:
-    """The engine state a what-if starts from (times relative to now), plus its load summary."""
+    """The engine state a what-if starts from, plus its load summary.
+
+    Request times are relative to now. NOTE: the Requests are cached on their Tracked entries and
+    refreshed by each ``build_view``: read them before the next one, never keep them (``whatif.predict``
+    copies what it simulates)."""
 
     running: list[Request]
     waiting: list[Request]
@@ -49,6 +53,7 @@ def _blocks(tokens: int, block_size: int) -> int:
 
 
 def _first_token_at(t: Tracked) -> float | None:
+    """When the first token came (streaming) or is estimated to have come (non-streaming)."""
     if t.stream or t.predicted_ttft_s is None:
         return t.first_token_at
     return t.arrival + t.predicted_ttft_s
@@ -64,22 +69,34 @@ def build_view(
     running: list[Request] = []
     waiting: list[Request] = []
     by_id: dict[str, Tracked] = {}
+    max_len = config.max_model_len
     for t in inflight:
-        cap = config.max_model_len - t.prompt_tokens
+        prompt = t.prompt_tokens
+        cap = max_len - prompt
         if cap < 1:
             continue  # the engine rejects it; it will leave the table in a moment
         by_id[t.req_id] = t
-        produced = min(estimated_produced(t, now), cap - 1)
-        total = assumed_total_output(produced, t.predicted_output_tokens, t.max_tokens, cap)
-        req = Request(t.req_id, t.prompt_tokens, total, arrival_time=t.arrival - now)
+        produced = t.produced if t.stream else estimated_produced(t, now)
+        if produced >= cap:
+            produced = cap - 1
+        predicted = t.predicted_output_tokens
+        if produced < predicted <= cap and (t.max_tokens is None or predicted <= t.max_tokens):
+            total = predicted  # the common case, without the overrun rule's arithmetic
+        else:
+            total = assumed_total_output(produced, predicted, t.max_tokens, cap)
+        req = t.view_req
+        if req is None:  # one Request per tracked request, refreshed in place (the what-if copies it)
+            req = t.view_req = Request(t.req_id, prompt, total)
+        req.arrival_time = t.arrival - now
+        req.output_tokens = total
+        req.num_output_tokens = produced
         if produced > 0:
-            req.num_output_tokens = produced
-            req.num_computed_tokens = t.prompt_tokens + produced - 1
-            first = _first_token_at(t)
-            req.first_token_time = None if first is None else first - now
+            req.num_computed_tokens = prompt + produced - 1
             req.phase = Phase.RUNNING
             running.append(req)
         else:
+            req.num_computed_tokens = 0
+            req.phase = Phase.WAITING
             waiting.append(req)
 
     fresh = obs is not None and now - obs.at <= FRESH_S
