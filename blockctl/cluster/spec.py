@@ -7,6 +7,7 @@ when rendered (see ``blockctl.cluster.ssh.plan``).
 
 from __future__ import annotations
 
+import re
 import string
 from pathlib import Path
 from typing import Any, Literal
@@ -118,6 +119,14 @@ class EngineSpec(_Model):
         default=900.0, gt=0, description="How long to wait for the engine's /health."
     )
     seed: int = 0
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
+        if bad:
+            raise ValueError(f"not environment variable names: {bad}")
+        return value
 
     @field_validator("command")
     @classmethod

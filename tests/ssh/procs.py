@@ -38,13 +38,17 @@ def wait_gone(*needles: str, timeout: float = 10.0) -> list[str]:
         time.sleep(0.1)
 
 
-def group_members(pgid: int) -> list[int]:
-    """Pids of live processes in process group ``pgid`` (a detached engine and everything it forked)."""
-    members = []
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
-                members.append(proc.pid)
-        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
-            continue
-    return members
+def group_members(pgid: int, *, timeout: float = 10.0) -> list[int]:
+    """Pids of live processes in process group ``pgid`` still there after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        members = []
+        for proc in psutil.process_iter(["status"]):
+            try:
+                if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                    members.append(proc.pid)
+            except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+                continue
+        if not members or time.monotonic() > deadline:
+            return members
+        time.sleep(0.1)

@@ -24,10 +24,12 @@ def test_detached_start_alive_and_stop_group(tmp_path: Path) -> None:
     # The started process forks a child: stopping must take the whole group.
     child = 'import subprocess, time; subprocess.Popen(["sleep", "60"]); time.sleep(60)'
     cmd = f"{sys.executable} -c '{child}' {marker}"
+    env_file = tmp_path / "e.env"
+    env_file.write_text(remote.env_file_text({"HF_TOKEN": "s3cret 'x'", "B": "2"}))
     start = sh(
         remote.detached(
             cmd,
-            env={"X_SECRET_FREE": "a b"},
+            env_file=str(env_file),
             log_path=str(tmp_path / "e.log"),
             pid_path=str(tmp_path / "e.pid"),
             cwd=str(tmp_path / "cwd"),
@@ -41,6 +43,8 @@ def test_detached_start_alive_and_stop_group(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert sh(remote.alive(pid, marker)).returncode == 0
     assert marker in " ".join(psutil.Process(pid).cmdline())  # the pid is the command itself
+    assert psutil.Process(pid).environ()["HF_TOKEN"] == "s3cret 'x'"  # from the file, never in argv
+    assert "s3cret" not in " ".join(psutil.Process(pid).cmdline())
     assert sh(remote.alive(pid, "--port 1")).returncode != 0  # another command line: not ours
     assert sh(remote.stop_group(pid, grace_s=5)).returncode == 0
     assert sh(remote.alive(pid, marker)).returncode != 0
@@ -53,7 +57,7 @@ def test_wait_http_reports_death_and_timeout(tmp_path: Path) -> None:
     dead = sh(
         remote.detached(
             "sh -c 'echo boom; exit 3'",
-            env={},
+            env_file=None,
             log_path=str(tmp_path / "d.log"),
             pid_path=str(tmp_path / "d.pid"),
             cwd=str(tmp_path),

@@ -67,43 +67,43 @@ async def test_agent_in_front_of_real_vllm(ssh_server: SshServer, tmp_path: Path
             seen = parse_metrics((await http.get(f"http://127.0.0.1:{engine_port}/metrics")).text, at=0.0)
             assert None not in (seen.running, seen.waiting, seen.kv_usage, seen.preemptions_total), seen
 
-            client = openai.AsyncOpenAI(
+            async with openai.AsyncOpenAI(
                 base_url=f"{inst.agent_url}/v1", api_key=token or "", max_retries=0, timeout=120
-            )
-            stream = await client.completions.create(
-                model="tiny",
-                prompt="the quick brown fox",
-                max_tokens=200,
-                stream=True,
-                stream_options={"include_usage": True},
-                extra_body={"ignore_eos": True},
-            )
-            chunks, usage = 0, None
-            async for chunk in stream:
-                chunks += len(chunk.choices)  # one token each (some decode to "" with this tokenizer)
-                usage = chunk.usage or usage
-                if chunks == 5:  # mid-stream: the agent has counted at least what we have received
-                    live = (await http.get(f"{inst.agent_url}/state", headers=auth)).json()
-                    (tracked,) = live["requests"]
-                    assert tracked["stream"] and 5 <= tracked["produced"] <= 200
-            assert chunks >= 5 and usage is not None and usage.completion_tokens == 200
+            ) as client:
+                stream = await client.completions.create(
+                    model="tiny",
+                    prompt="the quick brown fox",
+                    max_tokens=200,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    extra_body={"ignore_eos": True},
+                )
+                chunks, usage = 0, None
+                async for chunk in stream:
+                    chunks += len(chunk.choices)  # one token each (some decode to "" with this tokenizer)
+                    usage = chunk.usage or usage
+                    if chunks == 5:  # mid-stream: the agent has counted at least what we have received
+                        live = (await http.get(f"{inst.agent_url}/state", headers=auth)).json()
+                        (tracked,) = live["requests"]
+                        assert tracked["stream"] and 5 <= tracked["produced"] <= 200
+                assert chunks >= 5 and usage is not None and usage.completion_tokens == 200
 
-            chat = await client.chat.completions.create(
-                model="tiny",
-                messages=[{"role": "user", "content": "hello world"}],
-                max_tokens=6,
-                extra_body={"ignore_eos": True},
-            )
-            assert chat.usage is not None and chat.usage.completion_tokens == 6
+                chat = await client.chat.completions.create(
+                    model="tiny",
+                    messages=[{"role": "user", "content": "hello world"}],
+                    max_tokens=6,
+                    extra_body={"ignore_eos": True},
+                )
+                assert chat.usage is not None and chat.usage.completion_tokens == 6
 
-            pred = await http.post(
-                f"{inst.agent_url}/predict",
-                headers=auth,
-                json={"prompt_tokens": 20, "predicted_output_tokens": 50},
-            )
-            assert pred.status_code == 200
-            body = pred.json()
-            assert 0 < body["ttft_s"] <= body["e2e_s"] and body["instance"] == inst.name
+                pred = await http.post(
+                    f"{inst.agent_url}/predict",
+                    headers=auth,
+                    json={"prompt_tokens": 20, "predicted_output_tokens": 50},
+                )
+                assert pred.status_code == 200
+                body = pred.json()
+                assert 0 < body["ttft_s"] <= body["e2e_s"] and body["instance"] == inst.name
 
             after = (await http.get(f"{inst.agent_url}/state", headers=auth)).json()
             assert after["totals"]["completed"] == 2 and after["totals"]["failed"] == 0

@@ -51,8 +51,12 @@ async def ensure(conn: HostConn, paths: RemotePaths, plan: InstancePlan, role: R
             return Started(pid, kept=True)
         conn.log.write(f"{role}-{plan.index}: pid {pid} runs an older command; restarting")
         await conn.run(remote.stop_group(pid))
+    env_file = None
+    if env:  # values may be secrets (HF_TOKEN...): a 0600 file by SFTP, never a command line
+        env_file = pid_file[:-4] + ".env"
+        await conn.write_file(env_file, remote.env_file_text(env).encode(), mode=0o600)
     start = remote.detached(
-        command, env=env, log_path=plan.log(paths, role), pid_path=pid_file, cwd=paths.root
+        command, env_file=env_file, log_path=plan.log(paths, role), pid_path=pid_file, cwd=paths.root
     )
     out = await conn.run(
         f"mkdir -p {q(paths.logs)} {q(paths.run)} || exit 1; {start}; echo {fingerprint} > {q(fp_file)}",
@@ -117,6 +121,6 @@ async def stop_all(conn: HostConn, paths: RemotePaths) -> None:
     script = (
         f"cd {q(paths.run)} 2>/dev/null || exit 0; "
         'for f in agent-*.pid engine-*.pid; do [ -f "$f" ] || continue; pid=$(cat "$f"); '
-        f'if [ -n "$pid" ]; then ( {stop} ); fi; rm -f "$f" "${{f%.pid}}.fp"; done'
+        f'if [ -n "$pid" ]; then ( {stop} ); fi; rm -f "$f" "${{f%.pid}}.fp" "${{f%.pid}}.env"; done'
     )
     await conn.run(script, what=f"stop every engine and agent under {paths.run}")

@@ -16,14 +16,14 @@ WAIT_TIMEOUT = 4
 q = shlex.quote
 
 
-def detached(command: str, *, env: Mapping[str, str], log_path: str, pid_path: str, cwd: str) -> str:
+def detached(command: str, *, env_file: str | None, log_path: str, pid_path: str, cwd: str) -> str:
     """Start ``command`` in its own session, output appended to ``log_path``; prints and stores the pid.
 
     The printed pid is the command's own (``setsid`` and ``sh -c exec`` do not fork), so its group is the
-    command's group. ``command`` is already a shell command line (rendered from a template with quoted values).
+    command's group. ``command`` is already a shell command line (rendered from a template with quoted
+    values). The environment comes from ``env_file`` (see ``env_file_text``), so no value is on a command line.
     """
-    assigns = " ".join(f"{k}={q(v)}" for k, v in sorted(env.items()))
-    inner = f"exec env {assigns} {command}" if assigns else f"exec {command}"
+    inner = f". {q(env_file)} && exec {command}" if env_file else f"exec {command}"
     # Separate statements, not an `a && b &` list: that would background a subshell holding the SSH
     # channel open, and $! would be that subshell instead of the process itself.
     return (
@@ -32,6 +32,11 @@ def detached(command: str, *, env: Mapping[str, str], log_path: str, pid_path: s
         f"setsid nohup sh -c {q(inner)} >> {q(log_path)} 2>&1 < /dev/null & "
         f"pid=$!; echo $pid > {q(pid_path)}; echo $pid"
     )
+
+
+def env_file_text(env: Mapping[str, str]) -> str:
+    """``export K='v'`` lines for ``.``-sourcing; keys are shell identifiers (the spec checks them)."""
+    return "".join(f"export {k}={q(v)}\n" for k, v in sorted(env.items()))
 
 
 def alive(pid: int | str, needle: str) -> str:
