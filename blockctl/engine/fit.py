@@ -17,9 +17,9 @@ from blockctl.errors import ProfileError
 _FitArray = NDArray[np.float64]
 
 # Starting point and bounds of the fit, in StepTimeParams field order.
-_X0 = [1.0, 5.0, 0.02, 3.0, 3.0, 0.5, 0.1, 1.0]
-_LOWER = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
-_UPPER = [100.0, 100.0, 10.0, 20.0, 1000.0, 100.0, 100.0, 1000.0]
+_X0 = [1.0, 5.0, 0.02, 3.0, 3.0, 0.5, 0.1, 1.0, 0.1]
+_LOWER = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+_UPPER = [100.0, 100.0, 10.0, 20.0, 1000.0, 100.0, 100.0, 1000.0, 100.0]
 KFOLD = 5
 
 
@@ -78,16 +78,16 @@ def _features(rows: Sequence[MeasuredRow]) -> _FitArray:
     shapes = [r.shape() for r in rows]
     return np.array(
         [[s.prefill_tokens + s.decode_batch, s.prefill_attn, s.prefill_cached, s.decode_context,
-          s.prefill_seqs + s.decode_batch] for s in shapes],
+          s.prefill_seqs + s.decode_batch, 1.0 if s.prefill_seqs and s.decode_batch else 0.0] for s in shapes],
         dtype=np.float64,
     )
 
 
 def _predict(theta: _FitArray, f: _FitArray) -> _FitArray:
-    const, mem, slope, pw, ka, kc, kd, kr = theta
+    const, mem, slope, pw, ka, kc, kd, kr, kmix = theta
     lin = (mem**pw + (slope * f[:, 0]) ** pw) ** (1.0 / pw)
     out: _FitArray = const + lin + ka * f[:, 1] * 1e-6 + kc * f[:, 2] * 1e-3 + kd * f[:, 3] * 1e-3 \
-        + kr * f[:, 4] * 1e-3
+        + kr * f[:, 4] * 1e-3 + kmix * f[:, 5]
     return out
 
 

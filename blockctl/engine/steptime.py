@@ -9,8 +9,11 @@ Form (all coefficients non-negative, so the model is positive and monotone in ev
            + cached_ms_per_ktoken * prefill_cached / 1e3         # reading a chunk's cached prefix
            + decode_attn_ms_per_ktoken * decode_context / 1e3    # KV read of every decode sequence
            + lm_head_ms_per_krow * (prefill_seqs + decode_batch) / 1e3
+           + mixed_step_ms   if the step has both prefill chunks and decode sequences
 
 with ``N = prefill_tokens + decode_batch`` (every token of the step goes through the linear layers together).
+``mixed_step_ms`` is the cost of running both attention paths (prefill chunks and the decode batch) in one step,
+as the profiled steps do (one attention call for each, in every layer).
 ``step_seconds`` adds ``overhead_ms``, the engine's CPU time per step, which GPU profiles do not contain.
 
 NOTE: the model is affine in ``decode_context`` for a fixed batch; the engine relies on this to jump over
@@ -41,6 +44,7 @@ class StepTimeParams:
     cached_ms_per_ktoken: float
     decode_attn_ms_per_ktoken: float
     lm_head_ms_per_krow: float
+    mixed_step_ms: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -48,6 +52,7 @@ class StepTimeParams:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "profile") -> StepTimeParams:
         names = [f.name for f in fields(cls)]
+        data = {"mixed_step_ms": 0.0, **data}  # optional: absent in the first profiles of this format
         missing = [n for n in names if n not in data]
         if missing:
             raise ProfileError(f"{source}: fit.params lacks {', '.join(missing)}")
@@ -120,6 +125,7 @@ class StepTimeModel:
             + p.cached_ms_per_ktoken * prefill_cached * 1e-3
             + p.decode_attn_ms_per_ktoken * decode_context * 1e-3
             + p.lm_head_ms_per_krow * (prefill_seqs + decode_batch) * 1e-3
+            + (p.mixed_step_ms if prefill_seqs and decode_batch else 0.0)
         )
 
     def gpu_ms(self, shape: StepShape) -> float:

@@ -94,6 +94,27 @@ def test_profile_predict_matches_fit_rows() -> None:
     assert direct == pytest.approx(predict_rows(prof.model.params, rows), rel=1e-9)
 
 
+def test_mixed_step_cost_applies_only_to_steps_with_both_kinds() -> None:
+    model = load_profile(DEFAULT_PROFILE).model
+    mix = model.params.mixed_step_ms
+    assert mix > 0
+    prefill = StepShape(prefill_tokens=100, prefill_seqs=1, prefill_attn=100 * 50.5)
+    decode = StepShape(decode_batch=1, decode_context=500)
+    both = StepShape(prefill_tokens=100, prefill_seqs=1, prefill_attn=100 * 50.5, decode_batch=1,
+                     decode_context=500)
+    alone = model.gpu_ms(prefill) + model.gpu_ms(decode) - model.params.const_ms
+    assert model.gpu_ms(both) > max(model.gpu_ms(prefill), model.gpu_ms(decode)) + mix * 0.99
+    assert model.gpu_ms(both) < alone + mix
+
+
+def test_profiles_without_the_mixed_step_term_still_load(tmp_path: Path) -> None:
+    doc = json.loads(Path(load_profile(DEFAULT_PROFILE).source).read_text())
+    del doc["fit"]["params"]["mixed_step_ms"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(doc))
+    assert load_profile(str(path)).model.params.mixed_step_ms == 0.0
+
+
 def test_bad_profiles_are_reported(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match="no profile named"):
         load_profile("nope/none")
