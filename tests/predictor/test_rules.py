@@ -31,6 +31,7 @@ def test_fallback_output_tokens() -> None:
         (10, 100, None, 4000, 100),  # within prediction: the prediction
         (100, 100, None, 4000, 150),  # at the prediction: half again
         (300, 100, None, 4000, 450),  # far past: grows with what it produced
+        (1000, 100, None, 4000, 1256),  # ... up to about a mean reply
         (0, 1, None, 4000, 1),
         (1, 1, None, 4000, 2),  # never zero left
         (300, 100, 320, 4000, 320),  # capped by max_tokens
