@@ -31,6 +31,13 @@ def test_example_is_valid_and_documents_the_sections() -> None:
         assert f"\n{section}:" in text, section
 
 
+def test_every_shipped_example_is_valid() -> None:
+    examples = sorted(EXAMPLE.parent.glob("*.yaml"))
+    assert len(examples) >= 2
+    for path in examples:
+        load_spec(path)
+
+
 def test_defaults_of_a_minimal_spec(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, MINIMAL))
     host = spec.hosts[0]
