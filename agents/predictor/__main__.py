@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  try: {exc.hint}", file=sys.stderr)
         return 2
     app = create_app(settings, profile.model)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    # keep-alive longer than any client pool keeps idle connections (httpx: 5 s), so no request races a close
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, timeout_keep_alive=30)
     return 0
 
 
