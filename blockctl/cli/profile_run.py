@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -11,6 +12,7 @@ from rich.table import Table
 from blockctl.cli.ui import console, handle_errors, ok, print_json
 from blockctl.engine.profile import load_profile, profile_from_document, user_profiles_dir, write_profile
 from blockctl.errors import ConfigError
+from blockctl_agents.profiler.compare import RegionAgreement, agreement
 
 
 def _out_path(out: str) -> Path:
@@ -63,7 +65,6 @@ def register(group: typer.Typer) -> None:
         from blockctl_agents.profiler import allreduce
         from blockctl_agents.profiler import grid as gridmod
         from blockctl_agents.profiler import shape as shapemod
-        from blockctl_agents.profiler.compare import agreement
         from blockctl_agents.profiler.run import RunConfig, run
 
         spec = {"default": gridmod.DEFAULT_GRID, "quick": gridmod.QUICK_GRID}.get(grid)
@@ -112,7 +113,7 @@ def register(group: typer.Typer) -> None:
                     "rows": len(rows),
                     "seconds": doc["measurement"]["seconds"],
                     "fit": fit,
-                    "compare": {"reference": reference.name, "regions": [_region_dict(r) for r in regions]}
+                    "compare": {"reference": reference.name, "regions": [asdict(r) for r in regions]}
                     if reference
                     else None,
                 }
@@ -131,16 +132,12 @@ def register(group: typer.Typer) -> None:
             _print_agreement(reference.name, regions)
 
 
-def _region_dict(r: object) -> dict[str, object]:
-    return {k: getattr(r, k) for k in ("region", "steps", "median_abs_pct", "max_abs_pct", "mean_signed_pct")}
-
-
-def _print_agreement(ref_name: str, regions: list[object]) -> None:
+def _print_agreement(ref_name: str, regions: list[RegionAgreement]) -> None:
     table = Table(title=f"agreement with {ref_name} (median step time)")
     for col in ("region", "steps", "median |Δ| %", "max |Δ| %", "mean Δ %"):
         table.add_column(col, justify="right" if col != "region" else "left")
     for r in regions:
-        d = _region_dict(r)
+        d = asdict(r)
         table.add_row(
             str(d["region"]),
             str(d["steps"]),
