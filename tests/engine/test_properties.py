@@ -119,3 +119,31 @@ def test_run_until_stops_before_the_limit_like_stepping(
     assert fast.now == pytest.approx(slow.now, rel=1e-9, abs=1e-9)
     assert [r.num_output_tokens for r in fast.running] == [r.num_output_tokens for r in slow.running]
     assert fast.free_blocks == slow.free_blocks
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    cfg=configs,
+    ops=st.lists(st.tuples(st.sampled_from(["add", "step", "abort", "abort_mid"]), st.integers(1, 120),
+                           st.integers(1, 40)), min_size=1, max_size=40),
+)
+def test_aborts_at_any_point_keep_block_accounting(cfg: EngineConfig, ops: list[tuple[str, int, int]]) -> None:
+    eng = Engine(cfg, MODELS["flat"])
+    ids: list[str] = []
+    for n, (op, a, b) in enumerate(ops):
+        if op == "add":
+            if -(-(a + b - 1) // cfg.block_size) <= cfg.num_gpu_blocks:
+                eng.add(Request(f"r{n}", a, b))
+                ids.append(f"r{n}")
+        elif op == "step":
+            eng.step()
+        elif ids:
+            victim = ids[a % len(ids)]
+            plan = eng.schedule() if op == "abort_mid" else None
+            gone = eng.abort(victim)
+            assert gone is None or gone.phase == Phase.FINISHED
+            if plan is not None:
+                eng.complete(plan)
+        assert 0 <= eng.free_blocks == cfg.num_gpu_blocks - held_blocks(eng)
+    eng.run_until(math.inf)
+    assert eng.free_blocks == cfg.num_gpu_blocks and not eng.has_work()
