@@ -14,41 +14,29 @@ from blockctl.scheduler.policies import InstanceView
 _JSON = {"content-type": "application/json"}
 
 
-def _int(data: dict[str, Any], key: str) -> int:
-    value = data[key]
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{key} is not an integer")
-    return value
-
-
-def _float(data: dict[str, Any], key: str) -> float:
-    value = data[key]
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"{key} is not a number")
-    return float(value)
+_LOAD_KEYS = ("running", "waiting", "outstanding", "kv_free_blocks", "kv_total_blocks", "waiting_prompt_blocks",
+              "recent_requests")
+_PREDICTION_KEYS = ("ttft_s", "e2e_s", "queue_s")
 
 
 def view_from_json(instance: str, data: Any, *, with_prediction: bool) -> InstanceView:
     """An agent's ``/predict`` (``with_prediction``) or ``/load`` answer as a view (ValueError: malformed)."""
+    # On the hot path (once per agent per request): plain type checks, no validation framework.
+    if not isinstance(data, dict):
+        raise ValueError("malformed agent answer: not a JSON object")
     try:
-        if not isinstance(data, dict):
-            raise TypeError("answer is not a JSON object")
+        load = [data[k] for k in _LOAD_KEYS]
+        if any(type(v) is not int for v in load):
+            raise ValueError("malformed agent answer: a load field is not an integer")
         prediction = None
         if with_prediction:
-            prediction = Prediction(
-                ttft_s=_float(data, "ttft_s"), e2e_s=_float(data, "e2e_s"), queue_s=_float(data, "queue_s"),
-                running=_int(data, "running"), waiting=_int(data, "waiting"),
-                kv_free_blocks=_int(data, "kv_free_blocks"),
-            )
-        return InstanceView(
-            instance=instance, prediction=prediction, running=_int(data, "running"),
-            waiting=_int(data, "waiting"), outstanding=_int(data, "outstanding"),
-            kv_free_blocks=_int(data, "kv_free_blocks"), kv_total_blocks=_int(data, "kv_total_blocks"),
-            waiting_prompt_blocks=_int(data, "waiting_prompt_blocks"),
-            recent_requests=_int(data, "recent_requests"),
-        )
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"malformed agent answer: {exc}") from None
+            times = [data[k] for k in _PREDICTION_KEYS]
+            if any(type(v) not in (float, int) for v in times):
+                raise ValueError("malformed agent answer: a prediction field is not a number")
+            prediction = Prediction(float(times[0]), float(times[1]), float(times[2]), load[0], load[1], load[3])
+    except KeyError as exc:
+        raise ValueError(f"malformed agent answer: missing {exc}") from None
+    return InstanceView(instance, prediction, *load)
 
 
 class AgentClient:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -14,6 +15,7 @@ from blockctl.scheduler.metrics import SchedulerMetrics
 from blockctl.scheduler.policies import InstanceView, Policy, RoundRobin, RouteRequest, blank_view
 
 log = logging.getLogger("blockctl.scheduler")
+LOG_EVERY_S = 10.0
 
 
 @dataclass(slots=True)
@@ -37,7 +39,8 @@ class Router:
         self.deadline_s = deadline_s
         self.metrics = metrics
         self.fallback = RoundRobin()
-        self._failing: set[str] = set()  # agents whose last query failed (logged once per transition)
+        self._skipped: dict[str, int] = {}  # agent -> failed queries not yet reported in the log
+        self._logged: dict[str, float] = {}  # agent -> when its failures were last logged
 
     async def candidates(self, request: RouteRequest, serving: tuple[str, ...],
                          clients: Mapping[str, AgentClient]) -> Candidates:
@@ -70,17 +73,18 @@ class Router:
         return Candidates(request, serving, views, fallback=False)
 
     def _note(self, name: str, *, ok: bool, error: BaseException | None) -> None:
+        """Count a failed agent query; log it at most once per LOG_EVERY_S per agent (with the count)."""
         if ok:
-            if name in self._failing:
-                self._failing.discard(name)
-                log.warning("agent %s answers again", name)
             return
         self.metrics.agent_errors[name] += 1
-        if name not in self._failing:
-            self._failing.add(name)
+        self._skipped[name] = self._skipped.get(name, 0) + 1
+        now = time.monotonic()
+        if now - self._logged.get(name, -LOG_EVERY_S) >= LOG_EVERY_S:
             why = error.message if isinstance(error, UpstreamError) else (
                 str(error) if error else f"no answer within {self.deadline_s * 1000:.0f} ms")
-            log.warning("agent %s skipped: %s", name, why)
+            log.warning("agent %s skipped %d time(s) since the last report; latest: %s", name,
+                        self._skipped.pop(name), why)
+            self._logged[name] = now
 
     def choose(self, c: Candidates) -> InstanceView | None:
         """The next instance to try (never one already tried), or None when every instance was tried."""
