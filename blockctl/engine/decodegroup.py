@@ -30,7 +30,7 @@ def simulate(
     """``whatif.predict`` by the decode group; None when the exact engine must answer instead."""
     bs, budget, max_seqs = cfg.block_size, cfg.max_num_batched_tokens, cfg.max_num_seqs
     n_run = len(running)
-    if max_seqs > budget or n_run > max_seqs:
+    if max_seqs > budget or n_run > max_seqs or new.output_tokens < 1:
         return None
     max_len, total_blocks = cfg.max_model_len, cfg.num_gpu_blocks
     # Columns of the requests (running, then waiting, then the new one); index = request.

@@ -80,6 +80,8 @@ def test_overrun_predictions_and_impossible_requests() -> None:
     assert p.e2e_s > 0
     with pytest.raises(EngineError):
         predict(CFG, PROFILE.model, [], [], Request("n", 5000, 2))
+    with pytest.raises(EngineError):
+        predict(CFG, PROFILE.model, [], [], Request("n", 50, 0))
 
 
 _states = st.lists(st.tuples(st.integers(1, 300), st.integers(0, 120), st.integers(1, 150)), max_size=24)
