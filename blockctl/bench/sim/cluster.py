@@ -45,13 +45,18 @@ class SimRecord:
 
 
 class _Instance:
-    __slots__ = ("engine", "name", "recent", "told")
+    __slots__ = ("adds", "engine", "name", "observed", "recent", "told")
 
     def __init__(self, name: str, engine: Engine) -> None:
         self.name = name
         self.engine = engine
         self.told: dict[str, int] = {}  # req_id -> output length the agent was told
         self.recent: deque[float] = deque()  # arrival times within the last RECENT_WINDOW_S
+        self.adds = 0  # requests handed to the engine so far
+        # (engine.now, adds) when last observed -> (running, waiting, waiting_prompt_blocks); the engine's
+        # state changes only by stepping (which moves its clock) or by an add, so an equal key means an
+        # unchanged state and the copies can be reused (predict never mutates them).
+        self.observed: tuple[tuple[float, int], list[Request], list[Request], int] | None = None
 
 
 class ClusterSim:
@@ -130,6 +135,7 @@ class ClusterSim:
             rec.error = exc.message
             return rec
         inst.told[req_id] = told
+        inst.adds += 1
         inst.recent.append(t)
         self._inflight[req_id] = rec
         return rec
@@ -149,7 +155,13 @@ class ClusterSim:
         self, inst: _Instance, t: float, prompt_tokens: int, told: int, with_prediction: bool
     ) -> InstanceView:
         engine = inst.engine
-        running, waiting = observed_queues(engine, inst.told, self.config)
+        key = (engine.now, inst.adds)
+        if inst.observed is not None and inst.observed[0] == key:
+            _, running, waiting, blocks = inst.observed
+        else:
+            running, waiting = observed_queues(engine, inst.told, self.config)
+            blocks = waiting_prompt_blocks(waiting, self.config.block_size)
+            inst.observed = (key, running, waiting, blocks)
         prediction: Prediction | None = None
         if with_prediction:
             cap = max(1, self.config.max_model_len - prompt_tokens)
@@ -169,7 +181,7 @@ class ClusterSim:
             outstanding=len(engine.running) + len(engine.waiting),
             kv_free_blocks=engine.free_blocks,
             kv_total_blocks=engine.num_blocks_total,
-            waiting_prompt_blocks=waiting_prompt_blocks(waiting, self.config.block_size),
+            waiting_prompt_blocks=blocks,
             recent_requests=len(recent),
         )
 

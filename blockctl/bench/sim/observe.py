@@ -40,8 +40,12 @@ def observed_queues(
     max_len = config.max_model_len
     for r in engine.running:
         produced = r.num_output_tokens
-        cap = max_len - r.prompt_tokens
-        total = assumed_total_output(produced, told[r.req_id], None, cap)
+        predicted = told[r.req_id]
+        # The agent's rule, short-cut for its common case (prediction not yet reached, within the cap).
+        if produced < predicted <= max_len - r.prompt_tokens:
+            total = predicted
+        else:
+            total = assumed_total_output(produced, predicted, None, max_len - r.prompt_tokens)
         if produced > 0:
             running.append(
                 Request(r.req_id, r.prompt_tokens, total, num_computed_tokens=r.prompt_tokens + produced - 1,
@@ -51,7 +55,11 @@ def observed_queues(
             unstarted.append(Request(r.req_id, r.prompt_tokens, total))
     for r in engine.waiting:
         produced = r.num_output_tokens
-        total = assumed_total_output(produced, told[r.req_id], None, max_len - r.prompt_tokens)
+        predicted = told[r.req_id]
+        if produced < predicted <= max_len - r.prompt_tokens:
+            total = predicted
+        else:
+            total = assumed_total_output(produced, predicted, None, max_len - r.prompt_tokens)
         req = Request(r.req_id, r.prompt_tokens, total, num_output_tokens=produced)
         (preempted if produced > 0 else queued).append(req)
     return running, preempted + unstarted + queued
