@@ -34,8 +34,13 @@ from blockctl.errors import ClusterError, ConfigError
 
 EMULATOR_MODULE = "blockctl_agents.emulator"
 AGENT_MODULE = "blockctl_agents.predictor"
-ENGINE_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "num_gpu_blocks_override", "block_size",
-                "max_model_len")
+ENGINE_FLAGS = (
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "num_gpu_blocks_override",
+    "block_size",
+    "max_model_len",
+)
 MAX_EACH = 100
 
 Progress = Callable[[str], None]
@@ -60,9 +65,11 @@ class LocalSpec:
     seed: int = 0  # instance i's emulator uses seed + i
 
     def validate(self) -> None:
-        for key, value, low, high in (("instances", self.instances, 1, MAX_EACH),
-                                      ("schedulers", self.schedulers, 1, MAX_EACH),
-                                      ("base-port", self.base_port, 1024, 65535 - 200 - MAX_EACH)):
+        for key, value, low, high in (
+            ("instances", self.instances, 1, MAX_EACH),
+            ("schedulers", self.schedulers, 1, MAX_EACH),
+            ("base-port", self.base_port, 1024, 65535 - 200 - MAX_EACH),
+        ):
             if not low <= value <= high:
                 raise ConfigError(f"must be between {low} and {high}, got {value}", key=key)
         unknown = set(self.engine_flags) - set(ENGINE_FLAGS)
@@ -93,9 +100,15 @@ def instance_plans(spec: LocalSpec) -> list[InstancePlan]:
     plans = []
     for i in range(spec.instances):
         engine_port, agent_port = spec.base_port + 100 + i, spec.base_port + 200 + i
-        settings = {"index": i, "engine_port": engine_port, "agent_port": agent_port, "profile": spec.profile,
-                    "seed": spec.seed + i, "served_model_name": spec.served_model_name,
-                    "engine_flags": dict(sorted(spec.engine_flags.items()))}
+        settings = {
+            "index": i,
+            "engine_port": engine_port,
+            "agent_port": agent_port,
+            "profile": spec.profile,
+            "seed": spec.seed + i,
+            "served_model_name": spec.served_model_name,
+            "engine_flags": dict(sorted(spec.engine_flags.items())),
+        }
         plans.append(InstancePlan(f"i{i}", engine_port, agent_port, settings))
     return plans
 
@@ -109,8 +122,9 @@ class Convergence:
     stop: tuple[InstanceState, ...]
 
 
-def converge(existing: tuple[InstanceState, ...], healthy: Mapping[str, bool],
-             wanted: list[InstancePlan]) -> Convergence:
+def converge(
+    existing: tuple[InstanceState, ...], healthy: Mapping[str, bool], wanted: list[InstancePlan]
+) -> Convergence:
     """Pure: ``healthy`` says, per existing instance name, whether its processes run and answer."""
     by_name = {inst.name: inst for inst in existing}
     keep, start, stop = [], [], []
@@ -136,18 +150,45 @@ def _engine_args(settings: Mapping[str, Any]) -> list[str]:
 def _argv(plan: InstancePlan, state_dir: Path) -> tuple[list[str], list[str]]:
     s = plan.settings
     common = ["--profile", s["profile"], *_engine_args(s)]
-    engine = [sys.executable, "-m", EMULATOR_MODULE, "--host", "127.0.0.1", "--port", str(plan.engine_port),
-              "--served-model-name", s["served_model_name"], "--seed", str(s["seed"]), *common]
-    agent = [sys.executable, "-m", AGENT_MODULE, "--engine-url", plan.engine_url, "--host", "127.0.0.1",
-             "--port", str(plan.agent_port), "--token-file", str(token_path(state_dir)), "--name", plan.name,
-             *common]
+    engine = [
+        sys.executable,
+        "-m",
+        EMULATOR_MODULE,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(plan.engine_port),
+        "--served-model-name",
+        s["served_model_name"],
+        "--seed",
+        str(s["seed"]),
+        *common,
+    ]
+    agent = [
+        sys.executable,
+        "-m",
+        AGENT_MODULE,
+        "--engine-url",
+        plan.engine_url,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(plan.agent_port),
+        "--token-file",
+        str(token_path(state_dir)),
+        "--name",
+        plan.name,
+        *common,
+    ]
     return engine, agent
 
 
 def _markers(inst: InstanceState) -> list[tuple[int | None, procs.Marker]]:
     s = inst.settings
-    return [(inst.pids.get("agent"), (AGENT_MODULE, int(s.get("agent_port", 0)))),
-            (inst.pids.get("engine"), (EMULATOR_MODULE, int(s.get("engine_port", 0))))]
+    return [
+        (inst.pids.get("agent"), (AGENT_MODULE, int(s.get("agent_port", 0)))),
+        (inst.pids.get("engine"), (EMULATOR_MODULE, int(s.get("engine_port", 0)))),
+    ]
 
 
 def _healthy(inst: InstanceState) -> bool:
@@ -163,13 +204,16 @@ def _stop_instances(instances: tuple[InstanceState, ...] | list[InstanceState]) 
     return procs.stop([t for inst in instances for t in _markers(inst)])
 
 
-def _start(plans: tuple[InstancePlan, ...], spec: LocalSpec, state_dir: Path, *, timeout_s: float,
-           token: str) -> list[InstanceState]:
+def _start(
+    plans: tuple[InstancePlan, ...], spec: LocalSpec, state_dir: Path, *, timeout_s: float, token: str
+) -> list[InstanceState]:
     for plan in plans:
         for port, what in ((plan.engine_port, "emulator"), (plan.agent_port, "agent")):
             if not procs.port_free(port):
-                raise ClusterError(f"port {port} ({plan.name} {what}) is in use by another program",
-                                   hint="blockctl up --local --base-port PORT")
+                raise ClusterError(
+                    f"port {port} ({plan.name} {what}) is in use by another program",
+                    hint="blockctl up --local --base-port PORT",
+                )
     started: list[InstanceState] = []
     checks = []
     for plan in plans:
@@ -178,12 +222,21 @@ def _start(plans: tuple[InstancePlan, ...], spec: LocalSpec, state_dir: Path, *,
         agent_log = logs_dir(state_dir) / f"{plan.name}-agent.log"
         engine_pid = procs.spawn(engine_argv, engine_log)
         agent_pid = procs.spawn(agent_argv, agent_log)
-        started.append(InstanceState(
-            name=plan.name, host="127.0.0.1", agent_url=plan.agent_url, engine_url=plan.engine_url,
-            profile=spec.profile, pids={"engine": engine_pid, "agent": agent_pid}, settings=plan.settings,
-        ))
-        checks += [(f"{plan.engine_url}/health", engine_pid, engine_log),
-                   (f"{plan.agent_url}/health", agent_pid, agent_log)]
+        started.append(
+            InstanceState(
+                name=plan.name,
+                host="127.0.0.1",
+                agent_url=plan.agent_url,
+                engine_url=plan.engine_url,
+                profile=spec.profile,
+                pids={"engine": engine_pid, "agent": agent_pid},
+                settings=plan.settings,
+            )
+        )
+        checks += [
+            (f"{plan.engine_url}/health", engine_pid, engine_log),
+            (f"{plan.agent_url}/health", agent_pid, agent_log),
+        ]
     try:
         procs.wait_healthy(checks, timeout_s=timeout_s, token=token)
     except ClusterError:
@@ -192,14 +245,22 @@ def _start(plans: tuple[InstancePlan, ...], spec: LocalSpec, state_dir: Path, *,
     return started
 
 
-def up(spec: LocalSpec, state_dir: Path, *, timeout_s: float = 60.0,
-       progress: Progress | None = None) -> ClusterState:
+def up(
+    spec: LocalSpec, state_dir: Path, *, timeout_s: float = 60.0, progress: Progress | None = None
+) -> ClusterState:
     """Bring the local cluster to ``spec`` (converging from whatever runs now); returns the new state."""
     say = progress or (lambda _msg: None)
     spec.validate()
-    sched_specs = scheduler_specs(spec.schedulers, base_port=spec.base_port, policy=spec.policy, k=spec.k,
-                                  tagger=spec.tagger, predict_timeout_ms=spec.predict_timeout_ms,
-                                  api_key_file=spec.api_key_file, host=spec.scheduler_host)
+    sched_specs = scheduler_specs(
+        spec.schedulers,
+        base_port=spec.base_port,
+        policy=spec.policy,
+        k=spec.k,
+        tagger=spec.tagger,
+        predict_timeout_ms=spec.predict_timeout_ms,
+        api_key_file=spec.api_key_file,
+        host=spec.scheduler_host,
+    )
     old = load_state(state_dir)
     if old is not None and old.kind != "local" and old.instances:
         raise ClusterError(f"an SSH cluster is recorded in {state_dir}", hint="blockctl down")
@@ -209,9 +270,13 @@ def up(spec: LocalSpec, state_dir: Path, *, timeout_s: float = 60.0,
     if plan.stop:
         say(f"stopping {', '.join(i.name for i in plan.stop)}")
         _stop_instances(plan.stop)
-    state = ClusterState(kind="local", policy=spec.policy, instances=plan.keep,
-                         schedulers=old.schedulers if old is not None else (),
-                         settings={"base_port": spec.base_port, "profile": spec.profile})
+    state = ClusterState(
+        kind="local",
+        policy=spec.policy,
+        instances=plan.keep,
+        schedulers=old.schedulers if old is not None else (),
+        settings={"base_port": spec.base_port, "profile": spec.profile},
+    )
     if plan.start:
         say(f"starting {', '.join(p.name for p in plan.start)}")
         try:

@@ -32,8 +32,13 @@ def spawn(argv: Sequence[str], log_path: Path, *, env: dict[str, str] | None = N
         log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(argv)}\n".encode())
         log.flush()
         proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True, env={**os.environ, **(env or {})},
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env={**os.environ, **(env or {})},
         )
     _children[proc.pid] = proc
     return proc.pid
@@ -142,8 +147,11 @@ def wait_healthy(
             still = []
             for url, pid, log in pending:
                 if not _running(pid):
-                    raise ClusterError(f"process {pid} exited before {url} was healthy; its log ({log}) "
-                                       f"ends:\n{log_tail(log)}", hint=f"less {log}")
+                    raise ClusterError(
+                        f"process {pid} exited before {url} was healthy; its log ({log}) "
+                        f"ends:\n{log_tail(log)}",
+                        hint=f"less {log}",
+                    )
                 try:
                     healthy = http.get(url).status_code == 200
                 except httpx.HTTPError:
@@ -153,7 +161,8 @@ def wait_healthy(
             pending = still
             if pending and time.monotonic() > deadline:
                 url, _, log = pending[0]
-                raise ClusterError(f"{url} not healthy after {timeout_s:.0f} s; log: {log}",
-                                   hint=f"less {log}")
+                raise ClusterError(
+                    f"{url} not healthy after {timeout_s:.0f} s; log: {log}", hint=f"less {log}"
+                )
             if pending:
                 time.sleep(0.1)

@@ -37,10 +37,25 @@ class SchedulerSpec:
         return f"http://{host}:{self.port}"
 
     def argv(self, state_dir: Path) -> list[str]:
-        argv = [sys.executable, "-m", SCHEDULER_MODULE, "--state-dir", str(state_dir), "--host", self.host,
-                "--port", str(self.port), "--policy", self.policy]
-        for flag, value in (("--k", self.k), ("--tagger", self.tagger), ("--api-key-file", self.api_key_file),
-                            ("--predict-timeout-ms", self.predict_timeout_ms)):
+        argv = [
+            sys.executable,
+            "-m",
+            SCHEDULER_MODULE,
+            "--state-dir",
+            str(state_dir),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--policy",
+            self.policy,
+        ]
+        for flag, value in (
+            ("--k", self.k),
+            ("--tagger", self.tagger),
+            ("--api-key-file", self.api_key_file),
+            ("--predict-timeout-ms", self.predict_timeout_ms),
+        ):
             if value is not None:
                 argv += [flag, str(value)]
         return argv
@@ -75,7 +90,10 @@ def _healthy(url: str) -> bool:
 
 
 def converge_schedulers(
-    state_dir: Path, current: Sequence[SchedulerState], wanted: Sequence[SchedulerSpec], *,
+    state_dir: Path,
+    current: Sequence[SchedulerState],
+    wanted: Sequence[SchedulerSpec],
+    *,
     timeout_s: float = 30.0,
 ) -> tuple[SchedulerState, ...]:
     """Keep healthy daemons that already run as wanted, stop the rest, start what is missing."""
@@ -98,8 +116,10 @@ def converge_schedulers(
             continue
         if not procs.port_free(spec.port, spec.host if spec.host != "0.0.0.0" else "127.0.0.1"):
             stop_schedulers(list(started.values()))
-            raise ClusterError(f"port {spec.port} (scheduler) is in use by another program",
-                               hint="blockctl up --local --base-port PORT")
+            raise ClusterError(
+                f"port {spec.port} (scheduler) is in use by another program",
+                hint="blockctl up --local --base-port PORT",
+            )
         pid = procs.spawn(spec.argv(state_dir), spec.log_path(state_dir))
         started[spec.port] = SchedulerState(url=spec.url, pid=pid, settings=asdict(spec))
         checks.append((f"{spec.url}/health", pid, spec.log_path(state_dir)))
@@ -118,15 +138,18 @@ def stop_schedulers(schedulers: Sequence[SchedulerState], *, timeout_s: float = 
     return procs.stop(targets, timeout_s=timeout_s)
 
 
-def restart_schedulers(state_dir: Path, policy: str, *, k: int | None = None,
-                       timeout_s: float = 30.0) -> ClusterState:
+def restart_schedulers(
+    state_dir: Path, policy: str, *, k: int | None = None, timeout_s: float = 30.0
+) -> ClusterState:
     """Run every scheduler of the cluster with ``policy`` (and ``k``) instead; instances are untouched."""
     state = load_state(state_dir)
     if state is None or not state.schedulers:
         raise StateError(f"no scheduler is recorded in {state_dir}", hint="blockctl up --local")
     make_policy(policy, k=k)
-    wanted = [dataclasses.replace(SchedulerSpec.from_settings(s.settings), policy=policy, k=k)
-              for s in state.schedulers]
+    wanted = [
+        dataclasses.replace(SchedulerSpec.from_settings(s.settings), policy=policy, k=k)
+        for s in state.schedulers
+    ]
     schedulers = converge_schedulers(state_dir, state.schedulers, wanted, timeout_s=timeout_s)
     state = dataclasses.replace(state, policy=policy, schedulers=schedulers)
     save_state(state_dir, state)

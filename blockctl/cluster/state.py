@@ -114,24 +114,36 @@ def from_json(data: Any, *, source: str = STATE_FILE) -> ClusterState:
             raise ValueError(f"version {data.get('version')!r} is not {STATE_VERSION}")
         instances = tuple(
             InstanceState(
-                name=str(i["name"]), host=str(i["host"]), agent_url=str(i["agent_url"]),
-                engine_url=str(i["engine_url"]), profile=str(i["profile"]),
+                name=str(i["name"]),
+                host=str(i["host"]),
+                agent_url=str(i["agent_url"]),
+                engine_url=str(i["engine_url"]),
+                profile=str(i["profile"]),
                 gpus=tuple(int(g) for g in i.get("gpus", ())),
                 pids={str(k): int(v) for k, v in i.get("pids", {}).items()},
-                status=_status(i.get("status", "serving")), settings=dict(i.get("settings", {})),
+                status=_status(i.get("status", "serving")),
+                settings=dict(i.get("settings", {})),
             )
             for i in data.get("instances", [])
         )
         schedulers = tuple(
-            SchedulerState(url=str(s["url"]), pid=None if s.get("pid") is None else int(s["pid"]),
-                           settings=dict(s.get("settings", {})))
+            SchedulerState(
+                url=str(s["url"]),
+                pid=None if s.get("pid") is None else int(s["pid"]),
+                settings=dict(s.get("settings", {})),
+            )
             for s in data.get("schedulers", [])
         )
         kind = data["kind"]
         if kind not in ("local", "ssh"):
             raise ValueError(f"kind {kind!r} is not local or ssh")
-        return ClusterState(kind=kind, policy=str(data["policy"]), instances=instances,
-                            schedulers=schedulers, settings=dict(data.get("settings", {})))
+        return ClusterState(
+            kind=kind,
+            policy=str(data["policy"]),
+            instances=instances,
+            schedulers=schedulers,
+            settings=dict(data.get("settings", {})),
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         raise StateError(f"{source}: malformed cluster state: {what}", hint="blockctl down") from None

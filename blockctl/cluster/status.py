@@ -60,13 +60,23 @@ def _num(data: Any, *keys: str) -> Any:
 def instance_from_agent(inst: InstanceState, health: Any, state: Any, problem: str | None) -> InstanceStatus:
     """Pure: shape an agent's /health and /state answers (None when unreachable) into one status row."""
     healthy = problem is None and isinstance(health, dict) and health.get("status") == "ok"
-    detail = problem or ("ok" if healthy else str(health.get("status", "unhealthy")
-                                                  if isinstance(health, dict) else "unhealthy"))
+    detail = problem or (
+        "ok"
+        if healthy
+        else str(health.get("status", "unhealthy") if isinstance(health, dict) else "unhealthy")
+    )
     free, total = _num(state, "kv_free_blocks"), _num(state, "kv_total_blocks")
     kv = None if free is None or not total else round(100.0 * (total - free) / total, 1)
     return InstanceStatus(
-        name=inst.name, host=inst.host, status=inst.status, agent_url=inst.agent_url, healthy=healthy,
-        detail=detail, running=_num(state, "running"), waiting=_num(state, "waiting"), kv_used_pct=kv,
+        name=inst.name,
+        host=inst.host,
+        status=inst.status,
+        agent_url=inst.agent_url,
+        healthy=healthy,
+        detail=detail,
+        running=_num(state, "running"),
+        waiting=_num(state, "waiting"),
+        kv_used_pct=kv,
         completed=_num(state, "totals", "completed"),
         e2e_error_p50_pct=_num(state, "errors", "e2e", "p50_ape_pct"),
         ttft_error_p50_pct=_num(state, "errors", "ttft", "p50_ape_pct"),
@@ -109,5 +119,10 @@ async def gather_status(state_dir: Path, state: ClusterState, *, timeout_s: floa
             asyncio.gather(*(_instance(http, i) for i in state.instances)),
             asyncio.gather(*(_scheduler(http, s) for s in state.schedulers)),
         )
-    return ClusterStatus(kind=state.kind, policy=state.policy, state_dir=str(state_dir),
-                         instances=tuple(instances), schedulers=tuple(schedulers))
+    return ClusterStatus(
+        kind=state.kind,
+        policy=state.policy,
+        state_dir=str(state_dir),
+        instances=tuple(instances),
+        schedulers=tuple(schedulers),
+    )
