@@ -9,6 +9,7 @@ import uvicorn
 
 from blockctl.engine.profile import DEFAULT_PROFILE, load_profile
 from blockctl.errors import BlockctlError
+from blockctl.tokens import get_counter
 from blockctl_agents.predictor.app import create_app
 from blockctl_agents.predictor.settings import AgentSettings, engine_config_for, read_token
 
@@ -20,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="step-time profile name or path")
     p.add_argument("--token-file", help="file holding the bearer token that guards the agent (mode 0600)")
+    p.add_argument("--tokenizer", help="local HF tokenizer dir to count prompt tokens (default: tiktoken)")
     p.add_argument("--name", help="instance name reported to the scheduler (default: host:port)")
     p.add_argument("--scrape-interval", type=float, default=0.5, help="seconds between /metrics scrapes")
     g = p.add_argument_group("engine flags (as the engine was started; default: the profile's)")
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             max_model_len=args.max_model_len,
             gpu_memory_utilization=args.gpu_memory_utilization,
         )
+        if args.tokenizer:
+            get_counter(args.tokenizer)  # load it now: a bad directory is a start-up error, not a 500 later
         settings = AgentSettings(
             engine_url=args.engine_url.rstrip("/"),
             name=args.name or f"{args.host}:{args.port}",
@@ -55,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             engine_config=config,
             token=read_token(args.token_file) if args.token_file else None,
             scrape_interval_s=args.scrape_interval,
+            tokenizer=args.tokenizer,
         )
     except BlockctlError as exc:
         print(f"⨯ {exc.message}", file=sys.stderr)

@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 
 from blockctl.errors import BadRequest
 from blockctl.openai_api import ENDPOINT_KIND, bad_request_response, error_response, parse_completion_body
-from blockctl.tokens import count_prompt_tokens
+from blockctl.tokens import count_prompt_tokens, get_counter
 from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.sse import SseTokenCounter
 from blockctl_agents.predictor.tracker import Tracked, fallback_output_tokens
@@ -109,7 +109,7 @@ async def forward_completion(request: Request, core: AgentCore, client: httpx.As
         prompt_tokens = _positive_header(request, H_PROMPT)
         predicted = _positive_header(request, H_PREDICTED)
         if prompt_tokens is None:
-            prompt_tokens = max(1, count_prompt_tokens(body))
+            prompt_tokens = max(1, count_prompt_tokens(body, get_counter(core.settings.tokenizer)))
     except BadRequest as exc:
         return bad_request_response(exc)
     except ValueError as exc:
@@ -120,10 +120,9 @@ async def forward_completion(request: Request, core: AgentCore, client: httpx.As
     req_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     if req_id in core.tracker.inflight:
         req_id = f"{req_id}-{uuid.uuid4().hex[:8]}"
+    now = time.monotonic()
     core.admit(
-        Tracked(req_id, time.monotonic(), prompt_tokens, predicted, stream=body.stream, max_tokens=limit),
-        time.monotonic(),
-        _dispatched(request),
+        Tracked(req_id, now, prompt_tokens, predicted, stream=body.stream, max_tokens=limit), now, _dispatched(request)
     )
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
     headers["accept-encoding"] = "identity"

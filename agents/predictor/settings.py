@@ -22,6 +22,7 @@ class AgentSettings:
     token: str | None = None  # bearer token guarding every endpoint but /health and /metrics
     scrape_interval_s: float = 0.5
     connect_retries: int = 2  # extra connection attempts to the engine, only before anything was sent
+    tokenizer: str | None = None  # local HF tokenizer dir for counting prompts (else tiktoken), as the engine's
 
 
 def engine_config_for(
