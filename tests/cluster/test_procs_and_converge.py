@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from blockctl.cluster import procs
-from blockctl.cluster.local import LocalSpec, converge, instance_plans
+from blockctl.cluster.local_plan import LocalSpec, converge, instance_plans
 from blockctl.cluster.state import InstanceState
 from blockctl.errors import ClusterError, ConfigError
 
