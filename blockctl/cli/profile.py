@@ -85,9 +85,12 @@ def register(group: typer.Typer) -> None:
         if as_json:
             print_json(rows)
             return
-        table = Table(title="step-time profiles")
-        for col in ("name", "GPU", "model", "rows", "CV error (5-fold)", "worst held-out region", "KV blocks"):
-            table.add_column(col, justify="left" if col in ("name", "GPU", "model") else "right")
+        table = Table(title="step-time profiles (model error on held-out measured steps)")
+        table.add_column("name", no_wrap=True)
+        table.add_column("GPU")
+        table.add_column("model", no_wrap=True)
+        for col in ("rows", "5-fold CV", "worst region", "KV blocks"):
+            table.add_column(col, justify="right")
         for r in rows:
             table.add_row(r["name"], r["gpu"], r["model"], str(r["rows"]), _pct(r["kfold_mape_pct"]),
                           _pct(r["loro_max_mape_pct"]), str(r["kv_blocks"]))
