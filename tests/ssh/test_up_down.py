@@ -3,6 +3,7 @@ the "GPU host" is this machine running the emulator as its engine through the sa
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tests.ssh.procs import procs_with, wait_gone
 from tests.ssh.servers import SshServer
 
 
+@pytest.mark.slow
 async def test_up_converges_then_down_stops_everything(ssh_server: SshServer, tmp_path: Path) -> None:
     engine_port, agent_port = free_port(), free_port()
     spec = make_spec(
@@ -68,6 +70,21 @@ async def test_up_converges_then_down_stops_everything(ssh_server: SshServer, tm
                 headers={"Authorization": f"Bearer {token}"},
             )
             assert done.status_code == 200 and done.json()["usage"]["completion_tokens"] == 4
+
+        lines: list[str] = []
+        await lifecycle.remote_logs(state_dir, "h1", "engine", lines=5, follow=False, write=lines.append)
+        assert lines[0].startswith("==> h1:") and lines[0].endswith("engine-0.log <==") and len(lines) == 2
+        followed: list[str] = []
+        follow = asyncio.create_task(
+            lifecycle.remote_logs(state_dir, "h1", "agent", lines=3, follow=True, write=followed.append)
+        )
+        for _ in range(200):
+            if followed:
+                break
+            await asyncio.sleep(0.05)
+        follow.cancel()  # what Ctrl-C does
+        await asyncio.gather(follow, return_exceptions=True)
+        assert followed and not any(token in line for line in followed)
 
         again, outcomes = await lifecycle.up(spec, spec_file="cluster.yaml", state_dir=state_dir)
         assert outcomes[0].error is None
