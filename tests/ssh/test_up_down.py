@@ -151,3 +151,39 @@ async def test_changed_spec_restarts_and_removed_host_is_stopped(
         await lifecycle.down(state_dir)
     ports = h2["ports"]
     assert wait_gone(f"--port {ports['engine']}", f"--port {ports['agent']}") == []
+
+
+@pytest.mark.slow
+async def test_standby_host_is_added_then_removed(ssh_server: SshServer, tmp_path: Path) -> None:
+    def host(name: str, **kw: Any) -> dict[str, Any]:
+        return {
+            "address": ssh_server.host,
+            "name": name,
+            "port": ssh_server.port,
+            "user": ssh_server.user,
+            "identity_file": str(ssh_server.client_key),
+            "root": str(tmp_path / name),
+            "agent_bind": "127.0.0.1",
+            "ports": {"engine": free_port(), "agent": free_port()},
+            **kw,
+        }
+
+    active, spare = host("active"), host("spare", standby=True)
+    state_dir = tmp_path / "state"
+    state, _ = await lifecycle.up(
+        make_spec(ssh_server, tmp_path, hosts=[active, spare]), spec_file="a.yaml", state_dir=state_dir
+    )
+    try:
+        assert [i.host for i in state.instances] == ["active"]
+        added = await lifecycle.add_host(state_dir, "spare")
+        assert added.ok and [i.name for i in added.instances] == ["spare-0"]
+        recorded = load_state(state_dir)
+        assert recorded is not None and sorted(i.host for i in recorded.instances) == ["active", "spare"]
+        removed = await lifecycle.remove_host(state_dir, "spare")
+        assert removed.ok
+        recorded = load_state(state_dir)
+        assert recorded is not None and [i.host for i in recorded.instances] == ["active"]
+        ports = spare["ports"]
+        assert wait_gone(f"--port {ports['engine']}", f"--port {ports['agent']}") == []
+    finally:
+        await lifecycle.down(state_dir)

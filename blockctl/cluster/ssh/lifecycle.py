@@ -16,9 +16,10 @@ from pydantic import ValidationError
 
 from blockctl.cluster.spec import ClusterSpec, HostSpec
 from blockctl.cluster.ssh import processes, remote
-from blockctl.cluster.ssh.bootstrap import HostOutcome, bring_up
+from blockctl.cluster.ssh.bootstrap import HostOutcome, bring_up, bring_up_host
 from blockctl.cluster.ssh.connection import connect
 from blockctl.cluster.ssh.hostlog import HostLog, host_log_path
+from blockctl.cluster.ssh.install import build_wheel
 from blockctl.cluster.ssh.plan import RemotePaths
 from blockctl.cluster.state import (
     ClusterState,
@@ -137,6 +138,46 @@ async def down(state_dir: Path) -> list[HostOutcome]:
     return await down_instances(spec_of(state), state.instances, state_dir=state_dir)
 
 
+async def add_host(state_dir: Path, label: str) -> HostOutcome:
+    """Bring one spec host (typically a ``standby`` one) up and add its instances to cluster.json.
+
+    For the autoscaler: the stages are the same as `up`'s; on failure cluster.json is left as it was.
+    """
+    state = _ssh_state(state_dir)
+    spec = spec_of(state)
+    host = spec.host(label)
+    wheel = None
+    if spec.install.mode == "wheel":
+        wheel = await build_wheel(spec.install, state_dir / "wheels")
+    token = ensure_token(state_dir)
+    outcome = await bring_up_host(spec, host, token=token, wheel=wheel, logs_dir=logs_dir(state_dir))
+    if outcome.ok:
+        current = _ssh_state(state_dir)  # re-read: another process may have changed it meanwhile
+        kept = tuple(i for i in current.instances if i.host != label)
+        save_state(state_dir, current.with_instances(kept + tuple(outcome.instances)))
+    return outcome
+
+
+async def remove_host(state_dir: Path, label: str) -> HostOutcome:
+    """Stop one host's engines and agents and drop them from cluster.json (drain it first to lose nothing)."""
+    state = _ssh_state(state_dir)
+    insts = [i for i in state.instances if i.host == label]
+    if not insts:
+        raise ClusterError(f"{label} runs no instance of this cluster", hint="blockctl status")
+    (outcome,) = await down_instances(spec_of(state), insts, state_dir=state_dir)
+    if outcome.ok:
+        current = _ssh_state(state_dir)
+        save_state(state_dir, current.with_instances(tuple(i for i in current.instances if i.host != label)))
+    return outcome
+
+
+def _ssh_state(state_dir: Path) -> ClusterState:
+    state = load_state(state_dir)
+    if state is None or state.kind != "ssh":
+        raise StateError("no SSH cluster is up here", hint="blockctl up -c cluster.yaml")
+    return state
+
+
 async def remote_logs(
     state_dir: Path,
     host: str,
@@ -147,9 +188,7 @@ async def remote_logs(
     write: Callable[[str], None],
 ) -> None:
     """Tail ``role``'s logs of every instance on ``host`` (``-F`` streams until cancelled)."""
-    state = load_state(state_dir)
-    if state is None or state.kind != "ssh":
-        raise StateError("no SSH cluster is up here", hint="blockctl up -c cluster.yaml")
+    state = _ssh_state(state_dir)
     spec = spec_of(state)
     host_spec = spec.host(host)
     insts = [i for i in state.instances if i.host == host]
