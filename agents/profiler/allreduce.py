@@ -37,9 +37,7 @@ class AllReduceModel:
 def fit(sizes_bytes: list[int], ms: list[float], tp: int) -> AllReduceModel:
     """Least-squares fit of the ring model's two constants to measured all-reduce times."""
     hops = 2 * (tp - 1)
-    a = np.column_stack(
-        [np.full(len(sizes_bytes), hops * 1e-3), (hops / tp) * np.asarray(sizes_bytes) / 1e9 * 1e3]
-    )
+    a = np.column_stack([np.full(len(sizes_bytes), hops * 1e-3), (hops / tp) * np.asarray(sizes_bytes) / 1e9 * 1e3])
     (lat_us, inv_bw), *_ = np.linalg.lstsq(a, np.asarray(ms), rcond=None)
     lat_us = max(float(lat_us), 0.0)
     bw = 1.0 / float(inv_bw) if inv_bw > 0 else float("inf")
@@ -57,9 +55,7 @@ def _worker(rank: int, tp: int, port: int, backend: str, sizes: list[int], repea
         torch.cuda.set_device(device)
     results = []
     for n in sizes:
-        t = torch.ones(
-            max(1, n // 2), dtype=torch.bfloat16 if backend == "nccl" else torch.float16, device=device
-        )
+        t = torch.ones(max(1, n // 2), dtype=torch.bfloat16 if backend == "nccl" else torch.float16, device=device)
         for _ in range(3):
             dist.all_reduce(t)
         samples = []
@@ -88,10 +84,7 @@ def measure(tp: int, sizes_bytes: list[int], *, backend: str = "nccl", repeats: 
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [
-        ctx.Process(target=_worker, args=(r, tp, port, backend, sizes_bytes, repeats, queue))
-        for r in range(tp)
-    ]
+    procs = [ctx.Process(target=_worker, args=(r, tp, port, backend, sizes_bytes, repeats, queue)) for r in range(tp)]
     for p in procs:
         p.start()
     try:

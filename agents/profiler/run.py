@@ -11,10 +11,10 @@ from typing import Any
 from blockctl.engine.fit import MeasuredRow
 from blockctl.engine.profile import GpuSpec, build_profile
 from blockctl.engine.shape import ModelShape
-from blockctl.errors import ProfileError
+from blockctl.errors import ConfigError, ProfileError
 from blockctl_agents.profiler import allreduce
-from blockctl_agents.profiler.grid import DEFAULT_GRID, GridSpec, points
-from blockctl_agents.profiler.shape import shard
+from blockctl_agents.profiler.grid import DEFAULT_GRID, QUICK_GRID, GridSpec, points
+from blockctl_agents.profiler.shape import resolve, shard
 from blockctl_agents.profiler.step import StepModel
 from blockctl_agents.profiler.timing import time_step
 
@@ -58,9 +58,7 @@ def _device_spec(device: str) -> GpuSpec:
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         return GpuSpec(name=str(props.name), memory_bytes=int(props.total_memory))
-    return GpuSpec(
-        name=f"CPU {platform.processor() or platform.machine()}", memory_bytes=psutil.virtual_memory().total
-    )
+    return GpuSpec(name=f"CPU {platform.processor() or platform.machine()}", memory_bytes=psutil.virtual_memory().total)
 
 
 def _allreduce_for(cfg: RunConfig, device: str) -> tuple[allreduce.AllReduceModel, dict[str, Any]]:
@@ -134,3 +132,55 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
     rows, info = measure(cfg, progress)
     gpu = _device_spec(info["device"])
     return build_profile(cfg.name, gpu, cfg.shape, rows, info, cross_validate=len(rows) >= 10)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user asks for, as the CLI and the host-side entry point take it (one mapping to RunConfig)."""
+
+    model: str
+    name: str
+    device: str = "auto"
+    grid: str = "default"  # default | quick
+    tp: int = 1
+    max_num_batched_tokens: int = 0  # 0: no cap
+    max_num_seqs: int = 0
+    max_model_len: int = 0
+    repeats: int = 15
+    warmup: int = 3
+    share_layer_weights: bool = False
+    allreduce_latency_us: float = 8.0
+    allreduce_bus_gbps: float = 300.0
+
+    def argv(self) -> list[str]:
+        """The same options as command-line flags of ``python -m blockctl_agents.profiler``."""
+        out: list[str] = []
+        for key, value in self.__dict__.items():
+            flag = "--" + key.replace("_", "-")
+            if isinstance(value, bool):
+                out += [flag] if value else []
+            else:
+                out += [flag, str(value)]
+        return out
+
+    def to_config(self) -> RunConfig:
+        spec = {"default": DEFAULT_GRID, "quick": QUICK_GRID}.get(self.grid)
+        if spec is None:
+            raise ConfigError(f"unknown grid {self.grid!r} (default or quick)", key="--grid")
+        if self.max_num_batched_tokens or self.max_num_seqs or self.max_model_len:
+            spec = spec.capped(
+                max_num_batched_tokens=self.max_num_batched_tokens or max(spec.prefill_tokens),
+                max_num_seqs=self.max_num_seqs or max(spec.decode_batch),
+                max_model_len=self.max_model_len or max(spec.decode_context) + 1,
+            )
+        return RunConfig(
+            name=self.name,
+            shape=resolve(self.model),
+            device=self.device,
+            grid=spec,
+            tp=self.tp,
+            warmup=self.warmup,
+            repeats=self.repeats,
+            share_layer_weights=self.share_layer_weights,
+            allreduce_model=allreduce.AllReduceModel(self.allreduce_latency_us, self.allreduce_bus_gbps),
+        )

@@ -31,9 +31,7 @@ class _Layer:
 class StepModel:
     """Random weights of one GPU's ``shape`` on ``device``; ``inputs(point)`` then ``forward(inputs)`` runs one step."""
 
-    def __init__(
-        self, shape: ShardDims, device: str, *, seed: int = 0, share_layer_weights: bool = False
-    ) -> None:
+    def __init__(self, shape: ShardDims, device: str, *, seed: int = 0, share_layer_weights: bool = False) -> None:
         import torch
 
         self.torch = torch
@@ -108,9 +106,7 @@ class StepModel:
                 parts.append(ap.squeeze(0).transpose(0, 1).reshape(p, nh * hd))
             if b:
                 qd = q[p:].view(b, nh, 1, hd)
-                ad = functional.scaled_dot_product_attention(
-                    qd, inp["k_dec"], inp["v_dec"], enable_gqa=nkv != nh
-                )
+                ad = functional.scaled_dot_product_attention(qd, inp["k_dec"], inp["v_dec"], enable_gqa=nkv != nh)
                 parts.append(ad.reshape(b, nh * hd))
             attn = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
             x = x + attn @ lay.o

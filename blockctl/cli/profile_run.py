@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -14,14 +17,15 @@ from blockctl.engine.profile import load_profile, profile_from_document, user_pr
 from blockctl.errors import ConfigError
 from blockctl_agents.profiler.compare import RegionAgreement, agreement
 
+if TYPE_CHECKING:
+    from blockctl_agents.profiler.run import Options
+
 
 def _out_path(out: str) -> Path:
     if out.endswith(".json"):
         return Path(out).expanduser()
     if not out or ".." in out or out.startswith("/"):
-        raise ConfigError(
-            f"{out!r} is neither a profile name like h100/my-model nor a .json path", key="--out"
-        )
+        raise ConfigError(f"{out!r} is neither a profile name like h100/my-model nor a .json path", key="--out")
     return user_profiles_dir() / f"{out}.json"
 
 
@@ -29,78 +33,59 @@ def register(group: typer.Typer) -> None:
     @group.command("run")
     @handle_errors
     def run_cmd(
-        model: str = typer.Option(
-            ..., "--model", help="Built-in shape name, directory with config.json, or HF id."
-        ),
-        out: str = typer.Option(
-            ..., "--out", help="Profile name (saved in the user profile dir) or a .json path."
-        ),
+        model: str = typer.Option(..., "--model", help="Built-in shape name, directory with config.json, or HF id."),
+        out: str = typer.Option(..., "--out", help="Profile name (saved in the user profile dir) or a .json path."),
         device: str = typer.Option("auto", help="auto (a CUDA GPU), cuda, or cpu (code path only)."),
-        grid: str = typer.Option(
-            "default", help="default (the seed grid, ~180 steps) or quick (a few steps)."
-        ),
-        tp: int = typer.Option(
-            1, "--tp", help="Tensor-parallel size: one GPU's shard is timed, all-reduce added."
-        ),
+        grid: str = typer.Option("default", help="default (the seed grid, ~180 steps) or quick (a few steps)."),
+        tp: int = typer.Option(1, "--tp", help="Tensor-parallel size: one GPU's shard is timed, all-reduce added."),
         max_num_batched_tokens: int = typer.Option(0, help="Cap the grid at this token budget (0: no cap)."),
         max_num_seqs: int = typer.Option(0, help="Cap decode batches at this many sequences (0: no cap)."),
         max_model_len: int = typer.Option(0, help="Cap contexts at this length (0: no cap)."),
         repeats: int = typer.Option(15, min=1, help="Timed replays per step (median reported)."),
         warmup: int = typer.Option(3, min=0, help="Untimed replays before timing."),
-        share_layer_weights: bool = typer.Option(
-            False, help="One layer's weights for all layers (less memory)."
-        ),
-        allreduce_latency_us: float = typer.Option(
-            8.0, help="Ring hop latency used when tp GPUs are absent."
-        ),
-        allreduce_bus_gbps: float = typer.Option(
-            300.0, help="All-reduce bus bandwidth used when tp GPUs are absent."
-        ),
-        compare: str = typer.Option(
-            "", help="A profile to compare with, per grid region (e.g. h100/llama-2-7b)."
-        ),
+        share_layer_weights: bool = typer.Option(False, help="One layer's weights for all layers (less memory)."),
+        allreduce_latency_us: float = typer.Option(8.0, help="Ring hop latency used when tp GPUs are absent."),
+        allreduce_bus_gbps: float = typer.Option(300.0, help="All-reduce bus bandwidth used when tp GPUs are absent."),
+        compare: str = typer.Option("", help="A profile to compare with, per grid region (e.g. h100/llama-2-7b)."),
+        host: str = typer.Option("", help="Run on this host of the cluster spec (-c) over SSH instead of here."),
+        config: Path | None = typer.Option(None, "--config", "-c", help="Cluster spec YAML naming --host."),
         as_json: bool = typer.Option(False, "--json", help="Print the fit and comparison as JSON."),
     ) -> None:
         """Measure engine-step latencies for a model's shape (random weights; only config.json is read)."""
-        from blockctl_agents.profiler import allreduce
-        from blockctl_agents.profiler import grid as gridmod
-        from blockctl_agents.profiler import shape as shapemod
-        from blockctl_agents.profiler.run import RunConfig, run
+        from blockctl_agents.profiler.run import Options, run
 
-        spec = {"default": gridmod.DEFAULT_GRID, "quick": gridmod.QUICK_GRID}.get(grid)
-        if spec is None:
-            raise ConfigError(f"unknown grid {grid!r} (default or quick)", key="--grid")
-        if max_num_batched_tokens or max_num_seqs or max_model_len:
-            spec = spec.capped(
-                max_num_batched_tokens=max_num_batched_tokens or max(spec.prefill_tokens),
-                max_num_seqs=max_num_seqs or max(spec.decode_batch),
-                max_model_len=max_model_len or max(spec.decode_context) + 1,
-            )
         path = _out_path(out)
-        name = out.removesuffix(".json") if not out.endswith(".json") else path.stem
-        cfg = RunConfig(
-            name=name,
-            shape=shapemod.resolve(model),
+        opts = Options(
+            model=model,
+            name=path.stem if out.endswith(".json") else out,
             device=device,
-            grid=spec,
+            grid=grid,
             tp=tp,
-            warmup=warmup,
+            max_num_batched_tokens=max_num_batched_tokens,
+            max_num_seqs=max_num_seqs,
+            max_model_len=max_model_len,
             repeats=repeats,
+            warmup=warmup,
             share_layer_weights=share_layer_weights,
-            allreduce_model=allreduce.AllReduceModel(allreduce_latency_us, allreduce_bus_gbps),
+            allreduce_latency_us=allreduce_latency_us,
+            allreduce_bus_gbps=allreduce_bus_gbps,
         )
         reference = load_profile(compare) if compare else None
-        with Progress(
-            TextColumn("profiling {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=as_json,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(cfg.shape.name, total=None)
-            doc = run(cfg, lambda done, total: bar.update(task, completed=done, total=total))
+        if host:
+            doc = _run_remote(opts, host, config, as_json)
+        else:
+            cfg = opts.to_config()
+            with Progress(
+                TextColumn("profiling {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                disable=as_json,
+                transient=True,
+            ) as bar:
+                task = bar.add_task(cfg.shape.name, total=None)
+                doc = run(cfg, lambda done, total: bar.update(task, completed=done, total=total))
         write_profile(doc, path)
         profile = profile_from_document(doc, source=str(path))
         rows = list(profile.rows)
@@ -120,16 +105,35 @@ def register(group: typer.Typer) -> None:
             )
             return
         ok(
-            f"measured {len(rows)} steps of {cfg.shape.name} on {profile.gpu.name} in "
+            f"measured {len(rows)} steps of {profile.shape.name} on {profile.gpu.name} in "
             f"{doc['measurement']['seconds']} s → {path}"
         )
         cv = fit.get("cv", {})
         if "kfold_mape_pct" in cv:
-            ok(
-                f"step-time model: {cv['kfold_mape_pct']:.1f} % MAPE ({cv.get('kfold_k', 5)}-fold cross-validated)"
-            )
+            ok(f"step-time model: {cv['kfold_mape_pct']:.1f} % MAPE ({cv.get('kfold_k', 5)}-fold cross-validated)")
         if reference:
             _print_agreement(reference.name, regions)
+
+
+def _run_remote(opts: Options, host: str, config: Path | None, quiet: bool) -> dict[str, Any]:
+    from blockctl.cluster.spec import load_spec
+    from blockctl.cluster.ssh.profiling import profile_on_host
+    from blockctl.cluster.state import logs_dir, resolve_state_dir
+
+    if config is None:
+        raise ConfigError(
+            "--host needs the cluster spec that names it",
+            key="--config",
+            hint="blockctl profile run -c cluster.yaml --host HOST ...",
+        )
+    spec = load_spec(config)
+    logs = logs_dir(resolve_state_dir(None))
+    with (
+        console.status(f"profiling on {host} over SSH (log: {logs / 'ssh'})", spinner="dots")
+        if not quiet
+        else nullcontext()
+    ):
+        return asyncio.run(profile_on_host(spec, host, opts.argv(), logs_dir=logs))
 
 
 def _print_agreement(ref_name: str, regions: list[RegionAgreement]) -> None:
