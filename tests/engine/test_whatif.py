@@ -130,3 +130,19 @@ def test_decode_group_fast_path_equals_the_exact_engine(
     assert fast.queue_s == pytest.approx(exact.queue_s, rel=1e-9, abs=1e-12)
     assert (fast.running, fast.waiting, fast.kv_free_blocks) == (exact.running, exact.waiting,
                                                                   exact.kv_free_blocks)
+
+
+def test_typical_agent_states_stay_on_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """48 running + 32 waiting with ShareGPT-like lengths never needs the exact engine (the speed guarantee)."""
+    import blockctl.engine.decodegroup as dg
+    from blockctl.engine.benchmark import decoding_state, sample_request
+
+    class NoEngine:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("the decode group handed over to the exact engine")
+
+    monkeypatch.setattr(dg, "Engine", NoEngine)
+    rng = random.Random(11)
+    for i in range(30):
+        running, waiting = decoding_state(rng, 48, 32)
+        assert simulate(CFG, PROFILE.model, running, waiting, sample_request(rng, f"n{i}")) is not None
