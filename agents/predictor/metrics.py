@@ -75,5 +75,20 @@ def render_metrics(core: AgentCore, now: float) -> str:
         age,
         inst,
     )
+    cal = core.calibration
+    lines += _metric(
+        "blockctl_agent_calibration_overhead_seconds",
+        "gauge",
+        "Learned latency before the first token that the engine model does not see.",
+        cal.overhead.value,
+        inst,
+    )
+    lines += _metric(
+        "blockctl_agent_calibration_tpot_factor",
+        "gauge",
+        "Learned actual / predicted time per output token (later arrivals, host speed).",
+        cal.tpot.value,
+        inst,
+    )
     lines += core.errors.render()
     return "\n".join(lines) + "\n"

@@ -67,6 +67,8 @@ async def test_streaming_completion_is_relayed_and_counted(stack: Stack) -> None
     assert after["errors"]["e2e"]["count"] == 1 and after["errors"]["ttft"]["count"] == 1
     metrics = (await stack.agent.get("/metrics")).text
     assert "blockctl_agent_e2e_relative_error_count 1" in metrics
+    assert 'blockctl_agent_calibration_tpot_factor{instance="inst-0"}' in metrics
+    assert after["calibration"]["samples"] == 1
 
 
 async def test_non_streaming_chat_is_tracked_and_scored(stack: Stack) -> None:
