@@ -41,6 +41,9 @@ def _render(r: dict[str, Any]) -> None:
     )
     for good, text in verdicts:
         ok(text) if good else fail(text)
+    if thr["req_per_cpu_second"] is not None:
+        console.print(f"[dim]extrapolated to a whole idle core: ≈ {thr['req_per_cpu_second']:.0f} req/s "
+                      f"(requests per daemon CPU-second)[/dim]")
     if r["load_avg_1m"] > r["machine_cpus"]:
         console.print("[dim]the machine was busy (load above its CPU count): figures are pessimistic; "
                       "'requests per daemon CPU-second' is what one whole core would sustain[/dim]")
