@@ -15,7 +15,7 @@ from blockctl.scheduler.policies import POLICIES
 def _render(r: dict[str, Any]) -> None:
     lat, thr, targets = r["latency"], r["throughput"], r["targets"]
     table = Table(title=f"scheduler overhead (policy {r['policy']}, {r['instances']} null agents, "
-                        f"daemon pinned to CPU {r['scheduler_cpu']} of {r['machine_cpus']})")
+                        f"throughput run pinned to CPU {r['scheduler_cpu']} of {r['machine_cpus']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [
@@ -59,8 +59,9 @@ def bench_overhead(
 ) -> None:
     """Added latency of the scheduler path vs calling an instance directly, and one daemon's request rate.
 
-    The daemon runs pinned to one CPU in front of null agents that answer instantly, so the figures are the
-    scheduler's own cost (parse, count tokens, ask every agent /predict, choose, forward, relay).
+    The daemon (pinned to one CPU for the throughput run) sits in front of null agents that answer instantly,
+    so the figures are the scheduler's own cost (parse, count tokens, ask every agent /predict, choose,
+    forward, relay).
     """
     if policy not in POLICIES:
         raise ConfigError(f"unknown policy '{policy}'; valid: {', '.join(POLICIES)}", key="policy")
@@ -75,7 +76,7 @@ def bench_overhead(
                               latency_requests=latency_requests)
         print_json(result)
         return
-    with console.status("measuring the scheduler (null agents, one pinned daemon)"):
+    with console.status("measuring the scheduler in front of null agents"):
         result = run_overhead(requests=requests, concurrency=concurrency, policy=policy, instances=instances,
                               latency_requests=latency_requests)
     _render(result)

@@ -1,9 +1,10 @@
 """`blockctl bench overhead`: the scheduler's added latency and its request rate on one core.
 
-Setup: one scheduler daemon pinned to one CPU, in front of null agents (``blockctl.scheduler.nullagent``,
-instant canned answers, pinned elsewhere), so the measured cost is the scheduler's own: parse and validate,
-count prompt tokens, ask every agent ``/predict`` (policy ``block``), choose, forward, relay. The load
-generator is a minimal keep-alive HTTP/1.1 client, far cheaper per request than the daemon it measures.
+Setup: one scheduler daemon (pinned to one CPU for the throughput run) in front of null agents
+(``blockctl.scheduler.nullagent``: instant canned answers, pinned elsewhere), so the measured cost is the
+scheduler's own: parse and validate, count prompt tokens, ask every agent ``/predict`` (policy ``block``),
+choose, forward, relay. The load generator is a minimal keep-alive HTTP/1.1 client, far cheaper per request
+than the daemon it measures.
 
 - latency: sequential requests alternating "direct" (to a null agent) and "via" (through the scheduler);
   added = via − direct at p50 and p99.
@@ -159,16 +160,18 @@ def run_overhead(*, requests: int = 2000, concurrency: int = 32, policy: str = "
                                  "--port", str(sched_port), "--policy", policy, "--log-level", "warning"],
                                 state_dir / "scheduler.log")
         try:
-            os.sched_setaffinity(null_pid, other)
-            os.sched_setaffinity(sched_pid, {sched_cpu})
             procs.wait_healthy([(f"http://127.0.0.1:{p}/health", null_pid, state_dir / "null.log")
                                 for p in agent_ports] +
                                [(f"http://127.0.0.1:{sched_port}/health", sched_pid, state_dir / "scheduler.log")],
                                timeout_s=timeout_s)
-            os.sched_setaffinity(0, other)  # the load generator stays off the scheduler's core
+            sched = psutil.Process(sched_pid)
+            # Latency unpinned: pinning only adds waits for one (possibly busy) core to every hop.
+            latency = asyncio.run(_latency(agent_ports[0], sched_port, latency_requests, sched))
+            # Throughput on one core: the daemon alone on it, null agents and load generator elsewhere.
+            os.sched_setaffinity(null_pid, other)
+            os.sched_setaffinity(sched_pid, {sched_cpu})
+            os.sched_setaffinity(0, other)
             try:
-                sched = psutil.Process(sched_pid)
-                latency = asyncio.run(_latency(agent_ports[0], sched_port, latency_requests, sched))
                 throughput = asyncio.run(_throughput(sched_port, requests, concurrency, sched))
             finally:
                 os.sched_setaffinity(0, set(cpus))
