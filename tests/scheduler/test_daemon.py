@@ -237,3 +237,25 @@ async def test_tagger_seam_predicts_the_length_unless_the_client_hints(
     assert hinted.headers["x-blockctl-predicted-output-tokens"] == "9"
     source = "tagger" if answer else "fallback"
     assert f'blockctl_scheduler_output_length_source_total{{source="{source}"}} 1' in metrics
+
+
+BAD_BODIES = [
+    b"", b"null", b"[]", b'"text"', b"\xff\xfe", b'{"prompt": 5}', b'{"prompt": []}', b'{"prompt": [[1], [2]]}',
+    b'{"prompt": "x", "n": 3}', b'{"prompt": "x", "max_tokens": 0}', b'{"prompt": "x", "stream": "yes"}',
+    b'{"prompt": "x", "stream_options": {"include_usage": true}}', b'{"prompt": "x", "temperature": 9}',
+    b'{"messages": []}', b'{"messages": [{"content": "no role"}]}', b'{"messages": "hi"}',
+    b'{"messages": [{"role": "user", "content": [{"type": "text", "text": 3}]}]}',
+]
+
+
+async def test_garbage_bodies_get_4xx_and_the_daemon_keeps_serving(tmp_path: Path) -> None:
+    agent = FakeAgent("a")
+    async with cluster(tmp_path, agent) as url, httpx.AsyncClient(base_url=url) as http:
+        for body in BAD_BODIES:
+            for path in ("/v1/completions", "/v1/chat/completions"):
+                r = await http.post(path, content=body, headers={"content-type": "application/json"})
+                assert 400 <= r.status_code < 500, (path, body, r.status_code, r.text)
+                assert "message" in r.json()["error"]
+        ok = await http.post("/v1/completions", json=BODY)
+    assert ok.status_code == 200
+    assert len(agent.forwarded) == 1
