@@ -99,6 +99,21 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 # --- asyncssh's in-process server: real SSH protocol, commands run by a real local shell -----------------
 
 
+class _Dropper:
+    """Drops the whole SSH connection the first time a command contains ``needle`` (a transport failure)."""
+
+    def __init__(self, needle: str | None) -> None:
+        self.needle = needle
+        self.dropped = 0
+
+    async def __call__(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        if self.needle and not self.dropped and self.needle in (process.command or ""):
+            self.dropped += 1
+            process.channel.get_extra_info("connection").abort()
+            return
+        await _run_in_shell(process)
+
+
 async def _run_in_shell(process: asyncssh.SSHServerProcess[bytes]) -> None:
     local = await asyncio.create_subprocess_shell(
         process.command or "true",
@@ -132,8 +147,11 @@ async def _run_in_shell(process: asyncssh.SSHServerProcess[bytes]) -> None:
 
 
 @asynccontextmanager
-async def inprocess_server(workdir: Path) -> AsyncIterator[SshServer]:
-    """asyncssh server on a free loopback port, with SFTP on the local filesystem."""
+async def inprocess_server(workdir: Path, *, drop_once: str | None = None) -> AsyncIterator[SshServer]:
+    """asyncssh server on a free loopback port, with SFTP on the local filesystem.
+
+    ``drop_once``: abort the connection the first time a command contains this text.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     host_key = keygen(workdir / "ip_host_ed25519")
     client_key = keygen(workdir / "ip_client_ed25519")
@@ -143,7 +161,7 @@ async def inprocess_server(workdir: Path) -> AsyncIterator[SshServer]:
         0,
         server_host_keys=[str(host_key)],
         authorized_client_keys=f"{client_key}.pub",
-        process_factory=_run_in_shell,
+        process_factory=_Dropper(drop_once),
         sftp_factory=True,
         encoding=None,
     )

@@ -11,7 +11,7 @@ from blockctl.cluster.ssh.bootstrap import bring_up, bring_up_host
 from tests.conftest import free_port
 from tests.ssh.conftest import make_spec
 from tests.ssh.procs import wait_gone
-from tests.ssh.servers import SshServer
+from tests.ssh.servers import SshServer, inprocess_server
 
 SLEEPER = "{python} -c 'import time; time.sleep(300)' --port {port}"
 CRASHER = "sh -c 'echo weights-not-found >&2; exit 3' --port {port}"
@@ -74,3 +74,19 @@ async def test_failed_hosts_do_not_stop_the_others(ssh_server: SshServer, tmp_pa
     assert set(by_host) == {"refused", "badkey"}  # standby hosts are not started
     assert by_host["refused"] is not None and "connection refused" in by_host["refused"].message
     assert by_host["badkey"] is not None and by_host["badkey"].stage == "connect"
+
+
+async def test_transport_failure_mid_bootstrap_reruns_the_stages_once(tmp_path: Path) -> None:
+    async with inprocess_server(tmp_path / "keys", drop_once="nvidia-smi") as server:
+        spec = custom(server, tmp_path / "host", CRASHER)
+        out = await bring_up_host(spec, spec.hosts[0], token="t", wheel=None, logs_dir=tmp_path / "logs")
+    log = (tmp_path / "logs" / "ssh" / "h1.log").read_text()
+    assert "[probe] FAILED" in log and "connection lost" in log
+    assert "re-running the (idempotent) stages once" in log
+    assert log.count("[connect] connected to") == 2
+    # The second run got past the probe; what stops it now is the engine itself, not the transport.
+    assert (
+        out.error is not None
+        and out.error.stage == "wait-engine"
+        and "weights-not-found" in out.error.stderr_tail
+    )

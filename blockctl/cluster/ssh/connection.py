@@ -140,10 +140,19 @@ class HostConn:
         out = _text(result.stdout)
         err = _text(result.stderr)
         status = result.exit_status
-        self.log.write(f"exit {status}" + (f"; stderr: {tail_text(err, 5)}" if err.strip() else ""))
+        signal = result.exit_signal[0] if result.exit_signal else None
+        if status is None and signal is None:  # the channel closed without an exit status: transport lost
+            self.log.write("connection lost before the command reported its exit status")
+            raise TransportFailure(
+                f"connection lost while running `{what or command}`", host=self.label, stage=stage
+            )
+        self.log.write(
+            (f"killed by signal {signal}" if signal else f"exit {status}")
+            + (f"; stderr: {tail_text(err, 5)}" if err.strip() else "")
+        )
         if check and status != 0:
             raise HostError(
-                f"`{what or command}` failed",
+                f"`{what or command}` " + (f"was killed by signal {signal}" if signal else "failed"),
                 host=self.label,
                 stage=stage,
                 exit_status=status,
