@@ -18,6 +18,8 @@ import numpy as np
 
 from blockctl_agents.predictor.sse import SseTokenCounter
 
+TAIL_BYTES = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -103,13 +105,20 @@ async def _one(
             if resp.status_code != 200:
                 await resp.aread()
                 return Outcome(**base, error=f"HTTP {resp.status_code}: {resp.text[:200]}")
+            tail = b""
             async for chunk in resp.aiter_raw():
-                if counter.feed(chunk) and ttft is None:
-                    ttft = time.perf_counter() - t0
+                if ttft is None:  # parse only until the first token (keeps the client light)
+                    if counter.feed(chunk):
+                        ttft = time.perf_counter() - t0
+                else:
+                    tail = (tail + chunk)[-TAIL_BYTES:]
         e2e = time.perf_counter() - t0
     except httpx.HTTPError as exc:
         return Outcome(**base, error=type(exc).__name__)
-    return Outcome(**base, ttft_s=ttft, e2e_s=e2e, tokens=counter.usage_completion_tokens or 0, error=counter.error)
+    end = SseTokenCounter()  # the usage chunk and any error event are at the end of the stream
+    end.feed(tail[tail.find(b"\n\n") + 2 :] if len(tail) == TAIL_BYTES else tail)
+    tokens = end.usage_completion_tokens or counter.usage_completion_tokens or 0
+    return Outcome(**base, ttft_s=ttft, e2e_s=e2e, tokens=tokens, error=counter.error or end.error)
 
 
 async def drive(
