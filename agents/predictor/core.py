@@ -112,7 +112,14 @@ class AgentCore:
             self.calibration.tpot.observe(actual_tpot / (raw_decode / (t.predicted_output_tokens - 1)))
 
     def state(self, now: float) -> dict[str, Any]:
-        """Everything the agent believes, without prompts (it never stores them)."""
+        """Everything the agent believes, without prompts (it never stores them).
+
+        Stable keys others read: the ``/load`` fields; ``totals.{requests,completed,failed,predictions}``;
+        ``errors.{ttft,e2e}.{count,mape_pct,p50_ape_pct,p90_ape_pct}``; ``calibration``; ``engine.metrics``;
+        ``requests[]`` in arrival order with ``id, age_s, prompt_tokens, predicted_output_tokens, max_tokens,
+        stream, produced`` (estimated when not streaming) and ``phase`` (running | waiting, as the what-if
+        sees it: a preempted request is waiting with ``produced`` > 0).
+        """
         view = self.view(now)
         obs = self.obs
         tracked = len(self.tracker.inflight)
