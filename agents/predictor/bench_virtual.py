@@ -9,6 +9,7 @@ stays zero).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from blockctl.engine.core import Engine
 from blockctl.engine.profile import Profile
@@ -20,6 +21,16 @@ from blockctl_agents.predictor.settings import AgentSettings
 from blockctl_agents.predictor.tracker import Tracked
 
 SCRAPE_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class _StepEvents:
+    """What the agent observes when one engine step ends."""
+
+    end: float
+    produced: list[str]
+    finished: list[tuple[str, int]]
+    obs: EngineObservation | None
 
 
 def run_virtual(
@@ -37,22 +48,41 @@ def run_virtual(
     meta: dict[str, tuple[int, int, int, float, float, int, int]] = {}
     next_scrape = 0.0
 
+    pending: list[_StepEvents] = []  # a step that ends after the current arrival: not seen yet
+
+    def deliver(ev: _StepEvents) -> None:
+        for rid in ev.produced:
+            core.tracker.token(rid, ev.end)
+        for rid, n in ev.finished:
+            core.complete(rid, ev.end, ok=True, output_tokens=n)
+        if ev.obs is not None:
+            core.obs = ev.obs
+
     def advance(until: float) -> None:
         nonlocal next_scrape
-        while engine.has_work() and engine.now < until:
+        while pending and pending[0].end <= until:
+            deliver(pending.pop(0))
+        while not pending and engine.has_work() and engine.now < until:
             result = engine.step()
             if result is None:
                 break
             end = result.start + result.duration
-            for r in result.produced:
-                core.tracker.token(r.req_id, end)
-            for r in result.finished:
-                core.complete(r.req_id, end, ok=True, output_tokens=r.num_output_tokens)
-            if end >= next_scrape:
-                core.obs = EngineObservation(
+            obs = None
+            if end >= next_scrape:  # the engine's metrics as of the step's end
+                obs = EngineObservation(
                     end, len(engine.running), len(engine.waiting), engine.kv_usage, float(engine.num_preemptions_total)
                 )
                 next_scrape = end + SCRAPE_S
+            ev = _StepEvents(
+                end,
+                [r.req_id for r in result.produced],
+                [(r.req_id, r.num_output_tokens) for r in result.finished],
+                obs,
+            )
+            if end <= until:
+                deliver(ev)
+            else:
+                pending.append(ev)  # in progress at ``until``: its tokens arrive later
         if not engine.has_work():
             engine.now = max(engine.now, until)
 

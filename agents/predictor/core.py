@@ -49,16 +49,22 @@ class AgentCore:
         new = Request(NEW_ID, prompt_tokens, length)
         raw = whatif_predict(view.config, self.model, view.running, view.waiting, new)
         self.predictions_total += 1
-        ttft, e2e = self.calibration.apply(raw.ttft_s, raw.e2e_s, self.mid_step_s(view))
+        ttft, e2e = self.calibration.apply(raw.ttft_s, raw.e2e_s, self.step_wait_s(view, now))
         return dataclasses.replace(raw, ttft_s=ttft, e2e_s=e2e), view
 
-    def mid_step_s(self, view: EngineView) -> float:
-        """Expected wait for the step in progress: a request arrives, on average, half-way through a step,
-        while the what-if starts at a step boundary. Half the current decode batch's step time."""
+    def step_wait_s(self, view: EngineView, now: float) -> float:
+        """Expected wait for the step in progress (the what-if starts at a step boundary). Streamed tokens
+        mark step ends, so the newest one dates the current step: the wait is the rest of a decode step of
+        the current batch after it; without a usable mark (no stream, or a longer step with a prefill in
+        it), half a step, the mean for an arrival at a random moment."""
         if not view.running:
             return 0.0
         context = sum(r.num_computed_tokens for r in view.running)
-        return 0.5 * self.model.step_seconds(StepShape(decode_batch=len(view.running), decode_context=context))
+        step = self.model.step_seconds(StepShape(decode_batch=len(view.running), decode_context=context))
+        last = self.tracker.last_token_at
+        if last is not None and 0.0 <= now - last < step:
+            return step - (now - last)
+        return 0.5 * step
 
     def load(self, view: EngineView, now: float) -> dict[str, Any]:
         return {

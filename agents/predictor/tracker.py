@@ -98,6 +98,7 @@ class Tracker:
         self.total_completed = 0
         self.total_failed = 0
         self.last_finish_at: float | None = None  # when a request last left the table
+        self.last_token_at: float | None = None  # newest streamed token of any request: ~ the last step's end
 
     def add(self, t: Tracked) -> None:
         self.inflight[t.req_id] = t
@@ -112,6 +113,7 @@ class Tracker:
             t.first_token_at = now
         t.produced += n
         t.last_token_at = now
+        self.last_token_at = now
 
     def finish(self, req_id: str, *, ok: bool, now: float | None = None) -> Tracked | None:
         t = self.inflight.pop(req_id, None)

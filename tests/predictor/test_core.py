@@ -56,3 +56,18 @@ def test_admit_records_the_arrival_prediction_and_complete_scores_it() -> None:
     text = "\n".join(core.errors.render())
     assert 'blockctl_agent_ttft_relative_error_bucket{le="+Inf"} 1' in text
     assert "blockctl_agent_e2e_abs_pct_error_count 1" in text
+
+
+def test_the_wait_for_the_step_in_progress_is_dated_by_the_newest_token() -> None:
+    from blockctl.engine.types import StepShape
+
+    core = core_with(4, 0)
+    view = core.view(100.0)
+    step = core.model.step_seconds(
+        StepShape(decode_batch=4, decode_context=sum(r.num_computed_tokens for r in view.running))
+    )
+    core.tracker.last_token_at = 100.0 - step / 4  # a quarter of the step has passed
+    assert core.step_wait_s(view, 100.0) == pytest.approx(0.75 * step)
+    core.tracker.last_token_at = 100.0 - 5 * step  # no usable mark: half a step on average
+    assert core.step_wait_s(view, 100.0) == pytest.approx(0.5 * step)
+    assert core_with(0, 3).step_wait_s(core_with(0, 3).view(100.0), 100.0) == 0.0  # idle engine
