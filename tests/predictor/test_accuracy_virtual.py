@@ -22,7 +22,7 @@ def _run(qps: float, n: int, noisy_pct: float | None = None) -> dict:  # type: i
 def test_oracle_lengths_meet_the_e2e_target_under_load() -> None:
     s = _run(qps=16, n=400)
     assert s["completed"] == 400
-    assert s["mean_running_at_dispatch"] > 25  # a loaded instance, not an idle one
+    assert s["mean_running_at_dispatch"] > 20  # a loaded instance, not an idle one
     e2e, ttft = s["e2e"], s["ttft"]
     assert e2e["mape_pct"] <= 8.0
     assert abs(e2e["bias_pct"]) <= 4.0
