@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "blockctl.cli.config",
     "blockctl.cli.logs",
     "blockctl.cli.tagger",
+    "blockctl.cli.scale",
 )
 
 app = typer.Typer(

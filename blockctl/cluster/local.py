@@ -160,6 +160,9 @@ def down(state_dir: Path, *, timeout_s: float = 10.0) -> list[int]:
 
     For an SSH cluster only the local schedulers are stopped here; its hosts are the SSH code's to stop.
     """
+    from blockctl.cluster import autoscaler  # it would act on the cluster being stopped
+
+    autoscaler.stop(state_dir, timeout_s=timeout_s)
     state = load_state(state_dir)
     if state is None:
         return []

@@ -1,0 +1,65 @@
+"""A simulated cluster whose instance set changes: instances join (after their start-up) and retire (drain)."""
+
+from __future__ import annotations
+
+from blockctl.bench.sim.cluster import ClusterSim
+from blockctl.bench.sim.observe import observed_queues
+from blockctl.engine.core import Engine
+from blockctl.engine.steptime import StepTimeModel
+from blockctl.engine.types import EngineConfig, Request
+from blockctl.scheduler.policies import Policy
+
+
+class ScalableSim(ClusterSim):
+    """:class:`ClusterSim` plus :meth:`add_instance` and :meth:`retire`.
+
+    NOTE: ``names`` are the instances the router may choose; a retired instance leaves ``names`` but keeps
+    stepping (``advance``/``drain``) until its requests finish. Names are never reused (``i0``, ``i1``, …).
+    """
+
+    def __init__(
+        self,
+        instances: int,
+        config: EngineConfig,
+        model: StepTimeModel,
+        policy: Policy,
+        *,
+        seed: int = 0,
+        noise: float | None = None,
+    ) -> None:
+        super().__init__(instances, config, model, policy, seed=seed, noise=noise)
+        self._rel = model.rel_noise if noise is None else noise
+        self._seed = seed
+        self.retired: set[str] = set()
+
+    def add_instance(self, now: float) -> str:
+        """A new empty instance that serves from ``now`` on; returns its name."""
+        i = len(self._instances)
+        name = f"i{i}"
+        engine = Engine(self.config, self.model, now=now, noise=self._rel, seed=self._seed * 1_000_003 + i)
+        self._instances[name] = type(next(iter(self._instances.values())))(name, engine)
+        self.names.append(name)
+        return name
+
+    def retire(self, name: str) -> None:
+        """Stop routing to ``name``; it keeps running what it holds."""
+        self.names.remove(name)
+        self.retired.add(name)
+
+    def busy(self, name: str) -> bool:
+        return self._instances[name].engine.has_work()
+
+    def load(self, name: str) -> int:
+        e = self._instances[name].engine
+        return len(e.running) + len(e.waiting)
+
+    def waiting(self, name: str) -> int:
+        return len(self._instances[name].engine.waiting)
+
+    def last_finish(self, name: str) -> float:
+        return self._instances[name].engine.now
+
+    def queues(self, name: str) -> tuple[list[Request], list[Request]]:
+        """(running, waiting) of ``name`` as its agent would see them (predicted lengths)."""
+        inst = self._instances[name]
+        return observed_queues(inst.engine, inst.told, self.config)

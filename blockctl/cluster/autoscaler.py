@@ -1,0 +1,238 @@
+"""The autoscaling controller: a background process beside the schedulers that observes agents and scales.
+
+Every ``interval_s`` it reads every serving agent's ``/state`` (in-flight requests with predicted lengths and
+progress, engine config, requests in the last 60 s), builds an :class:`Observation`, asks the scale policy,
+appends the decision to ``autoscaler.jsonl`` in the state dir and, unless advisory, carries it out through
+:mod:`blockctl.cluster.autoscale_local`. Started by ``blockctl scale --auto`` (PID and config in
+``autoscaler.json``), stopped by ``blockctl scale --stop`` or ``blockctl down``.
+
+Live, the reactive policy's "observed P99 TTFT" is the longest wait of a request still queued for its first
+token (a lower bound on its TTFT; agents do not report finished requests' TTFTs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from blockctl.cluster import autoscale_local as ops
+from blockctl.cluster.projection import Load, Queues, project_ttft
+from blockctl.cluster.scaler import AutoscaleConfig, Observation, ScaleDecision, make_scale_policy, projections
+from blockctl.cluster.state import ClusterState, load_state, logs_dir, read_token
+from blockctl.engine.profile import load_profile
+from blockctl.engine.types import EngineConfig, Phase, Request
+from blockctl_agents.predictor.tracker import RECENT_WINDOW_S, assumed_total_output
+
+MODULE = "blockctl.cluster.autoscaler"
+CONFIG_FILE = "autoscaler.json"
+DECISIONS_FILE = "autoscaler.jsonl"
+
+
+def queues_from_state(doc: Mapping[str, Any], config: EngineConfig) -> Queues:
+    """Pure: an agent's ``/state`` requests as (running, waiting) what-if requests (predicted lengths)."""
+    running: list[Request] = []
+    waiting: list[Request] = []
+    for r in doc.get("requests", []):
+        prompt, produced = int(r["prompt_tokens"]), int(r["produced"])
+        total = assumed_total_output(produced, int(r["predicted_output_tokens"]), r.get("max_tokens"),
+                                     max(1, config.max_model_len - prompt))
+        if r.get("phase") == "running" and produced > 0:
+            running.append(Request(str(r["id"]), prompt, total, num_computed_tokens=prompt + produced - 1,
+                                   num_output_tokens=produced, phase=Phase.RUNNING))
+        else:
+            waiting.append(Request(str(r["id"]), prompt, total, num_output_tokens=produced))
+    return running, waiting
+
+
+def oldest_wait(docs: Sequence[Mapping[str, Any]]) -> float | None:
+    """Pure: the longest a request still without its first token has waited (0 when none waits, None when
+    no agent answered)."""
+    ages = [float(r["age_s"]) for d in docs for r in d.get("requests", []) if int(r.get("produced", 0)) == 0]
+    return max(ages) if ages else (0.0 if docs else None)
+
+
+class Controller:
+    """One decision per :meth:`tick`; keeps the rate history and the last actions between ticks."""
+
+    def __init__(self, state_dir: Path, config: AutoscaleConfig, *, advisory: bool = False,
+                 startup_delay_s: float = 0.0) -> None:
+        self.state_dir = state_dir
+        self.config = config
+        self.policy = make_scale_policy(config)
+        self.advisory = advisory
+        self.startup_delay_s = startup_delay_s
+        self.rates: deque[tuple[float, float]] = deque()  # (time, req/s over the agents' 60 s window)
+        self.last_up: float | None = None
+        self.last_down: float | None = None
+
+    def _states(self, state: ClusterState) -> list[dict[str, Any]]:
+        token = read_token(self.state_dir)
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        docs = []
+        with httpx.Client(timeout=2.0, headers=headers) as http:
+            for inst in state.serving():
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    resp = http.get(f"{inst.agent_url}/state")
+                    if resp.status_code == 200:
+                        docs.append(resp.json())
+        return docs
+
+    def observe(self, now: float) -> Observation:
+        state = load_state(self.state_dir)
+        if state is None:
+            return Observation(now=now, ready=0)
+        docs = self._states(state)
+        starting = [i for i in state.instances if ops.starting(i)]
+        rate = sum(int(d.get("recent_requests", 0)) for d in docs) / RECENT_WINDOW_S
+        self.rates.append((now, rate))
+        while self.rates and self.rates[0][0] < now - self.config.window_s:
+            self.rates.popleft()
+        slope = _slope(self.rates)
+        reqs = [r for d in docs for r in d.get("requests", [])]
+        proj: dict[int, float] = {}
+        ready = len(state.serving())
+        if self.config.policy == "predictive" and docs:
+            engine = EngineConfig(**docs[0]["engine_config"])
+            model = load_profile(str(docs[0]["profile"])).model
+            prompt = round(sum(int(r["prompt_tokens"]) for r in reqs) / len(reqs)) if reqs else 256
+            out = round(sum(int(r["predicted_output_tokens"]) for r in reqs) / len(reqs)) if reqs else 256
+            load = Load(rate, prompt, out, slope=max(0.0, slope), margin=self.config.rate_margin)
+            queues = [queues_from_state(d, engine) for d in docs]
+            waits = [max(0.0, self.config.startup_s - (time.time() - float(i.settings["starting"])))
+                     for i in starting]
+            cfg = self.config
+            proj = projections(lambda n: project_ttft(engine, model, queues, n, load, startup_s=cfg.startup_s,
+                                                      horizon_s=cfg.horizon_s, starting=waits,
+                                                      give_up_above=2 * cfg.target_ttft_s),
+                               ready + len(starting), cfg)
+        return Observation(now=now, ready=ready, starting=len(starting),
+                           waiting=sum(int(d.get("waiting", 0)) for d in docs), arrival_rate=rate,
+                           ttft_p99_s=oldest_wait(docs), projected_ttft_s=proj, last_up_s=self.last_up,
+                           last_down_s=self.last_down)
+
+    def tick(self) -> tuple[Observation, ScaleDecision]:
+        if not self.advisory:
+            ops.promote_ready(self.state_dir)
+            ops.reap_drained(self.state_dir)
+        now = time.monotonic()
+        obs = self.observe(now)
+        decision = self.policy.decide(obs)
+        if decision.action == "up":
+            self.last_up = now
+            if not self.advisory:
+                ops.launch(self.state_dir, decision.target - obs.current, startup_delay_s=self.startup_delay_s)
+        elif decision.action == "down":
+            self.last_down = now
+            if not self.advisory:
+                ops.drain(self.state_dir, obs.current - decision.target)
+        self._record(obs, decision)
+        return obs, decision
+
+    def _record(self, obs: Observation, decision: ScaleDecision) -> None:
+        line = {"time": time.time(), "advisory": self.advisory, **decision.to_json(), "ready": obs.ready,
+                "starting": obs.starting, "rate": round(obs.arrival_rate, 3),
+                "projected_ttft_s": {str(k): round(v, 4) for k, v in obs.projected_ttft_s.items()},
+                "observed_ttft_s": obs.ttft_p99_s}
+        with open(self.state_dir / DECISIONS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+
+
+def _slope(points: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of (time, rate) points; 0 with fewer than three."""
+    if len(points) < 3:
+        return 0.0
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mr = sum(r for _, r in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    return sum((t - mt) * (r - mr) for t, r in points) / var if var > 0 else 0.0
+
+
+# ---- the background process ----------------------------------------------------------------------------------
+def _is_ours(pid: int, state_dir: Path) -> bool:
+    try:
+        cmd = psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    pairs = set(itertools.pairwise(cmd))
+    return ("-m", MODULE) in pairs and ("--state-dir", str(state_dir)) in pairs
+
+
+def running_pid(state_dir: Path) -> int | None:
+    """The controller's PID when one runs for ``state_dir``."""
+    try:
+        pid = int(json.loads((state_dir / CONFIG_FILE).read_text(encoding="utf-8"))["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid if _is_ours(pid, state_dir) else None
+
+
+def start(state_dir: Path, config: AutoscaleConfig, *, advisory: bool, startup_delay_s: float) -> int:
+    """Start the controller in the background (replacing a running one); returns its PID."""
+    from blockctl.cluster import procs
+
+    config.validate()
+    stop(state_dir)
+    doc = {"config": asdict(config), "advisory": advisory, "startup_delay_s": startup_delay_s}
+    (state_dir / CONFIG_FILE).write_text(json.dumps(doc) + "\n", encoding="utf-8")
+    pid = procs.spawn([sys.executable, "-m", MODULE, "--state-dir", str(state_dir)],
+                      logs_dir(state_dir) / "autoscaler.log")
+    (state_dir / CONFIG_FILE).write_text(json.dumps({**doc, "pid": pid}) + "\n", encoding="utf-8")
+    return pid
+
+
+def stop(state_dir: Path, *, timeout_s: float = 10.0) -> int | None:
+    """Stop the controller of ``state_dir`` if one runs; returns its PID."""
+    pid = running_pid(state_dir)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired):
+            psutil.Process(pid).wait(timeout_s)
+    (state_dir / CONFIG_FILE).unlink(missing_ok=True)
+    return pid
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__)
+    parser.add_argument("--state-dir", required=True, type=Path)
+    args = parser.parse_args(argv)
+    doc = json.loads((args.state_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    config = AutoscaleConfig(**doc["config"])
+    ctl = Controller(args.state_dir, config, advisory=bool(doc["advisory"]),
+                     startup_delay_s=float(doc.get("startup_delay_s", 0.0)))
+    stopping = False
+
+    def on_term(_sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    while not stopping and load_state(args.state_dir) is not None:
+        started = time.monotonic()
+        try:
+            _, decision = ctl.tick()
+            print(f"{time.strftime('%H:%M:%S')} {decision.action} -> {decision.target}: {decision.reason}",
+                  flush=True)
+        except Exception as exc:  # the loop outlives a failed observation or action; it is logged
+            print(f"{time.strftime('%H:%M:%S')} tick failed: {exc!r}", flush=True)
+        while not stopping and time.monotonic() - started < config.interval_s:
+            time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    main()
