@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 import pytest
 
 from blockctl.bench.sim.lengths import LengthSpec, noisy_lengths, parse_lengths, predicted_lengths
-from blockctl.errors import ConfigError
+from blockctl.errors import ConfigError, TaggerError
 
 
 def test_parse_each_kind() -> None:
@@ -50,6 +51,10 @@ def test_oracle_is_the_truth() -> None:
     assert predicted_lengths(LengthSpec("oracle"), [3, 9], [None, None], seed=0) == [3, 9]
 
 
-def test_tagger_needs_prompt_text() -> None:
+def test_tagger_needs_a_directory_and_prompt_text(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="tagger:DIR"):
+        predicted_lengths(LengthSpec("tagger"), [3], ["hi"], seed=0)
     with pytest.raises(ConfigError, match="no prompt text"):
-        predicted_lengths(LengthSpec("tagger"), [3], [None], seed=0)
+        predicted_lengths(LengthSpec("tagger", tagger_dir=str(tmp_path)), [3], [None], seed=0)
+    with pytest.raises(TaggerError, match=r"config\.json"):
+        predicted_lengths(LengthSpec("tagger", tagger_dir=str(tmp_path)), [3], ["hi"], seed=0)

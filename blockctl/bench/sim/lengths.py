@@ -1,4 +1,4 @@
-"""Predicted output lengths for simulated requests: ``oracle``, ``noisy:PCT`` or ``tagger[:DIR]``."""
+"""Predicted output lengths for simulated requests: ``oracle``, ``noisy:PCT`` or ``tagger:DIR``."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ class LengthSpec:
     """A parsed ``--lengths`` value.
 
     ``noisy:PCT``: predicted = round(true × (1 + u)), u ~ Uniform(−PCT/100, +PCT/100), at least 1 — an
-    unbiased error whose magnitude never exceeds PCT % (mean |error| = PCT/2 %). ``tagger[:DIR]``: the
-    trained length tagger in DIR (default: the tagger's own default location) predicts from the prompt text.
+    unbiased error whose magnitude never exceeds PCT % (mean |error| = PCT/2 %). ``tagger:DIR``: the
+    length tagger trained into DIR predicts from the prompt text (cached per prompt on disk).
     """
 
     kind: str
@@ -33,7 +33,7 @@ class LengthSpec:
 
 
 def parse_lengths(spec: str) -> LengthSpec:
-    """Parse ``oracle``, ``noisy:PCT`` (0 ≤ PCT ≤ 100) or ``tagger[:DIR]``; ConfigError names the option."""
+    """Parse ``oracle``, ``noisy:PCT`` (0 ≤ PCT ≤ 100) or ``tagger:DIR``; ConfigError names the option."""
     kind, _, arg = spec.strip().partition(":")
     if kind == "oracle" and not arg:
         return LengthSpec("oracle")
@@ -46,8 +46,8 @@ def parse_lengths(spec: str) -> LengthSpec:
             raise ConfigError(f"'{spec}': PCT must be between 0 and 100", key="--lengths")
         return LengthSpec("noisy", pct=pct)
     if kind == "tagger":
-        return LengthSpec("tagger", tagger_dir=arg or None)
-    raise ConfigError(f"'{spec}': expected one of oracle, noisy:PCT, tagger[:DIR]", key="--lengths")
+        return LengthSpec("tagger", tagger_dir=arg or None)  # no DIR: refused when lengths are asked for
+    raise ConfigError(f"'{spec}': expected one of oracle, noisy:PCT, tagger:DIR", key="--lengths")
 
 
 def noisy_lengths(true_lengths: Sequence[int], pct: float, *, seed: int) -> list[int]:
@@ -69,11 +69,16 @@ def predicted_lengths(
 
 
 def _tagger_lengths(tagger_dir: str | None, prompts: Sequence[str | None]) -> list[int]:
-    if any(p is None for p in prompts):
+    if tagger_dir is None:
+        raise ConfigError("'tagger' needs the trained tagger's directory: tagger:DIR", key="--lengths",
+                          hint="blockctl train-tagger --data sharegpt --out DIR")
+    texts = [p for p in prompts if p is not None]
+    if len(texts) != len(prompts):
         raise ConfigError(
             "the workload has no prompt text (lengths only), so a tagger cannot predict from it",
             key="--lengths",
             hint="use --lengths noisy:50 or a text workload such as --workload sharegpt",
         )
-    raise ConfigError("no length tagger is available in this build", key="--lengths",
-                      hint="--lengths noisy:50")
+    from blockctl.tagger.cache import predict_lengths  # cached on disk; loads torch only on a cache miss
+
+    return [max(1, n) for n in predict_lengths(tagger_dir, texts)]
