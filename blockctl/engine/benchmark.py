@@ -1,4 +1,8 @@
-"""Speed of the engine model itself: exact steps/s, fast-forward throughput, what-if latency."""
+"""Speed of the engine model itself: exact steps/s, fast-forward throughput, what-if latency.
+
+Times are taken with ``clock``: the process's CPU time by default (robust on a shared machine: time spent
+descheduled does not count), or ``time.perf_counter`` for wall clock.
+"""
 
 from __future__ import annotations
 
@@ -46,8 +50,8 @@ class EngineSpeed:
     waiting: int
     steps_per_s: float  # exact Engine.step() with `running` decoding requests
     emulated_step_ms: float  # the model's time of one of those steps
-    ff_tokens_per_s: float  # generated tokens per wall second, run_until over an arrival stream
-    ff_sim_speedup: float  # simulated seconds per wall second, same run
+    ff_tokens_per_s: float  # generated tokens per second spent, run_until over an arrival stream
+    ff_sim_speedup: float  # simulated seconds per second spent, same run
     stepwise_tokens_per_s: float  # the same stream with fast-forward off
     predict_p50_us: float
     predict_p99_us: float
@@ -59,7 +63,9 @@ def _quantile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def exact_steps(config: EngineConfig, profile: Profile, running: int, seconds: float) -> tuple[float, float]:
+def exact_steps(
+    config: EngineConfig, profile: Profile, running: int, seconds: float, clock: Callable[[], float]
+) -> tuple[float, float]:
     """Exact decode steps of ``running`` requests: (steps per wall second, emulated ms per step)."""
     rng = random.Random(1)
     steps, emulated, busy = 0, 0.0, 0.0
@@ -69,17 +75,19 @@ def exact_steps(config: EngineConfig, profile: Profile, running: int, seconds: f
             r.output_tokens = r.num_output_tokens + 200  # none finishes within the 100 timed steps
             if r.prompt_tokens + r.output_tokens <= config.max_model_len:
                 eng.restore(r)
-        start = time.perf_counter()
+        start = clock()
         for _ in range(100):
             res = eng.step()
             assert res is not None
             emulated += res.duration
-        busy += time.perf_counter() - start
+        busy += clock() - start
         steps += 100
     return steps / busy, 1e3 * emulated / steps
 
 
-def stream(config: EngineConfig, profile: Profile, n: int, fast: bool, running: int) -> tuple[int, float, float]:
+def stream(
+    config: EngineConfig, profile: Profile, n: int, fast: bool, running: int, clock: Callable[[], float]
+) -> tuple[int, float, float]:
     """Poisson arrivals at the rate that keeps about ``running`` requests in flight; (tokens, sim s, wall s)."""
     rng = random.Random(2)
     reqs = [sample_request(rng, f"q{i}") for i in range(n)]
@@ -89,20 +97,20 @@ def stream(config: EngineConfig, profile: Profile, n: int, fast: bool, running: 
     eng = Engine(config, profile.model)
     eng.fast_forward = fast
     t = 0.0
-    start = time.perf_counter()
+    start = clock()
     for r in reqs:
         t += rng.expovariate(qps)
         eng.run_until(t)
         eng.add(r)
     eng.run_until(math.inf)
-    wall = time.perf_counter() - start
+    wall = clock() - start
     last = max(r.finish_time or 0.0 for r in reqs)
     return sum(r.output_tokens for r in reqs), last, wall
 
 
 def predict_latency(
     config: EngineConfig, profile: Profile, running: int, waiting: int, n: int,
-    fn: Callable[..., object] = predict,
+    fn: Callable[..., object] = predict, clock: Callable[[], float] = time.process_time,
 ) -> list[float]:
     rng = random.Random(3)
     states = [decoding_state(rng, running, waiting) for _ in range(50)]
@@ -110,23 +118,24 @@ def predict_latency(
     out = []
     for i in range(n):
         run, wait = states[i % 50]
-        t0 = time.perf_counter()
+        t0 = clock()
         fn(config, profile.model, run, wait, news[i % 50])
-        out.append((time.perf_counter() - t0) * 1e6)
+        out.append((clock() - t0) * 1e6)
     return out
 
 
 def measure(profile: Profile, *, running: int = 48, waiting: int = 32, requests: int = 3000,
-            predicts: int = 2000, seconds: float = 1.0) -> EngineSpeed:
+            predicts: int = 2000, seconds: float = 1.0, wall: bool = False) -> EngineSpeed:
     config = profile.engine_defaults()
-    steps_per_s, step_ms = exact_steps(config, profile, running, seconds)
-    tokens, sim_s, wall = stream(config, profile, requests, True, running)
-    tokens_slow, _, wall_slow = stream(config, profile, max(200, requests // 5), False, running)
-    lat = predict_latency(config, profile, running, waiting, predicts)
-    lat_exact = predict_latency(config, profile, running, waiting, max(50, predicts // 20), predict_exact)
+    clock = time.perf_counter if wall else time.process_time
+    steps_per_s, step_ms = exact_steps(config, profile, running, seconds, clock)
+    tokens, sim_s, spent = stream(config, profile, requests, True, running, clock)
+    tokens_slow, _, spent_slow = stream(config, profile, max(200, requests // 5), False, running, clock)
+    lat = predict_latency(config, profile, running, waiting, predicts, clock=clock)
+    lat_exact = predict_latency(config, profile, running, waiting, max(50, predicts // 20), predict_exact, clock)
     return EngineSpeed(
         running=running, waiting=waiting, steps_per_s=steps_per_s, emulated_step_ms=step_ms,
-        ff_tokens_per_s=tokens / wall, ff_sim_speedup=sim_s / wall, stepwise_tokens_per_s=tokens_slow / wall_slow,
+        ff_tokens_per_s=tokens / spent, ff_sim_speedup=sim_s / spent, stepwise_tokens_per_s=tokens_slow / spent_slow,
         predict_p50_us=_quantile(lat, 0.5), predict_p99_us=_quantile(lat, 0.99),
         predict_exact_p50_us=_quantile(lat_exact, 0.5),
     )

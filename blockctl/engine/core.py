@@ -178,15 +178,16 @@ class Engine:
         free = self.free_blocks
         pt = ps = pc = db = dc = 0  # the step's shape, summed as requests are scheduled
         attn = 0.0
-        i = 0
-        while i < len(running) and budget > 0:
-            r = running[i]
+        for r in running:  # preemption pops from the end: the iteration stops at the new end
+            if budget <= 0:
+                break
             c = r.num_computed_tokens
             o = r.num_output_tokens
             n = r.prompt_tokens + o - c
+            decode = n == 1 and o > 0
             if n > budget:
                 n = budget
-            new_blocks = -(-(c + n) // bs) + (c // -bs)
+            new_blocks = (1 if c % bs == 0 else 0) if decode else -(-(c + n) // bs) + (c // -bs)
             if new_blocks > free:
                 self.free_blocks = free
                 while new_blocks > self.free_blocks:
@@ -201,8 +202,7 @@ class Engine:
             reqs.append(r)
             tokens.append(n)
             budget -= n
-            i += 1
-            if n == 1 and o and c == r.prompt_tokens + o - 1:
+            if decode:
                 db += 1
                 dc += c
             else:
