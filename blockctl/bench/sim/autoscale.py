@@ -159,7 +159,8 @@ def _observe(
     rate = len(recent) / span if span > 0 else 0.0
     half = span / 2
     early = sum(1 for a, _, _ in recent if a <= t - half)
-    slope = ((len(recent) - early) - early) / half / half if half > 0 else 0.0
+    # a trend needs a full window: over a few seconds the arrival count is mostly noise
+    slope = ((len(recent) - early) - early) / half / half if span >= cfg.window_s else 0.0
     proj: dict[int, float] = {}
     current = len(sim.names) + len(pending)
     if cfg.policy == "predictive":
