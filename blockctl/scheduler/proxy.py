@@ -89,6 +89,7 @@ async def forward(
         except (UpstreamError, _Retry) as exc:
             last_error = f"instance {view.instance}: {exc.message if isinstance(exc, UpstreamError) else exc}"
             metrics.forward_errors[view.instance] += 1
+            router.bench(view.instance)
             log.warning("forward to %s failed before the reply: %s", view.instance, last_error)
             continue
         metrics.routed[view.instance] += 1

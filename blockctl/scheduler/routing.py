@@ -16,6 +16,7 @@ from blockctl.scheduler.policies import InstanceView, Policy, RoundRobin, RouteR
 
 log = logging.getLogger("blockctl.scheduler")
 LOG_EVERY_S = 10.0
+BENCH_S = 2.0
 
 
 @dataclass(slots=True)
@@ -41,10 +42,20 @@ class Router:
         self.fallback = RoundRobin()
         self._skipped: dict[str, int] = {}  # agent -> failed queries not yet reported in the log
         self._logged: dict[str, float] = {}  # agent -> when its failures were last logged
+        self._benched: dict[str, float] = {}  # instance -> monotonic time until which it gets no requests
+
+    def bench(self, name: str, seconds: float = BENCH_S) -> None:
+        """Route around an instance whose forward just failed (its agent may still predict well for a dead
+        engine); it is asked again after ``seconds``, or at once when every other instance is benched too."""
+        self._benched[name] = time.monotonic() + seconds
 
     async def candidates(self, request: RouteRequest, serving: tuple[str, ...],
                          clients: Mapping[str, AgentClient]) -> Candidates:
         """Ask what the policy needs to know; an agent that errs or misses the deadline is left out."""
+        if self._benched:
+            now = time.monotonic()
+            self._benched = {n: t for n, t in self._benched.items() if t > now}
+            serving = tuple(n for n in serving if n not in self._benched) or serving
         if not self.policy.needs_load:
             return Candidates(request, serving, [blank_view(n) for n in serving], fallback=False)
         asked = [n for n in self.policy.sample(serving, self.rng) if n in clients]

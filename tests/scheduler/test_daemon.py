@@ -121,10 +121,13 @@ async def test_dead_instance_is_retried_elsewhere_before_any_byte(tmp_path: Path
     dead, alive = FakeAgent("dead", e2e_s=0.1, traffic_status=503), FakeAgent("alive", e2e_s=1.0)
     async with cluster(tmp_path, dead, alive) as url, httpx.AsyncClient(base_url=url) as http:
         r = await http.post("/v1/completions", json={**BODY, "stream": True})
+        later = [await http.post("/v1/completions", json=BODY) for _ in range(3)]
     assert r.status_code == 200 and r.headers["x-blockctl-instance"] == "alive"
     assert r.headers["content-type"].startswith("text/event-stream")
     assert r.text.endswith("data: [DONE]\n\n")
-    assert len(dead.forwarded) == 1 and len(alive.forwarded) == 1
+    # "dead" still predicts best, but after its failed forward it is benched: no more round trips to it.
+    assert [x.headers["x-blockctl-instance"] for x in later] == ["alive"] * 3
+    assert len(dead.forwarded) == 1 and len(alive.forwarded) == 4
 
 
 async def test_connection_refused_instance_is_retried(tmp_path: Path) -> None:
@@ -141,7 +144,9 @@ async def test_connection_refused_instance_is_retried(tmp_path: Path) -> None:
             replies = [await http.post("/v1/completions", json=BODY) for _ in range(4)]
             metrics = (await http.get("/metrics")).text
     assert all(r.status_code == 200 and r.headers["x-blockctl-instance"] == "alive" for r in replies)
-    assert "blockctl_scheduler_retries_total 2" in metrics
+    # Request 2 tried "gone" and was retried; "gone" is then benched, so requests 3 and 4 skip it.
+    assert "blockctl_scheduler_retries_total 1" in metrics
+    assert 'blockctl_scheduler_forward_errors_total{instance="gone"} 1' in metrics
 
 
 async def test_broken_stream_ends_with_an_error_event(tmp_path: Path) -> None:

@@ -1,12 +1,18 @@
-"""Plain-value pieces of the daemon: the output-length rule and agent JSON → InstanceView."""
+"""Plain-value pieces of the daemon: the output-length rule, agent JSON → InstanceView, benching."""
 
 from __future__ import annotations
+
+import asyncio
+import random
 
 import pytest
 
 from blockctl.errors import BadRequest
 from blockctl.scheduler.agents import view_from_json
 from blockctl.scheduler.lengths import parse_hint, resolve
+from blockctl.scheduler.metrics import SchedulerMetrics
+from blockctl.scheduler.policies import RouteRequest, make_policy
+from blockctl.scheduler.routing import Router
 
 LOAD = {"running": 2, "waiting": 1, "outstanding": 3, "kv_free_blocks": 10, "kv_total_blocks": 20,
         "waiting_prompt_blocks": 4, "recent_requests": 9}
@@ -57,3 +63,20 @@ def test_view_from_predict_and_load() -> None:
 def test_malformed_agent_answers_are_value_errors(data: object) -> None:
     with pytest.raises(ValueError, match="malformed agent answer"):
         view_from_json("i0", data, with_prediction=isinstance(data, dict) and "ttft_s" in data)
+
+
+async def test_benched_instances_are_routed_around_until_their_time_is_up() -> None:
+    router = Router(make_policy("round-robin"), rng=random.Random(0), deadline_s=0.1,
+                    metrics=SchedulerMetrics("round-robin"))
+    req = RouteRequest(prompt_tokens=1, predicted_output_tokens=1)
+
+    async def names() -> list[str]:
+        return [v.instance for v in (await router.candidates(req, ("a", "b"), {})).views]
+
+    assert await names() == ["a", "b"]
+    router.bench("a", seconds=0.2)
+    assert await names() == ["b"]
+    router.bench("b", seconds=0.2)
+    assert await names() == ["a", "b"]  # everyone benched: nobody is excluded
+    await asyncio.sleep(0.25)
+    assert await names() == ["a", "b"]
