@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             print(f"  try: {exc.hint}", file=sys.stderr)
         return 2
+    if settings.token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"! no --token-file: /predict, /state and the OpenAI routes on {args.host} are open to anyone "
+            "who can reach this port",
+            file=sys.stderr,
+        )
     app = create_app(settings, profile.model)
     # keep-alive longer than any client pool keeps idle connections (httpx: 5 s), so no request races a close
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, timeout_keep_alive=30)
