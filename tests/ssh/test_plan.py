@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from blockctl.cluster.spec import ClusterSpec, parse_spec
 from blockctl.cluster.ssh.plan import expand_home, plan_host
-from blockctl.cluster.ssh.probe import Gpu, ProbeResult, parse_probe
+from blockctl.cluster.ssh.probe import Gpu, ProbeResult, parse_probe, probe_script
 from blockctl.errors import HostError
 
 PROBE = """home=/home/u
@@ -110,3 +114,26 @@ def test_fingerprint_follows_what_runs() -> None:
 def test_expand_home() -> None:
     assert expand_home("~", "/h") == "/h" and expand_home("~/x", "/h/") == "/h/x"
     assert expand_home("/abs", "/h") == "/abs"
+
+
+def test_probe_script_in_a_real_shell_reads_nvidia_smi(tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "nvidia-smi"  # stands in for the driver's tool: prints what it was asked for
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\n"
+        '[ "$1" = "--query-gpu=index,name,memory.total,memory.free" ] || exit 9\n'
+        "echo '0, NVIDIA H100 80GB HBM3, 81559, 80100'\necho '1, NVIDIA H100 80GB HBM3, 81559, 512'\n"
+    )
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "HOME": str(tmp_path)}
+    out = subprocess.run(
+        ["bash", "-c", probe_script(sys.executable)], capture_output=True, text=True, env=env
+    )
+    found = parse_probe(out.stdout)
+    assert found.home == str(tmp_path) and found.python_version == ".".join(map(str, sys.version_info[:3]))
+    assert [g.memory_free_mib for g in found.gpus] == [80100, 512] and found.gpus[0].name.startswith("NVIDIA")
+    assert found.disk_free_mib is not None and found.disk_free_mib > 0 and (found.cpus or 0) >= 1
+    missing = parse_probe(
+        subprocess.run(["bash", "-c", probe_script("/no/python")], capture_output=True, text=True).stdout
+    )
+    assert missing.python_version is None

@@ -26,7 +26,21 @@ class ProbeResult:
     cpus: int | None
 
 
+# Without nvidia-smi on PATH: the same rows from nvidia-ml-py (`pip install blockctl[host]`), if importable.
+_NVML_PY = """
+import pynvml as n
+n.nvmlInit()
+for i in range(n.nvmlDeviceGetCount()):
+    h = n.nvmlDeviceGetHandleByIndex(i)
+    name = n.nvmlDeviceGetName(h)
+    name = name.decode() if isinstance(name, bytes) else name
+    m = n.nvmlDeviceGetMemoryInfo(h)
+    print(f"gpu={i}, {name}, {m.total >> 20}, {m.free >> 20}")
+""".strip()
+
+
 def probe_script(python: str) -> str:
+    """One ``sh`` command printing ``key=value`` lines; GPUs from nvidia-smi, else from nvidia-ml-py."""
     py = shlex.quote(python)
     return "; ".join(
         [
@@ -34,7 +48,7 @@ def probe_script(python: str) -> str:
             f'echo "python=$({py} -c \'import sys; print("%d.%d.%d" % sys.version_info[:3])\' 2>/dev/null)"',
             "if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi "
             "--query-gpu=index,name,memory.total,memory.free --format=csv,noheader,nounits 2>/dev/null "
-            "| sed 's/^/gpu=/'; fi",
+            f"| sed 's/^/gpu=/'; else {py} -c {shlex.quote(_NVML_PY)} 2>/dev/null; fi",
             'echo "disk_free_kib=$(df -Pk "$HOME" 2>/dev/null | awk \'NR==2 {print $4}\')"',
             'echo "cpus=$(nproc 2>/dev/null)"',
         ]
