@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+MAX_EVENT_BYTES = 1 << 20
+
 
 def _is_token_chunk(event: dict[str, Any]) -> bool:
     choices = event.get("choices")
@@ -41,6 +43,8 @@ class SseTokenCounter:
         while True:
             end = self._buf.find(b"\n\n")
             if end < 0:
+                if len(self._buf) > MAX_EVENT_BYTES:  # not SSE after all: stop buffering it
+                    self._buf = b""
                 break
             raw, self._buf = self._buf[:end], self._buf[end + 2 :]
             tokens += self._event(raw)
