@@ -24,7 +24,7 @@ from blockctl.cluster.local_plan import (
     converge,
     instance_plans,
 )
-from blockctl.cluster.schedulers import converge_schedulers, scheduler_specs, stop_schedulers
+from blockctl.cluster.schedulers import converge_schedulers, restart_schedulers, scheduler_specs, stop_schedulers
 from blockctl.cluster.state import (
     ClusterState,
     InstanceState,
@@ -36,7 +36,7 @@ from blockctl.cluster.state import (
 )
 from blockctl.errors import ClusterError
 
-__all__ = ["ENGINE_FLAGS", "LocalSpec", "down", "local_cluster", "up"]
+__all__ = ["ENGINE_FLAGS", "LocalSpec", "down", "local_cluster", "restart_schedulers", "up"]
 
 Progress = Callable[[str], None]
 
