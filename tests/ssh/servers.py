@@ -46,11 +46,13 @@ def sshd_usable() -> str | None:
     return None
 
 
-def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"sshd exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"sshd exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}"
+            )
         with socket.socket() as s:
             s.settimeout(0.2)
             if s.connect_ex((host, port)) == 0:
@@ -80,8 +82,12 @@ def start_sshd(
     cmd = [SSHD, "-D", "-e", "-f", str(config)]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_port(host, port, proc)  # a namespace's address is routed from here by its veth pair
+    # Its log goes to a file: a pipe nobody reads would fill up and block sshd after many connections.
+    with (workdir / "sshd.log").open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+    _wait_port(
+        host, port, proc, workdir / "sshd.log"
+    )  # a namespace's address is routed from here by its veth pair
     return proc, SshServer(host, port, "root", client_key, workdir / "known_hosts")
 
 
@@ -92,8 +98,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    if proc.stderr:
-        proc.stderr.close()
 
 
 # --- asyncssh's in-process server: real SSH protocol, commands run by a real local shell -----------------
