@@ -44,6 +44,7 @@ class SchedulerSettings:
     tokenizer_dir: str | None = None
     seed: int | None = None  # the policy's rng (ties, sampling, random); None: from the OS
     poll_s: float = 0.25  # how often cluster.json is checked for changes
+    max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413 (they are held in memory)
 
 
 class Scheduler:
@@ -101,7 +102,10 @@ class Scheduler:
         denied = self._denied(request)
         if denied is not None:
             return denied
-        raw = await request.body()
+        raw = await self._body(request)
+        if raw is None:
+            self.metrics.requests["too_large"] += 1
+            return error_response(413, f"request body larger than {self.settings.max_body_bytes} bytes")
         try:
             body = parse_completion_body(raw, ENDPOINT_KIND[request.url.path])
             hint = lengths.parse_hint(request.headers.get(lengths.HINT_HEADER))
@@ -136,6 +140,20 @@ class Scheduler:
         if response.status_code < 500:
             self.metrics.requests["forwarded"] += 1
         return response
+
+    async def _body(self, request: Request) -> bytes | None:
+        """The request body, or None when it exceeds ``max_body_bytes`` (checked before reading it all)."""
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return None
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _tag(self, body: object) -> int | None:
         assert self.tagger is not None

@@ -264,3 +264,13 @@ async def test_garbage_bodies_get_4xx_and_the_daemon_keeps_serving(tmp_path: Pat
         ok = await http.post("/v1/completions", json=BODY)
     assert ok.status_code == 200
     assert len(agent.forwarded) == 1
+
+
+async def test_oversized_body_is_413_without_routing(tmp_path: Path) -> None:
+    agent = FakeAgent("a")
+    async with cluster(tmp_path, agent, max_body_bytes=1000) as url, httpx.AsyncClient(base_url=url) as http:
+        big = await http.post("/v1/completions", json={**BODY, "prompt": "word " * 300})
+        small = await http.post("/v1/completions", json=BODY)
+    assert big.status_code == 413 and "larger than 1000 bytes" in big.json()["error"]["message"]
+    assert small.status_code == 200
+    assert not agent.predicts[1:] and len(agent.forwarded) == 1
