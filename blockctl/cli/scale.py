@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from blockctl.cli.ui import console, handle_errors, ok
 from blockctl.cluster import autoscale_local, autoscaler
 from blockctl.cluster.scaler import AutoscaleConfig
 from blockctl.cluster.state import load_state, resolve_state_dir
-from blockctl.errors import ClusterError, ConfigError, StateError
+from blockctl.errors import ConfigError, StateError
 
 
 def _spec_section(path: Path) -> dict[str, Any]:
@@ -61,9 +62,18 @@ def register(app: typer.Typer) -> None:
         state = load_state(sd)
         if state is None:
             raise StateError(f"no cluster recorded in {sd}", hint="blockctl up --local")
-        if state.kind != "local":
-            raise ClusterError("scaling an SSH cluster is not implemented yet",
-                               hint="blockctl up -c SPEC (with the standby hosts moved to hosts:)")
+        if instances is not None and state.kind == "ssh":
+            from blockctl.cluster.autoscale_ssh import scale_ssh
+
+            added, removed = asyncio.run(scale_ssh(sd, instances, timeout_s=timeout,
+                                                   say=lambda m: console.print(f"[dim]{m}[/dim]")))
+            for label in added:
+                ok(f"{label}: added")
+            for label in removed:
+                ok(f"{label}: drained and stopped")
+            state = load_state(sd)
+            ok(f"{len(state.serving()) if state else 0} instance(s) serving")
+            return
         if instances is not None:
             t0 = time.monotonic()
             with console.status(f"scaling to {instances} instance(s)"):
@@ -79,6 +89,10 @@ def register(app: typer.Typer) -> None:
             ok(f"{len(state.serving())} instance(s) serving ({took:.1f} s)")
             return
         section = _spec_section(config) if config is not None else {}
+        if config is None and state.kind == "ssh":
+            from blockctl.cluster.ssh.lifecycle import spec_of
+
+            section = dict(spec_of(state).autoscale)
         overrides = {"policy": policy, "min_instances": min_instances, "max_instances": max_instances,
                      "slo_ttft_s": slo_ttft, "interval_s": interval, "startup_s": startup}
         section.update({k: v for k, v in overrides.items() if v is not None})

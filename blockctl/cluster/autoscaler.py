@@ -3,7 +3,8 @@
 Every ``interval_s`` it reads every serving agent's ``/state`` (in-flight requests with predicted lengths and
 progress, engine config, requests in the last 60 s), builds an :class:`Observation`, asks the scale policy,
 appends the decision to ``autoscaler.jsonl`` in the state dir and, unless advisory, carries it out through
-:mod:`blockctl.cluster.autoscale_local`. Started by ``blockctl scale --auto`` (PID and config in
+:mod:`blockctl.cluster.autoscale_local` (local) or :mod:`blockctl.cluster.autoscale_ssh` (SSH: whole hosts,
+blocking until they serve). Started by ``blockctl scale --auto`` (PID and config in
 ``autoscaler.json``), stopped by ``blockctl scale --stop`` or ``blockctl down``.
 
 Live, the reactive policy's "observed P99 TTFT" is the longest wait of a request still queued for its first
@@ -13,6 +14,7 @@ token (a lower bound on its TTFT; agents do not report finished requests' TTFTs)
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import itertools
 import json
@@ -125,22 +127,33 @@ class Controller:
                            last_down_s=self.last_down)
 
     def tick(self) -> tuple[Observation, ScaleDecision]:
-        if not self.advisory:
+        state = load_state(self.state_dir)
+        if not self.advisory and state is not None and state.kind == "local":
             ops.promote_ready(self.state_dir)
             ops.reap_drained(self.state_dir)
         now = time.monotonic()
         obs = self.observe(now)
         decision = self.policy.decide(obs)
-        if decision.action == "up":
-            self.last_up = now
+        if decision.action != "hold":
+            if decision.action == "up":
+                self.last_up = now
+            else:
+                self.last_down = now
             if not self.advisory:
-                ops.launch(self.state_dir, decision.target - obs.current, startup_delay_s=self.startup_delay_s)
-        elif decision.action == "down":
-            self.last_down = now
-            if not self.advisory:
-                ops.drain(self.state_dir, obs.current - decision.target)
+                self._act(obs, decision)
         self._record(obs, decision)
         return obs, decision
+
+    def _act(self, obs: Observation, decision: ScaleDecision) -> None:
+        state = load_state(self.state_dir)
+        if state is not None and state.kind == "ssh":  # whole hosts; blocks until they serve or are stopped
+            from blockctl.cluster.autoscale_ssh import scale_ssh
+
+            asyncio.run(scale_ssh(self.state_dir, decision.target))
+        elif decision.action == "up":
+            ops.launch(self.state_dir, decision.target - obs.current, startup_delay_s=self.startup_delay_s)
+        else:
+            ops.drain(self.state_dir, obs.current - decision.target)
 
     def _record(self, obs: Observation, decision: ScaleDecision) -> None:
         line = {"time": time.time(), "advisory": self.advisory, **decision.to_json(), "ready": obs.ready,

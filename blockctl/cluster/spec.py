@@ -163,6 +163,15 @@ class SchedulerSpec(_Model):
         default=None, description="File with the API key(s) clients must send, one a line."
     )
 
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        from blockctl.scheduler.policies import POLICIES  # the registry; checked before any host is touched
+
+        if value not in POLICIES:
+            raise ValueError(f"unknown policy '{value}'; known: {', '.join(sorted(POLICIES))}")
+        return value
+
 
 class SloSpec(_Model):
     ttft_s: float | None = Field(default=None, gt=0, description="Time-to-first-token objective, seconds.")
@@ -233,6 +242,22 @@ class ClusterSpec(_Model):
     profiles: ProfileSpec = Field(default_factory=lambda: ProfileSpec())
     ssh: SshSpec = Field(default_factory=lambda: SshSpec())
     install: InstallSpec = Field(default_factory=lambda: InstallSpec())
+    autoscale: dict[str, Any] = Field(
+        default_factory=dict,
+        description="`blockctl scale --auto` settings (blockctl.cluster.scaler.AutoscaleConfig).",
+    )
+
+    @field_validator("autoscale")
+    @classmethod
+    def _autoscale(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from blockctl.cluster.scaler import AutoscaleConfig
+
+        if value:
+            try:
+                AutoscaleConfig.from_mapping(value)
+            except ConfigError as exc:
+                raise ValueError(exc.message) from None
+        return value
 
     @model_validator(mode="after")
     def _unique_names(self) -> ClusterSpec:
