@@ -79,6 +79,8 @@ class Controller:
         self.startup_delay_s = startup_delay_s
         self.rates: deque[tuple[float, float]] = deque()  # (time, req/s over the agents' 60 s window)
         self.last_up: float | None = None
+        self.seen: dict[str, float] = {}  # request ids already counted in ``lengths``
+        self.lengths: deque[tuple[float, int, int]] = deque()  # (first seen, prompt, predicted output)
         self.last_down: float | None = None
 
     def _states(self, state: ClusterState) -> list[dict[str, Any]]:
@@ -104,15 +106,20 @@ class Controller:
         while self.rates and self.rates[0][0] < now - self.config.window_s:
             self.rates.popleft()
         slope = _slope(self.rates)
-        reqs = [r for d in docs for r in d.get("requests", [])]
+        for r in (r for d in docs for r in d.get("requests", [])):
+            if r["id"] not in self.seen:  # a new request: its lengths join the recent mix
+                self.seen[r["id"]] = now
+                self.lengths.append((now, int(r["prompt_tokens"]), int(r["predicted_output_tokens"])))
+        while self.lengths and self.lengths[0][0] < now - RECENT_WINDOW_S:
+            self.lengths.popleft()
+        self.seen = {k: v for k, v in self.seen.items() if v >= now - 2 * RECENT_WINDOW_S}
         proj: dict[int, float] = {}
         ready = len(state.serving())
         if self.config.policy == "predictive" and docs:
             engine = EngineConfig(**docs[0]["engine_config"])
             model = load_profile(str(docs[0]["profile"])).model
-            prompt = round(sum(int(r["prompt_tokens"]) for r in reqs) / len(reqs)) if reqs else 256
-            out = round(sum(int(r["predicted_output_tokens"]) for r in reqs) / len(reqs)) if reqs else 256
-            load = Load(rate, prompt, out, slope=max(0.0, slope), margin=self.config.rate_margin)
+            load = Load(rate, [(p, o) for _, p, o in self.lengths], slope=max(0.0, slope),
+                        margin=self.config.rate_margin)
             queues = [queues_from_state(d, engine) for d in docs]
             waits = [max(0.0, self.config.startup_s - (time.time() - float(i.settings["starting"])))
                      for i in starting]

@@ -1,8 +1,9 @@
 """Cluster-level what-if for the predictive scaler: the TTFT typical requests would see after a scale-up.
 
 The instances' current requests (as their agents see them: predicted lengths, progress) are restored into
-noise-free engine models; projected arrivals of a typical request (recent mean prompt and predicted output
-length) come at the recent rate, extrapolated by its trend over the start-up time, times ``1 + margin``; each
+noise-free engine models; projected arrivals come at the recent rate, extrapolated by its trend over the
+start-up time, times ``1 + margin``, with the recent requests' (prompt, predicted output) lengths in turn (the
+mix matters: a mean-sized request stream overstates capacity when lengths are heavy-tailed); each
 goes to the instance with the fewest requests in flight (ties: least remaining work), a cheap stand-in for
 the predictive router. ``count − len(instances)`` new, empty instances join at ``startup_s``; a smaller
 ``count`` drops the least-loaded instances from routing at once (they finish what they hold). The result is
@@ -24,11 +25,11 @@ MAX_ARRIVALS = 4000  # bound on the projection's work, whatever the rate
 
 @dataclass(frozen=True, slots=True)
 class Load:
-    """The projected traffic: ``rate`` req/s now, changing by ``slope`` req/s per second up to ``startup_s``."""
+    """The projected traffic: ``rate`` req/s now, changing by ``slope`` req/s per second up to ``startup_s``;
+    arrival i has the lengths ``lengths[i % len(lengths)]`` (prompt tokens, predicted output tokens)."""
 
     rate: float
-    prompt_tokens: int
-    output_tokens: int  # predicted
+    lengths: Sequence[tuple[int, int]]
     slope: float = 0.0
     margin: float = 0.2
 
@@ -100,7 +101,7 @@ def project_ttft(
     judged_set: set[Request] = set()
     backlog: list[Request] = []  # arrivals while nothing serves; they go to the first instance that joins
     pool = list(engines)
-    cap = max(1, config.max_model_len - load.prompt_tokens)
+    lengths = list(load.lengths) or [(256, 256)]
 
     def join_until(t: float) -> None:
         while joins and joins[0] <= t:
@@ -113,7 +114,9 @@ def project_ttft(
 
     for i, t in enumerate(load.arrivals(end, startup_s)):
         join_until(t)
-        req = Request(f"p{i}", load.prompt_tokens, min(load.output_tokens, cap), arrival_time=t)
+        prompt, out = lengths[i % len(lengths)]
+        prompt = min(prompt, config.max_model_len - 1)
+        req = Request(f"p{i}", prompt, max(1, min(out, config.max_model_len - prompt)), arrival_time=t)
         if t >= startup_s:
             judged.append(req)
             judged_set.add(req)

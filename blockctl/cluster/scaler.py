@@ -7,7 +7,9 @@ limits (``min_instances`` … ``max_instances``) and cooldowns; they differ in w
   typical new request would see once an instance started now is ready (``startup_s`` ahead, arrivals
   extrapolated from the recent rate and its trend), for candidate instance counts; the policy takes the
   smallest count whose projection stays under ``target_frac × slo_ttft_s``. It removes one instance at a
-  time, only when one fewer would still stay under ``down_frac`` of that target (hysteresis).
+  time, only when one fewer would still stay under ``down_frac`` of that target (hysteresis). Its scale-ups
+  skip ``up_cooldown_s``: instances already launched are in the projection, so asking again never counts
+  the same shortfall twice (the reactive policy's observed P99 cannot see them, hence its cooldown).
 * reactive: what common setups do (a Kubernetes HPA on a latency metric): observed P99 TTFT over the
   window against the same target, desired = ceil(current × observed / target), at most doubling per step;
   one down when P99 is under ``down_frac`` of the target and nothing queues.
@@ -123,6 +125,7 @@ class ScaleDecision:
 
 class ScalePolicy(ABC):
     name: ClassVar[str]
+    up_cooldown: ClassVar[bool] = True  # False: the policy's signal already counts instances starting
 
     def __init__(self, config: AutoscaleConfig) -> None:
         self.config = config
@@ -133,7 +136,8 @@ class ScalePolicy(ABC):
     def _cooling(self, obs: Observation, action: Action) -> str | None:
         """Why ``action`` may not happen now (a cooldown), or None."""
         c = self.config
-        if action == "up" and obs.last_up_s is not None and obs.now - obs.last_up_s < c.up_cooldown_s:
+        if (action == "up" and self.up_cooldown and obs.last_up_s is not None
+                and obs.now - obs.last_up_s < c.up_cooldown_s):
             return f"scale-up cooldown ({c.up_cooldown_s:g} s)"
         if action == "down":
             last = max((t for t in (obs.last_up_s, obs.last_down_s) if t is not None), default=None)
@@ -162,6 +166,7 @@ class ScalePolicy(ABC):
 
 class Predictive(ScalePolicy):
     name = "predictive"
+    up_cooldown = False  # the projection counts launched instances from when they will serve
 
     def decide(self, obs: Observation) -> ScaleDecision:
         c, cur, proj = self.config, obs.current, obs.projected_ttft_s

@@ -55,10 +55,11 @@ def test_min_and_max_bound_the_target() -> None:
 
 
 def test_cooldowns_hold_decisions_back() -> None:
-    up = obs(projected_ttft_s={2: 5.0, 3: 0.5}, last_up_s=95.0)
-    d = Predictive(CFG).decide(up)
+    d = Reactive(CFG).decide(obs(ttft_p99_s=3.0, last_up_s=95.0))
     assert (d.action, d.target) == ("hold", 2) and "cooldown" in d.reason
-    assert Predictive(CFG).decide(obs(projected_ttft_s={2: 5.0, 3: 0.5}, last_up_s=80.0)).action == "up"
+    assert Reactive(CFG).decide(obs(ttft_p99_s=3.0, last_up_s=80.0)).action == "up"
+    # the projection already counts launched instances: predictive scale-ups skip the up-cooldown
+    assert Predictive(CFG).decide(obs(projected_ttft_s={2: 5.0, 3: 0.5}, last_up_s=99.0)).action == "up"
     down = obs(projected_ttft_s={2: 0.1, 1: 0.1}, last_up_s=50.0)
     d = Predictive(CFG).decide(down)
     assert d.action == "hold" and "scale-down cooldown" in d.reason
@@ -99,7 +100,7 @@ def test_predictive_scales_up_before_breach_on_rising_rate() -> None:
     cfg = AutoscaleConfig(min_instances=1, max_instances=4, slo_ttft_s=2.0, startup_s=20.0, horizon_s=10.0)
 
     def decide(slope: float) -> tuple[str, int]:
-        load = Load(rate=5.0, prompt_tokens=200, output_tokens=200, slope=slope, margin=0.0)
+        load = Load(rate=5.0, lengths=[(200, 200)], slope=slope, margin=0.0)
         proj = projections(lambda n: project_ttft(config, model, [((), ())], n, load, startup_s=20.0,
                                                   horizon_s=10.0, give_up_above=4.0), 1, cfg)
         d = Predictive(cfg).decide(Observation(now=0.0, ready=1, projected_ttft_s=proj))

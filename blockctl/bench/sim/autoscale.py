@@ -164,9 +164,7 @@ def _observe(
     proj: dict[int, float] = {}
     current = len(sim.names) + len(pending)
     if cfg.policy == "predictive":
-        prompt = round(sum(p for _, p, _ in recent) / len(recent)) if recent else 256
-        out = round(sum(o for _, _, o in recent) / len(recent)) if recent else 256
-        load = Load(rate, prompt, out, slope=max(0.0, slope), margin=cfg.rate_margin)
+        load = Load(rate, [(p, o) for _, p, o in recent], slope=max(0.0, slope), margin=cfg.rate_margin)
         queues = [sim.queues(name) for name in sim.names]
         starting = [p - t for p in pending]
         config, model = sim.config, sim.model
