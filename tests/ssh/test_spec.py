@@ -56,6 +56,11 @@ def test_defaults_of_a_minimal_spec(tmp_path: Path) -> None:
         (MINIMAL + "engine:\n  command: '{python} -m x --port {prot}'\n", "engine.command", "prot"),
         (MINIMAL + "hosts:\n  - address: a\n    gpus: [x]\n", "hosts[0].gpus[0]", "valid integer"),
         ("hosts: []\nmodel: {id: m}\n", "hosts", "at least 1"),
+        (
+            MINIMAL + "scheduler: {policy: fastest}\n",
+            "scheduler.policy",
+            "unknown policy 'fastest'; known: block,",
+        ),
         ("hosts:\n  - address: a\n  - address: a\nmodel: {id: m}\n", "(top level)", "two hosts are named"),
     ],
 )
