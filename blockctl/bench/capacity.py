@@ -107,16 +107,17 @@ def bisect_capacity(
     min_qps: float | None = None,
     max_qps: float = 1e6,
     rel_resolution: float = 0.0,
+    growth: float = 2.0,
 ) -> CapacityResult:
     """Highest QPS with ``holds(qps)`` true, assuming it is true below some threshold and false above.
 
-    Brackets first (doubling up from ``start`` while it holds, halving down while it fails), then bisects
+    Brackets first (multiplying ``start`` by ``growth`` while it holds, dividing while it fails), then bisects
     until the bracket is narrower than ``resolution`` QPS or ``rel_resolution`` × its lower end; the answer
     is the bracket's lower end, a QPS that was actually run and held. Halving stops at ``min_qps`` (default:
     ``resolution``).
     """
-    if start <= 0 or resolution <= 0:
-        raise ConfigError("start and resolution must be positive", key="--resolution")
+    if start <= 0 or resolution <= 0 or growth <= 1.0:
+        raise ConfigError("start and resolution must be positive, growth above 1", key="--resolution")
     floor = resolution if min_qps is None else min_qps
     tried: list[tuple[float, bool]] = []
 
@@ -133,7 +134,7 @@ def bisect_capacity(
         while hi is None:
             if lo >= max_qps:
                 return CapacityResult(lo, tuple(tried), capped=True)
-            nxt = min(lo * 2.0, max_qps)
+            nxt = min(lo * growth, max_qps)
             if run(nxt):
                 lo = nxt
             else:
@@ -143,7 +144,7 @@ def bisect_capacity(
         while lo is None:
             if hi <= floor:
                 return CapacityResult(0.0, tuple(tried))
-            nxt = max(hi / 2.0, floor)
+            nxt = max(hi / growth, floor)
             if run(nxt):
                 lo = nxt
             else:

@@ -109,7 +109,9 @@ def register(group: typer.Typer) -> None:
         noise: bool = typer.Option(True, "--noise/--no-noise", help="Sim: step-time noise from the profile."),
         resolution: float = typer.Option(0.1, "--resolution", help="Stop when the bracket is this narrow (QPS)…"),
         rel_resolution: float = typer.Option(0.01, "--rel-resolution", help="…or this fraction of the answer."),
-        start: float | None = typer.Option(None, "--start", help="First QPS tried (default: 8 per instance)."),
+        start: float | None = typer.Option(
+            None, "--start", help="First QPS tried (default: 8 per instance; predictive policies start from "
+            "the best non-predictive capacity)."),
         max_qps: float = typer.Option(10_000.0, "--max-qps", help="Stop doubling here."),
         jobs: int | None = typer.Option(None, "--jobs", min=1, help="Sim: processes (default: CPU cores)."),
         endpoint: str | None = typer.Option(None, "--endpoint", help="Live: the scheduler's URL."),
@@ -130,7 +132,7 @@ def register(group: typer.Typer) -> None:
                                max_num_batched_tokens=max_num_batched_tokens, num_gpu_blocks=num_gpu_blocks,
                                workload=workload, requests=requests, arrival=arrival, lengths=lengths, seed=seed,
                                noise=noise)
-            spec = SearchSpec(slos, resolution, rel_resolution, start or 8.0 * instances, max_qps)
+            spec = SearchSpec(slos, resolution, rel_resolution, start, max_qps)
             found = capacities(setup, names, spec, jobs=jobs, progress=say if jobs == 1 else None)
         else:
             from blockctl.bench.capacity import live_capacities

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blockctl.bench.capacity import Slo, bisect_capacity, parse_slos
 from blockctl.errors import ConfigError
 
 
+@settings(deadline=None)  # timing-free property; a loaded machine must not fail it
 @given(
     threshold=st.floats(min_value=0.3, max_value=500.0),
     start=st.floats(min_value=0.1, max_value=300.0),
@@ -67,6 +68,7 @@ def test_parse_slos_rejects(bad: str) -> None:
         parse_slos(bad)
 
 
+@settings(deadline=None)
 @given(st.lists(st.floats(min_value=0.0, max_value=10.0), min_size=1, max_size=400), st.integers(1, 99))
 def test_max_violations_is_exactly_the_certain_break_point(samples: list[float], pct: int) -> None:
     slo = Slo("ttft", f"p{pct}", 5.0)

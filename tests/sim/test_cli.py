@@ -18,7 +18,7 @@ def test_capacity_json_maps_each_policy_to_its_capacity(tmp_path: Path) -> None:
     probes = tmp_path / "probes.json"
     res = CliRunner().invoke(app, ["bench", "capacity", *TINY, "--policies", "block,round-robin",
                                    "--slo", "ttft-p99=2", "--lengths", "noisy:50", "--rel-resolution", "0.05",
-                                   "--start", "2", "--out", str(probes), "--json"])
+                                   "--out", str(probes), "--json"])
     assert res.exit_code == 0, res.output
     caps = json.loads(res.stdout)
     assert list(caps) == ["block", "round-robin"]
