@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -177,15 +178,20 @@ def live_capacities(
     start: float = 1.0,
     max_qps: float = 1e6,
     progress: Callable[[str, float, bool], None] | None = None,
+    restart: Callable[[Path, str], object] | None = None,
 ) -> dict[str, CapacityResult]:
-    """Capacity per policy on the live cluster: its schedulers restarted with each policy, one real
-    ``bench run`` per probe (requests / QPS seconds each, plus the drain)."""
+    """Capacity per policy on the live cluster: its schedulers restarted with each policy (``restart``,
+    default :func:`blockctl.cluster.schedulers.restart_schedulers`), one real ``bench run`` per probe
+    (requests / QPS seconds each, plus the drain)."""
     from blockctl.bench.compare import live_probe
-    from blockctl.cluster.schedulers import restart_schedulers
 
+    if restart is None:
+        from blockctl.cluster.schedulers import restart_schedulers
+
+        restart = restart_schedulers
     found: dict[str, CapacityResult] = {}
     for policy in policies:
-        restart_schedulers(live.state_dir, policy)
+        restart(live.state_dir, policy)
 
         def holds(qps: float, policy: str = policy) -> bool:
             result = live_probe(live, policy, qps)

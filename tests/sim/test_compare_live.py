@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from blockctl.bench.capacity import Slo, live_capacities
 from blockctl.bench.compare import LiveSetup, compare_live, write_outputs
 from blockctl_agents.emulator.app import create_app
 from tests.conftest import serve_app_in_thread
@@ -37,3 +38,19 @@ def test_compare_live_restarts_once_per_policy_and_sends_the_same_requests(tmp_p
     written = write_outputs(cmp, tmp_path / "out")
     assert {p.name for p in written} >= {"block-qps40.json", "round-robin-qps80.json", "cdf-qps40.png",
                                          "p99-vs-qps.png"}
+
+
+@pytest.mark.slow
+def test_live_capacity_probes_the_real_endpoint(tmp_path: Path) -> None:
+    restarts: list[str] = []
+    probes: list[tuple[str, float, bool]] = []
+    with serve_app_in_thread(create_app(max_num_seqs=2, noise=0.0)) as url:
+        live = LiveSetup(url, tmp_path, str(_workload(tmp_path / "w.jsonl", 8)), 8, "poisson", 0)
+        found = live_capacities(
+            live, ["round-robin"], [Slo("ttft", "p50", 0.5)], resolution=1.0, start=50.0, max_qps=200.0,
+            progress=lambda p, q, ok: probes.append((p, q, ok)), restart=lambda d, p: restarts.append(p),
+        )
+    assert restarts == ["round-robin"]
+    # Eight tiny requests keep a median TTFT far below 0.5 s at any rate: the search runs into its ceiling.
+    assert [q for _, q, _ in probes] == [50.0, 100.0, 200.0] and all(ok for *_, ok in probes)
+    assert found["round-robin"].capacity == 200.0 and found["round-robin"].capped
