@@ -1,11 +1,16 @@
-"""Test helper: find local processes by a piece of their command line (the "remote" host is this machine)."""
+"""Test helpers: local processes by command line (the "remote" host is this machine), ports, the CLI."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psutil
+
+from tests.conftest import bind_loopback, free_port
 
 
 def procs_with(needle: str) -> list[psutil.Process]:
@@ -52,3 +57,22 @@ def group_members(pgid: int, *, timeout: float = 10.0) -> list[int]:
         if not members or time.monotonic() > deadline:
             return members
         time.sleep(0.1)
+
+
+def free_port_pair() -> int:
+    """A port p such that p and p + 1 were both free a moment ago."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            bind_loopback(port + 1).close()
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+def blockctl(state_dir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BLOCKCTL_STATE_DIR": str(state_dir), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "blockctl", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
+from tests.ssh.procs import blockctl
 from tests.ssh.servers import (
     SshServer,
     make_netns_host,
@@ -24,7 +25,6 @@ from tests.ssh.servers import (
     start_sshd,
     stop,
 )
-from tests.ssh.test_openssh import blockctl
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 

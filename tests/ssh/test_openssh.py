@@ -3,8 +3,6 @@ scheduler with the openai client, `logs`, `down`; and the per-host errors of a w
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,30 +11,11 @@ import openai
 import pytest
 import yaml
 
-from tests.conftest import bind_loopback, free_port
-from tests.ssh.procs import wait_gone
+from tests.conftest import free_port
+from tests.ssh.procs import blockctl, free_port_pair, wait_gone
 from tests.ssh.servers import SshServer, keygen
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
-
-
-def free_port_pair() -> int:
-    """A port p such that p and p + 1 were both free a moment ago."""
-    for _ in range(50):
-        port = free_port()
-        try:
-            bind_loopback(port + 1).close()
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
-
-
-def blockctl(state_dir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BLOCKCTL_STATE_DIR": str(state_dir), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "blockctl", *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
 
 
 def spec_file(tmp_path: Path, server: SshServer, **host: Any) -> tuple[Path, dict[str, Any]]:
