@@ -6,8 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
+import pytest
+
 from blockctl.cluster.spec import ClusterSpec, parse_spec
 from blockctl.cluster.ssh.bootstrap import bring_up, bring_up_host
+from blockctl.cluster.ssh.lifecycle import down_instances
 from tests.conftest import free_port
 from tests.ssh.conftest import make_spec
 from tests.ssh.procs import wait_gone
@@ -60,20 +64,31 @@ async def test_stage_exiting_nonzero_names_stage_and_status(ssh_server: SshServe
     assert out.instances == []
 
 
+@pytest.mark.slow
 async def test_failed_hosts_do_not_stop_the_others(ssh_server: SshServer, tmp_path: Path) -> None:
-    good = custom(ssh_server, tmp_path / "a", SLEEPER, timeout=2)
-    data = good.model_dump(mode="json")
+    base = make_spec(ssh_server, tmp_path / "a", ports={"engine": free_port(), "agent": free_port()})
+    data = base.model_dump(mode="json")
     data["hosts"] = [
+        {**data["hosts"][0], "name": "healthy", "agent_bind": "127.0.0.1"},
         {**data["hosts"][0], "name": "refused", "port": free_port()},
         {**data["hosts"][0], "name": "badkey", "identity_file": str(tmp_path / "nokey")},
         {**data["hosts"][0], "name": "standby", "standby": True},
     ]
     spec = parse_spec(data)
     outcomes = await bring_up(spec, token="t", logs_dir=tmp_path / "logs")
-    by_host = {o.host: o.error for o in outcomes}
-    assert set(by_host) == {"refused", "badkey"}  # standby hosts are not started
-    assert by_host["refused"] is not None and "connection refused" in by_host["refused"].message
-    assert by_host["badkey"] is not None and by_host["badkey"].stage == "connect"
+    by_host = {o.host: o for o in outcomes}
+    assert list(by_host) == ["healthy", "refused", "badkey"]  # standby hosts are not started
+    refused, badkey = by_host["refused"].error, by_host["badkey"].error
+    assert refused is not None and "connection refused" in refused.message
+    assert badkey is not None and badkey.stage == "connect"
+    healthy = by_host["healthy"]
+    try:
+        assert healthy.error is None and [i.name for i in healthy.instances] == ["healthy-0"]
+        async with httpx.AsyncClient(trust_env=False) as client:
+            assert (await client.get(f"{healthy.instances[0].agent_url}/health")).status_code == 200
+    finally:
+        await down_instances(spec, healthy.instances, state_dir=tmp_path / "state")
+    assert wait_gone(f"--port {spec.ports.engine}", f"--port {spec.ports.agent}") == []
 
 
 async def test_transport_failure_mid_bootstrap_reruns_the_stages_once(tmp_path: Path) -> None:
