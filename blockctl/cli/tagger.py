@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -84,6 +87,41 @@ def train_tagger(
     console.print(f"  [dim]next:[/dim] blockctl tagger eval --model {out} --data {data}")
 
 
+def eval_table(report: dict[str, Any]) -> Table:
+    """The ``tagger eval`` report as a table that fits 80 columns."""
+    data, split = report["data"], report["split"]
+    table = Table(
+        title=f"{data} · {split} split · {report['n']} requests",
+        caption="±50/±100: share within that many tokens; τ, ρ: rank correlations; ms: per prompt",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    columns = ("predictor", "MAE", "vs.med", "MAPE%", "MedAE", "±50", "±100", "τ", "ρ", "ms")
+    for col in columns:
+        table.add_column(col, justify="left" if col == "predictor" else "right", no_wrap=True)
+    median_mae = report["rows"][0]["metrics"]["mae"]
+
+    def corr(value: float) -> str:
+        return "—" if math.isnan(value) else f"{value:.3f}"
+
+    for row in report["rows"]:
+        m = row["metrics"]
+        table.add_row(
+            row["name"],
+            f"{m['mae']:.1f}",
+            f"{(m['mae'] / median_mae - 1) * 100:+.0f}%",
+            f"{m['mape']:.0f}",
+            f"{m['median_ae']:.0f}",
+            f"{m['acc50']:.2f}",
+            f"{m['acc100']:.2f}",
+            corr(m["kendall_tau"]),
+            corr(m["spearman_rho"]),
+            f"{row['ms_per_prompt']:.1f}",
+        )
+    return table
+
+
 @tagger_app.command("eval")
 @handle_errors
 def eval_cmd(
@@ -105,36 +143,7 @@ def eval_cmd(
     if json_out:
         print_json(report)
         return
-    table = Table(title=f"{data} · {split} split · {report['n']} requests")
-    for col in (
-        "predictor",
-        "MAE",
-        "vs median",
-        "MAPE %",
-        "median AE",
-        "Acc@±50",
-        "Acc@±100",
-        "Kendall τ",
-        "Spearman ρ",
-        "ms/prompt",
-    ):
-        table.add_column(col, justify="left" if col == "predictor" else "right")
-    median_mae = report["rows"][0]["metrics"]["mae"]
-    for row in report["rows"]:
-        m = row["metrics"]
-        table.add_row(
-            row["name"],
-            f"{m['mae']:.1f}",
-            f"{(m['mae'] / median_mae - 1) * 100:+.1f}%",
-            f"{m['mape']:.0f}",
-            f"{m['median_ae']:.1f}",
-            f"{m['acc50']:.3f}",
-            f"{m['acc100']:.3f}",
-            f"{m['kendall_tau']:.3f}",
-            f"{m['spearman_rho']:.3f}",
-            f"{row['ms_per_prompt']:.2f}",
-        )
-    console.print(table)
+    console.print(eval_table(report))
 
 
 @tagger_app.command("predict")
