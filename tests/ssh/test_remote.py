@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 
 from blockctl.cluster.ssh import remote
+from blockctl.cluster.ssh.plan import port_needle
 from tests.conftest import free_port
 from tests.ssh.procs import procs_with, wait_gone
 
@@ -46,6 +47,10 @@ def test_detached_start_alive_and_stop_group(tmp_path: Path) -> None:
     assert psutil.Process(pid).environ()["HF_TOKEN"] == "s3cret 'x'"  # from the file, never in argv
     assert "s3cret" not in " ".join(psutil.Process(pid).cmdline())
     assert sh(remote.alive(pid, "--port 1")).returncode != 0  # another command line: not ours
+    assert sh(remote.alive(pid, port_needle(int(marker.split()[1])))).returncode == 0
+    assert (
+        sh(remote.alive(pid, port_needle(int(marker.split()[1][:-1])))).returncode != 0
+    )  # a prefix is not it
     assert sh(remote.stop_group(pid, grace_s=5)).returncode == 0
     assert sh(remote.alive(pid, marker)).returncode != 0
     assert wait_gone(marker) == []

@@ -20,7 +20,7 @@ from blockctl.cluster.ssh.bootstrap import HostOutcome, bring_up, bring_up_host
 from blockctl.cluster.ssh.connection import connect
 from blockctl.cluster.ssh.hostlog import HostLog, host_log_path
 from blockctl.cluster.ssh.install import build_wheel
-from blockctl.cluster.ssh.plan import RemotePaths
+from blockctl.cluster.ssh.plan import RemotePaths, port_needle
 from blockctl.cluster.state import (
     ClusterState,
     InstanceState,
@@ -102,7 +102,7 @@ async def _down_host(
                     for role in ("agent", "engine"):
                         pid, port = inst.pids.get(role), inst.settings.get(f"{role}_port")
                         if pid is not None and port is not None:
-                            stopped = await processes.stop_recorded(conn, pid, f"--port {port}")
+                            stopped = await processes.stop_recorded(conn, pid, port_needle(int(port)))
                             outcome.notes.append(
                                 f"{inst.name}: {role} pid {pid} {'stopped' if stopped else 'gone'}"
                             )

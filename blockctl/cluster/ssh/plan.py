@@ -83,11 +83,17 @@ class InstancePlan:
 
     @property
     def engine_needle(self) -> str:
-        return f"--port {self.engine_port}"
+        return port_needle(self.engine_port)
 
     @property
     def agent_needle(self) -> str:
-        return f"--port {self.agent_port}"
+        return port_needle(self.agent_port)
+
+
+def port_needle(port: int) -> str:
+    """Text that identifies our process by its command line (see ``remote.alive``, which ends it with a space,
+    so ``--port 810`` does not match ``--port 8100``)."""
+    return f"--port {port} "
 
 
 def engine_flags(spec: ClusterSpec) -> list[str]:

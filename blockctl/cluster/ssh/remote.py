@@ -42,7 +42,8 @@ def env_file_text(env: Mapping[str, str]) -> str:
 def alive(pid: int | str, needle: str) -> str:
     """Exit 0 when ``pid`` runs and its command line contains ``needle`` (guards against pid reuse).
 
-    ``pid`` may be a number or a shell variable reference such as ``"$pid"`` (inserted as is).
+    ``pid`` may be a number or a shell variable reference such as ``"$pid"`` (inserted as is). The command
+    line is matched with its arguments joined by spaces and a trailing space.
     """
     return f"kill -0 {pid} 2>/dev/null && tr '\\0' ' ' < /proc/{pid}/cmdline | grep -qF -- {q(needle)}"
 
