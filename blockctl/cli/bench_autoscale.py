@@ -9,14 +9,16 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from blockctl.bench.autoscale_live import run_live_autoscale
 from blockctl.bench.sim.autoscale import AutoscaleRun, run_autoscaled
 from blockctl.bench.sim.autoscale_plot import plot_autoscale
 from blockctl.bench.sim.autoscale_trace import TRACES, Figures, figures, parse_phases, phased_arrivals
 from blockctl.bench.sim.run import SimSetup, prepare
 from blockctl.cli.ui import console, handle_errors, ok, print_json
 from blockctl.cluster.scaler import SCALE_POLICIES, AutoscaleConfig
+from blockctl.cluster.state import load_state, resolve_state_dir
 from blockctl.engine.profile import DEFAULT_PROFILE
-from blockctl.errors import ConfigError
+from blockctl.errors import ConfigError, StateError
 
 FIXED = "fixed"
 
@@ -29,6 +31,14 @@ def _policies(spec: str) -> list[str]:
     if not names:
         raise ConfigError("no policy given", key="--policies")
     return names
+
+
+def _endpoint(state_dir: Path) -> str:
+    state = load_state(state_dir)
+    if state is None or state.kind != "local" or not state.schedulers:
+        raise StateError(f"no local cluster with a scheduler is recorded in {state_dir}",
+                         hint="blockctl up --local --instances 1")
+    return state.schedulers[0].url
 
 
 def _table(rows: list[Figures], slo: float) -> None:
@@ -48,7 +58,9 @@ def register(group: typer.Typer) -> None:
     @group.command("autoscale")
     @handle_errors
     def autoscale(
-        sim: bool = typer.Option(True, "--sim/--live", help="In simulation (only --sim is implemented)."),
+        sim: bool = typer.Option(True, "--sim/--live", help="In simulation, or on the running local cluster."),
+        state_dir: Path | None = typer.Option(None, "--state-dir", help="Live: the local cluster's state dir."),
+        startup_delay: float = typer.Option(5.0, "--startup-delay", help="Live: emulated start-up of new instances."),
         trace: str = typer.Option("step", "--trace", help=f"{', '.join(TRACES)} or FACTOR:SECONDS,... phases."),
         base_qps: float = typer.Option(..., "--base-qps", help="QPS of factor 1 (e.g. capacity of --initial)."),
         policies: str = typer.Option("predictive,reactive,fixed", "--policies", help="Comma-separated runs."),
@@ -71,9 +83,6 @@ def register(group: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
     ) -> None:
         """Run each policy over the same trace; print P99 TTFT/E2E, SLO-violation time, instance-seconds."""
-        if not sim:
-            raise ConfigError("only --sim is implemented", key="--live",
-                              hint="blockctl scale --auto --advisory on a local cluster, with bench run")
         names = _policies(policies)
         phases = parse_phases(trace)
         if base_qps <= 0:
@@ -84,6 +93,8 @@ def register(group: typer.Typer) -> None:
         setup = SimSetup(instances=1, profile=profile, max_num_seqs=max_num_seqs, workload=workload,
                          requests=len(arrivals), lengths=lengths, seed=seed)
         prepared = prepare(setup)
+        live_dir = None if sim else resolve_state_dir(state_dir)
+        endpoint = "" if live_dir is None else _endpoint(live_dir)
         runs: list[AutoscaleRun] = []
         rows: list[Figures] = []
         walls: dict[str, float] = {}
@@ -95,17 +106,23 @@ def register(group: typer.Typer) -> None:
                                       down_cooldown_s=down_cooldown, startup_s=startup, window_s=window)
                 cfg.validate()
             t0 = time.perf_counter()
-            with console.status(f"simulating {name} ({len(arrivals)} requests)"):
-                run = run_autoscaled(prepared, arrivals, label=name if cfg else f"fixed-{max_instances}",
-                                     routing=routing, scale=cfg, initial=initial if cfg else max_instances,
-                                     seed=seed)
+            label = name if cfg else f"fixed-{max_instances}"
+            size = initial if cfg else max_instances
+            if live_dir is not None:
+                with console.status(f"running {name} on the local cluster ({len(arrivals)} requests)"):
+                    run = run_live_autoscale(live_dir, endpoint, prepared.items, arrivals, label=label, scale=cfg,
+                                             initial=size, startup_delay_s=startup_delay)
+            else:
+                with console.status(f"simulating {name} ({len(arrivals)} requests)"):
+                    run = run_autoscaled(prepared, arrivals, label=label, routing=routing, scale=cfg,
+                                         initial=size, seed=seed)
             walls[name] = time.perf_counter() - t0
             runs.append(run)
             rows.append(figures(run, phases, slo_ttft))
         out.mkdir(parents=True, exist_ok=True)
         png = plot_autoscale(runs, arrivals, slo_ttft, out / "autoscale.png")
         doc = {
-            "command": "bench autoscale --sim",
+            "command": "bench autoscale " + ("--sim" if sim else "--live"),
             "trace": trace, "base_qps": base_qps, "requests": len(arrivals), "slo_ttft_s": slo_ttft,
             "startup_s": startup, "interval_s": interval, "routing": routing, "workload": workload,
             "lengths": lengths, "max_num_seqs": max_num_seqs, "seed": seed,
