@@ -17,9 +17,16 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "bench": (
         "Benchmarks: load generation, policy comparison, capacity search, component speed.",
-        ("blockctl.cli.bench_run", "blockctl.cli.bench_predictor", "blockctl.cli.bench_compare", "blockctl.cli.bench_engine",
-         "blockctl.cli.bench_emulator", "blockctl.cli.bench_tagger",
-         "blockctl.cli.bench_overhead", "blockctl.cli.bench_autoscale"),
+        (
+            "blockctl.cli.bench_run",
+            "blockctl.cli.bench_predictor",
+            "blockctl.cli.bench_compare",
+            "blockctl.cli.bench_engine",
+            "blockctl.cli.bench_emulator",
+            "blockctl.cli.bench_tagger",
+            "blockctl.cli.bench_overhead",
+            "blockctl.cli.bench_autoscale",
+        ),
     ),
 }
 

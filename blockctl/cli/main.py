@@ -20,8 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 app = typer.Typer(
     name="blockctl",
-    help="Cluster manager for LLM serving that routes each request to the instance with the lowest "
-    "predicted latency.",
+    help="Cluster manager for LLM serving that routes each request to the instance with the lowest predicted latency.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
