@@ -24,7 +24,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ class Controller:
         self.startup_delay_s = startup_delay_s
         self.rates: deque[tuple[float, float]] = deque()  # (time, req/s over the agents' 60 s window)
         self.last_up: float | None = None
+        self.totals: deque[tuple[float, int, frozenset[str]]] = deque()  # (time, requests ever, agents)
         self.seen: dict[str, float] = {}  # request ids already counted in ``lengths``
         self.lengths: deque[tuple[float, int, int]] = deque()  # (first seen, prompt, predicted output)
         self.last_down: float | None = None
@@ -95,13 +96,28 @@ class Controller:
                         docs.append(resp.json())
         return docs
 
+    def _rate(self, now: float, docs: Sequence[Mapping[str, Any]]) -> float:
+        """Requests/s over the window from the agents' request counters (their 60 s count until the window
+        has filled, or when the set of agents changed: a counter reset is not a negative rate)."""
+        total = sum(int(d.get("totals", {}).get("requests", 0)) for d in docs)
+        names = frozenset(str(d.get("instance")) for d in docs)
+        if self.totals and self.totals[-1][2] != names:
+            self.totals.clear()
+        self.totals.append((now, total, names))
+        while len(self.totals) > 1 and self.totals[1][0] <= now - self.config.window_s:
+            self.totals.popleft()
+        t0, n0, _ = self.totals[0]
+        if now - t0 >= 0.5 * self.config.window_s:
+            return max(0.0, (total - n0) / (now - t0))
+        return sum(int(d.get("recent_requests", 0)) for d in docs) / RECENT_WINDOW_S
+
     def observe(self, now: float) -> Observation:
         state = load_state(self.state_dir)
         if state is None:
             return Observation(now=now, ready=0)
         docs = self._states(state)
         starting = [i for i in state.instances if ops.starting(i)]
-        rate = sum(int(d.get("recent_requests", 0)) for d in docs) / RECENT_WINDOW_S
+        rate = self._rate(now, docs)
         self.rates.append((now, rate))
         while self.rates and self.rates[0][0] < now - self.config.window_s:
             self.rates.popleft()
@@ -124,7 +140,8 @@ class Controller:
             waits = [max(0.0, self.config.startup_s - (time.time() - float(i.settings["starting"])))
                      for i in starting]
             cfg = self.config
-            proj = projections(lambda n: project_ttft(engine, model, queues, n, load, startup_s=cfg.startup_s,
+            proj = projections(lambda n, m: project_ttft(engine, model, queues, n, replace(load, margin=m),
+                                                         startup_s=cfg.startup_s,
                                                       horizon_s=cfg.horizon_s, starting=waits,
                                                       give_up_above=2 * cfg.target_ttft_s),
                                ready + len(starting), cfg)

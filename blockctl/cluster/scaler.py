@@ -44,6 +44,7 @@ class AutoscaleConfig:
     target_frac: float = 0.5  # aim at this fraction of the SLO
     down_frac: float = 0.5  # scale down only when one fewer stays under down_frac × target
     rate_margin: float = 0.2  # predictive: project arrivals at rate × (1 + margin) (Poisson bursts)
+    down_margin: float = 0.25  # predictive: one fewer is judged at rate × (1 + rate_margin + down_margin)
     horizon_s: float = 20.0  # predictive: projected arrivals judged over [startup_s, startup_s + horizon_s]
 
     def validate(self, source: str | None = None) -> None:
@@ -59,7 +60,7 @@ class AutoscaleConfig:
         for key in ("slo_ttft_s", "interval_s", "window_s", "target_frac", "down_frac", "horizon_s"):
             if not getattr(self, key) > 0:
                 raise bad(key, f"must be positive, got {getattr(self, key)}")
-        for key in ("up_cooldown_s", "down_cooldown_s", "startup_s", "rate_margin"):
+        for key in ("up_cooldown_s", "down_cooldown_s", "startup_s", "rate_margin", "down_margin"):
             if getattr(self, key) < 0:
                 raise bad(key, f"must be ≥ 0, got {getattr(self, key)}")
         if self.down_frac > 1:
@@ -216,18 +217,22 @@ def make_scale_policy(config: AutoscaleConfig) -> ScalePolicy:
     return SCALE_POLICIES[config.policy](config)
 
 
-def projections(project: Callable[[int], float], current: int, config: AutoscaleConfig) -> dict[int, float]:
-    """Projected TTFT for the counts the predictive policy needs: ``current`` first; when it meets the target,
-    ``current − 1`` (a scale-down candidate); else upwards until a count meets it or ``max_instances`` (more
-    instances never hurt, so the search stops at the first that fits)."""
+def projections(project: Callable[[int, float], float], current: int, config: AutoscaleConfig) -> dict[int, float]:
+    """Projected TTFT for the counts the predictive policy needs; ``project(count, margin)`` runs the what-if.
+
+    ``current`` first; when it meets the target, ``current − 1`` (a scale-down candidate, judged at the
+    higher ``rate_margin + down_margin``: hysteresis on the load too); else upwards until a count meets it
+    or ``max_instances`` (more instances never hurt, so the search stops at the first that fits).
+    """
     cur = max(config.min_instances, min(config.max_instances, current))
-    out = {cur: project(cur)}
+    up = config.rate_margin
+    out = {cur: project(cur, up)}
     if out[cur] <= config.target_ttft_s:
         if cur - 1 >= config.min_instances:
-            out[cur - 1] = project(cur - 1)
+            out[cur - 1] = project(cur - 1, up + config.down_margin)
         return out
     for n in range(cur + 1, config.max_instances + 1):
-        out[n] = project(n)
+        out[n] = project(n, up)
         if out[n] <= config.target_ttft_s:
             break
     return out

@@ -80,16 +80,17 @@ def test_reactive_follows_observed_p99() -> None:
 
 
 def test_projections_search_stops_at_first_fit() -> None:
-    asked: list[int] = []
+    asked: list[tuple[int, float]] = []
 
-    def project(n: int) -> float:
-        asked.append(n)
+    def project(n: int, margin: float) -> float:
+        asked.append((n, margin))
         return 4.0 / n
 
     assert projections(project, 2, CFG) == {2: 2.0, 3: 4.0 / 3, 4: 1.0}
-    assert asked == [2, 3, 4]
+    assert asked == [(2, 0.2), (3, 0.2), (4, 0.2)]
     asked.clear()
     assert set(projections(project, 5, CFG)) == {5, 4}
+    assert asked == [(5, 0.2), (4, 0.2 + CFG.down_margin)]  # one fewer is judged at a higher load
 
 
 def test_predictive_scales_up_before_breach_on_rising_rate() -> None:
@@ -101,8 +102,8 @@ def test_predictive_scales_up_before_breach_on_rising_rate() -> None:
 
     def decide(slope: float) -> tuple[str, int]:
         load = Load(rate=5.0, lengths=[(200, 200)], slope=slope, margin=0.0)
-        proj = projections(lambda n: project_ttft(config, model, [((), ())], n, load, startup_s=20.0,
-                                                  horizon_s=10.0, give_up_above=4.0), 1, cfg)
+        proj = projections(lambda n, _m: project_ttft(config, model, [((), ())], n, load, startup_s=20.0,
+                                                      horizon_s=10.0, give_up_above=4.0), 1, cfg)
         d = Predictive(cfg).decide(Observation(now=0.0, ready=1, projected_ttft_s=proj))
         return d.action, d.target
 

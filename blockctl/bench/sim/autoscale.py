@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -168,7 +168,8 @@ def _observe(
         queues = [sim.queues(name) for name in sim.names]
         starting = [p - t for p in pending]
         config, model = sim.config, sim.model
-        proj = projections(lambda k: project_ttft(config, model, queues, k, load, startup_s=cfg.startup_s,
+        proj = projections(lambda k, m: project_ttft(config, model, queues, k, replace(load, margin=m),
+                                                     startup_s=cfg.startup_s,
                                                   horizon_s=cfg.horizon_s, starting=starting,
                                                   give_up_above=2 * cfg.target_ttft_s), current, cfg)
     return Observation(
