@@ -74,6 +74,8 @@ def tagger(
         ("p99_ms", "p99 latency", "{:.1f} ms"),
         ("max_ms", "max latency", "{:.1f} ms"),
         ("mean_batch", "mean batch", "{:.2f}"),
+        ("cpu_ms_per_batch", "inference CPU / batch", "{:.1f} ms"),
+        ("wall_ms_per_batch", "inference wall / batch", "{:.1f} ms"),
         ("batches", "batches", "{}"),
         ("missed_deadline", "missed deadline", "{}"),
         ("achieved_rate", "achieved rate", "{:.1f} req/s"),

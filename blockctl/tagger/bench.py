@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ class LatencySummary:
     batches: int
     offered_rate: float  # requests/s asked for
     achieved_rate: float  # requests/s actually issued (arrivals over the run)
+    cpu_ms_per_batch: float = float("nan")  # inference thread CPU time: the cost on an idle core
+    wall_ms_per_batch: float = float("nan")  # inference wall time: longer when the core is shared
 
 
 def summarize(
@@ -92,4 +95,11 @@ async def run(
     finally:
         await tagger.close()
     stats = tagger.stats
-    return summarize(latencies, rate=rate, span_s=span, batches=stats.batches, mean_batch=stats.mean_batch)
+    summary = summarize(latencies, rate=rate, span_s=span, batches=stats.batches, mean_batch=stats.mean_batch)
+    if stats.batches:
+        summary = dataclasses.replace(
+            summary,
+            cpu_ms_per_batch=stats.inference_cpu_s / stats.batches * 1e3,
+            wall_ms_per_batch=stats.inference_wall_s / stats.batches * 1e3,
+        )
+    return summary

@@ -31,3 +31,5 @@ async def test_open_loop_run_batches_under_load() -> None:
     assert s.answered == 60 and s.missed_deadline == 0
     assert s.mean_batch > 1.5  # arrivals every ~1 ms against 4 ms inference: requests share batches
     assert s.p50_ms >= 4.0  # at least one inference
+    # sleeping costs wall time but no CPU: the two inference timings tell a busy core from a slow model
+    assert s.wall_ms_per_batch >= 4.0 > s.cpu_ms_per_batch
