@@ -73,6 +73,9 @@ def register(group: typer.Typer) -> None:
         up_cooldown: float = typer.Option(10.0, "--up-cooldown", help="Seconds between scale-ups."),
         down_cooldown: float = typer.Option(60.0, "--down-cooldown", help="Seconds after any action."),
         window: float = typer.Option(30.0, "--window", help="Observation window (s)."),
+        target_frac: float = typer.Option(0.5, "--target-frac", help="Aim at this fraction of the SLO."),
+        rate_margin: float = typer.Option(0.2, "--rate-margin", help="Predictive: projected rate × (1 + this)."),
+        down_margin: float = typer.Option(0.25, "--down-margin", help="Predictive: extra margin to scale down."),
         routing: str = typer.Option("block", "--routing", help="Routing policy inside the cluster."),
         workload: str = typer.Option("sharegpt", "--workload", help="Workload name or file."),
         lengths: str = typer.Option("oracle", "--lengths", help="oracle | noisy:PCT."),
@@ -103,7 +106,8 @@ def register(group: typer.Typer) -> None:
             if name != FIXED:
                 cfg = AutoscaleConfig(min_instances=min_instances, max_instances=max_instances, slo_ttft_s=slo_ttft,
                                       policy=name, interval_s=interval, up_cooldown_s=up_cooldown,
-                                      down_cooldown_s=down_cooldown, startup_s=startup, window_s=window)
+                                      down_cooldown_s=down_cooldown, startup_s=startup, window_s=window,
+                                      target_frac=target_frac, rate_margin=rate_margin, down_margin=down_margin)
                 cfg.validate()
             t0 = time.perf_counter()
             label = name if cfg else f"fixed-{max_instances}"
@@ -125,6 +129,7 @@ def register(group: typer.Typer) -> None:
             "command": "bench autoscale " + ("--sim" if sim else "--live"),
             "trace": trace, "base_qps": base_qps, "requests": len(arrivals), "slo_ttft_s": slo_ttft,
             "startup_s": startup, "interval_s": interval, "routing": routing, "workload": workload,
+            "target_frac": target_frac, "rate_margin": rate_margin, "down_margin": down_margin,
             "lengths": lengths, "max_num_seqs": max_num_seqs, "seed": seed,
             "runs": [{**f.to_json(), "wall_s": round(walls[n], 2),
                       "decisions": [{"t": tk.t, **tk.decision.to_json()} for tk in r.ticks
