@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from blockctl.bench.sim.cluster import ClusterSim
+from blockctl.bench.sim.cluster import ClusterSim, _Instance
 from blockctl.bench.sim.observe import observed_queues
 from blockctl.engine.core import Engine
 from blockctl.engine.steptime import StepTimeModel
@@ -37,7 +37,7 @@ class ScalableSim(ClusterSim):
         i = len(self._instances)
         name = f"i{i}"
         engine = Engine(self.config, self.model, now=now, noise=self._rel, seed=self._seed * 1_000_003 + i)
-        self._instances[name] = type(next(iter(self._instances.values())))(name, engine)
+        self._instances[name] = _Instance(name, engine)
         self.names.append(name)
         return name
 
