@@ -136,3 +136,20 @@ def test_missing_torch_is_a_clear_error_and_the_cli_still_loads(tmp_path: Path) 
     assert "ERR the length tagger needs torch and transformers" in out.stdout
     assert "pip install 'blockctl[tagger]'" in out.stdout
     assert "ONLINE the length tagger needs torch" in out.stdout
+
+
+def test_old_and_new_model_compared_on_one_request_log(tiny_tagger: Path, tmp_path: Path) -> None:
+    from blockctl.tagger.requestlog import RequestLog, RequestRecord
+    from tests.tagger.conftest import synthetic_examples
+
+    log = RequestLog(tmp_path / "requests.jsonl", include_prompt=True, max_bytes=20_000, backups=50)
+    for i, ex in enumerate(synthetic_examples(300, seed=7)):
+        log.append(RequestRecord(i, 5, 100, ex.output_tokens, "m", "gpu0", prompt=ex.prompt, source="tagger"))
+    log.close()
+    old, new = tmp_path / "old", tmp_path / "new"
+    shutil.copytree(tiny_tagger, old)
+    shutil.copytree(tiny_tagger, new)
+    report = evaluate([str(old), str(new)], f"log:{tmp_path / 'requests.jsonl'}")
+    rows = {r["name"]: r["metrics"]["mae"] for r in report["rows"]}
+    assert list(rows) == ["median", "ngram-ridge", "old", "new"]
+    assert rows["old"] == rows["new"] < rows["median"]
