@@ -58,11 +58,13 @@ def _replace(state: ClusterState, changed: dict[str, InstanceState | None]) -> C
     return state.with_instances(tuple(i for i in out if i is not None))
 
 
-def next_plans(state: ClusterState, count: int, *, startup_delay_s: float = 0.0) -> list[InstancePlan]:
-    """Pure: ``count`` new instances at the lowest free indexes, settings copied from the first instance."""
+def next_plans(state: ClusterState, count: int, *, startup_delay_s: float = 0.0,
+               skip: frozenset[int] = frozenset()) -> list[InstancePlan]:
+    """Pure: ``count`` new instances at the lowest free indexes (not in ``skip``), settings copied from the
+    first instance."""
     template = state.instances[0].settings
     base = int(state.settings.get("base_port", int(template["engine_port"]) - 100 - int(template["index"])))
-    used = {int(i.settings.get("index", -1)) for i in state.instances}
+    used = {int(i.settings.get("index", -1)) for i in state.instances} | set(skip)
     plans: list[InstancePlan] = []
     index = 0
     while len(plans) < count:
@@ -85,11 +87,14 @@ def next_plans(state: ClusterState, count: int, *, startup_delay_s: float = 0.0)
 def launch(state_dir: Path, count: int, *, startup_delay_s: float = 0.0) -> list[str]:
     """Start ``count`` emulated instances; they are recorded as starting (see module docstring)."""
     state = local_state(state_dir)
-    plans = next_plans(state, count, startup_delay_s=startup_delay_s)
-    for plan in plans:
-        for port in (plan.engine_port, plan.agent_port):
-            if not procs.port_free(port):
-                raise ClusterError(f"port {port} ({plan.name}) is in use by another program")
+    busy: set[int] = set()  # indexes whose ports another program holds: skipped, not fatal
+    while True:
+        plans = next_plans(state, count, startup_delay_s=startup_delay_s, skip=frozenset(busy))
+        taken = {int(p.settings["index"]) for p in plans
+                 if not (procs.port_free(p.engine_port) and procs.port_free(p.agent_port))}
+        if not taken:
+            break
+        busy |= taken
     added = []
     now = time.time()
     for plan in plans:

@@ -46,3 +46,17 @@ def test_live_samples_become_a_run() -> None:
     assert run.ready_at == {"i0": 0.0, "i1": 2.0}
     assert run.instance_seconds() == 6.0
     assert [tk.decision is not None for tk in run.ticks] == [False, True, False, False]
+
+
+def test_next_plans_copy_settings_at_free_indexes() -> None:
+    from blockctl.cluster.autoscale_local import next_plans
+    from blockctl.cluster.state import ClusterState, InstanceState
+
+    settings = {"index": 0, "engine_port": 9100, "agent_port": 9200, "seed": 7, "profile": "p",
+                "engine_flags": {"max_num_seqs": 4}}
+    state = ClusterState(kind="local", policy="block", settings={"base_port": 9000},
+                         instances=(InstanceState("i0", "127.0.0.1", "a", "e", "p", settings=settings),))
+    plans = next_plans(state, 2, startup_delay_s=3.0, skip=frozenset({1}))
+    assert [(p.name, p.engine_port, p.agent_port) for p in plans] == [("i2", 9102, 9202), ("i3", 9103, 9203)]
+    assert plans[0].settings["seed"] == 9 and plans[0].settings["engine_flags"] == {"max_num_seqs": 4}
+    assert plans[0].settings["startup_delay"] == 3.0
