@@ -24,7 +24,7 @@ from blockctl.bench.results import jsonable
 from blockctl.bench.sim.run import SimSetup
 from blockctl.bench.sim.search import SearchSpec, capacities
 from blockctl.bench.workloads import WORKLOADS, parse_arrival
-from blockctl.cli.ui import console, handle_errors, ok, print_json
+from blockctl.cli.ui import console, err_console, handle_errors, ok, print_json
 from blockctl.engine.profile import DEFAULT_PROFILE
 from blockctl.errors import ConfigError
 
@@ -124,8 +124,7 @@ def register(group: typer.Typer) -> None:
         slos = tuple(parse_slos(slo))
         if not (resolution > 0 and rel_resolution >= 0):
             raise ConfigError("must be > 0 (and --rel-resolution >= 0)", key="--resolution")
-        say = None if as_json else (lambda p, q, held: console.print(
-            f"[dim]{p}: {q:.2f} QPS {'holds' if held else 'breaks'}[/dim]"))
+        say = None if as_json else _probe_line
         t0 = time.perf_counter()
         if sim:
             setup = _sim_setup(instances=instances, profile=profile, max_num_seqs=max_num_seqs,
@@ -133,7 +132,7 @@ def register(group: typer.Typer) -> None:
                                workload=workload, requests=requests, arrival=arrival, lengths=lengths, seed=seed,
                                noise=noise)
             spec = SearchSpec(slos, resolution, rel_resolution, start, max_qps)
-            found = capacities(setup, names, spec, jobs=jobs, progress=say if jobs == 1 else None)
+            found = capacities(setup, names, spec, jobs=jobs, progress=say)
         else:
             from blockctl.bench.capacity import live_capacities
 
@@ -147,6 +146,11 @@ def register(group: typer.Typer) -> None:
             print_json({p: round(r.capacity, 4) for p, r in found.items()})
             return
         _print_capacities(found, slo, elapsed)
+
+
+def _probe_line(policy: str, qps: float, held: bool) -> None:
+    """One dim line per capacity probe (module-level: worker processes call it too)."""
+    err_console.print(f"[dim]{policy}: {qps:.2f} QPS {'holds' if held else 'breaks'}[/dim]")
 
 
 def _live_setup(endpoint: str | None, state_dir: Path | None, workload: str, requests: int, arrival: str,

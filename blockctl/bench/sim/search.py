@@ -50,8 +50,10 @@ def policy_capacity(
                            rel_resolution=spec.rel_resolution, growth=spec.growth)
 
 
-def _worker(setup: SimSetup, policy: str, spec: SearchSpec) -> tuple[str, CapacityResult]:
-    return policy, policy_capacity(setup, prepare(setup), policy, spec)
+def _worker(
+    setup: SimSetup, policy: str, spec: SearchSpec, progress: Progress | None
+) -> tuple[str, CapacityResult]:
+    return policy, policy_capacity(setup, prepare(setup), policy, spec, progress)
 
 
 def capacities(
@@ -67,7 +69,8 @@ def capacities(
     Without ``spec.start``, the cheap (non-predictive) policies are searched first, from 8 QPS per instance
     doubling; the predictive ones (a what-if per instance asked: the slow ones) then start from the best
     capacity found so far and bracket in steps of 25 %, which takes fewer, cheaper probes than doubling.
-    ``progress`` is only called when the work runs in this process (jobs == 1).
+    ``progress`` is called after every probe, in the process that ran it (so with jobs > 1 it must be a
+    picklable module-level function).
     """
     for name in policies:
         make_policy(name)  # unknown names fail before any work
@@ -96,5 +99,5 @@ def _run_all(
         return {p: policy_capacity(setup, prepared, p, spec, progress) for p in policies}
     order = sorted(policies, key=lambda p: not POLICIES[p].needs_prediction)  # slow ones first
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_worker, setup, p, spec) for p in order]
+        futures = [pool.submit(_worker, setup, p, spec, progress) for p in order]
         return dict(f.result() for f in futures)
