@@ -30,6 +30,12 @@ class SchedulerSpec:
     tagger: str | None = None
     api_key_file: str | None = None
     predict_timeout_ms: float | None = None
+    # Request log: each daemon writes PATH with "-<port>" before its suffix (default STATE/logs/requests.jsonl).
+    request_log: str | None = None
+    request_log_enabled: bool = True
+    request_log_max_mb: float | None = None
+    request_log_backups: int | None = None
+    log_prompts: bool = False
 
     @property
     def url(self) -> str:
@@ -58,7 +64,18 @@ class SchedulerSpec:
         ):
             if value is not None:
                 argv += [flag, str(value)]
-        return argv
+        return argv + self._request_log_argv(state_dir)
+
+    def _request_log_argv(self, state_dir: Path) -> list[str]:
+        if not self.request_log_enabled:
+            return ["--no-request-log"]
+        path = Path(self.request_log) if self.request_log else logs_dir(state_dir) / "requests.jsonl"
+        argv = ["--request-log", str(path.with_name(f"{path.stem}-{self.port}{path.suffix}"))]
+        for flag, value in (("--request-log-max-mb", self.request_log_max_mb),
+                            ("--request-log-backups", self.request_log_backups)):
+            if value is not None:
+                argv += [flag, str(value)]
+        return argv + (["--log-prompts"] if self.log_prompts else [])
 
     def log_path(self, state_dir: Path) -> Path:
         return logs_dir(state_dir) / f"scheduler-{self.port}.log"

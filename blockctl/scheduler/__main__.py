@@ -13,6 +13,7 @@ from blockctl.errors import BlockctlError, ConfigError
 from blockctl.scheduler import lengths
 from blockctl.scheduler.app import Scheduler, SchedulerSettings
 from blockctl.scheduler.policies import POLICIES
+from blockctl.scheduler.reqlog import RequestLogSettings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", action="append", default=[], help="accepted client API key (repeatable)")
     p.add_argument("--api-key-file", type=Path, default=None, help="file with accepted API keys, one a line")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--request-log", type=Path, default=None,
+                   help="request log file, one JSON line per answered request "
+                        "(default: STATE_DIR/logs/requests.jsonl)")
+    p.add_argument("--no-request-log", action="store_true", help="write no request log")
+    p.add_argument("--request-log-max-mb", type=float, default=64.0, help="rotate past this size (default 64)")
+    p.add_argument("--request-log-backups", type=int, default=5, help="rotated files kept (default 5)")
+    p.add_argument("--log-prompts", action="store_true",
+                   help="write prompt text to the request log (for retraining the tagger; off: hash only)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -46,6 +55,16 @@ def _api_keys(keys: list[str], path: Path | None) -> frozenset[str]:
     return frozenset(found)
 
 
+def _request_log(args: argparse.Namespace) -> RequestLogSettings | None:
+    if args.no_request_log:
+        return None
+    if args.request_log_max_mb <= 0 or args.request_log_backups < 0:
+        raise ConfigError("needs --request-log-max-mb > 0 and --request-log-backups >= 0", key="request-log")
+    path = args.request_log or args.state_dir / "logs" / "requests.jsonl"
+    return RequestLogSettings(path=path, max_bytes=max(1, int(args.request_log_max_mb * (1 << 20))),
+                              backups=args.request_log_backups, include_prompt=args.log_prompts)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -57,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             predict_timeout_s=args.predict_timeout_ms / 1000.0,
             api_keys=_api_keys(args.api_key, args.api_key_file),
             default_output_tokens=args.default_output_tokens, max_retries=args.max_retries,
-            tokenizer_dir=args.tokenizer, seed=args.seed,
+            tokenizer_dir=args.tokenizer, seed=args.seed, request_log=_request_log(args),
         )
         tagger = lengths.load_tagger(args.tagger) if args.tagger else None
         scheduler = Scheduler(settings, tagger=tagger)

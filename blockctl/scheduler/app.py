@@ -24,6 +24,7 @@ from blockctl.scheduler.membership import Membership
 from blockctl.scheduler.metrics import SchedulerMetrics
 from blockctl.scheduler.policies import RouteRequest, make_policy
 from blockctl.scheduler.proxy import forward
+from blockctl.scheduler.reqlog import RequestLogger, RequestLogSettings
 from blockctl.scheduler.routing import Router
 from blockctl.tokens import count_prompt_tokens, get_counter, prompt_text
 
@@ -45,6 +46,7 @@ class SchedulerSettings:
     seed: int | None = None  # the policy's rng (ties, sampling, random); None: from the OS
     poll_s: float = 0.25  # how often cluster.json is checked for changes
     max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413 (they are held in memory)
+    request_log: RequestLogSettings | None = None  # one JSON line per answered request (scheduler.reqlog)
 
 
 class Scheduler:
@@ -56,6 +58,7 @@ class Scheduler:
         self.counter = get_counter(settings.tokenizer_dir)
         self.metrics = SchedulerMetrics(settings.policy)
         self.membership = Membership(settings.state_dir, poll_s=settings.poll_s)
+        self.request_log = RequestLogger(settings.request_log) if settings.request_log else None
         self.router = Router(make_policy(settings.policy, k=settings.k), rng=random.Random(settings.seed),
                              deadline_s=settings.predict_timeout_s, metrics=self.metrics)
         self._keys = [k.encode() for k in settings.api_keys]
@@ -76,10 +79,14 @@ class Scheduler:
         if start is not None:
             await start()
         await self.membership.start()
+        if self.request_log is not None:
+            await self.request_log.start()
         try:
             yield
         finally:
             await self.membership.stop()
+            if self.request_log is not None:
+                await self.request_log.close()
             if close is not None:
                 await close()
 
@@ -133,9 +140,12 @@ class Scheduler:
             "x-blockctl-prompt-tokens": str(prompt_tokens),
             "x-blockctl-predicted-output-tokens": str(output_tokens),
         }
+        done = None if self.request_log is None else self.request_log.done(
+            prompt=prompt_text(body), prompt_tokens=prompt_tokens, predicted=output_tokens, source=source,
+            model=body.model or "")
         response = await forward(
             self.router, candidates, clients, path=request.url.path, body=raw, headers=headers,
-            stream=body.stream, max_retries=self.settings.max_retries, metrics=self.metrics,
+            stream=body.stream, max_retries=self.settings.max_retries, metrics=self.metrics, done=done,
         )
         if response.status_code < 500:
             self.metrics.requests["forwarded"] += 1

@@ -4,10 +4,12 @@ Line format (keys always present unless marked)::
 
     {"time": 1764300000.1, "prompt_sha256": "…", "prompt_tokens": 812, "predicted_output_tokens": 240,
      "output_tokens": 198, "model": "llama-2-7b", "instance": "gpu0", "source": "tagger",
+     "status": 200, "outcome": "completed",   # only when the writer knows them (the scheduler does)
      "prompt": "…"}   # "prompt" only when the log was opened with include_prompt=True
 
 Files: ``requests.jsonl`` is written to; when a line would push it past ``max_bytes`` it becomes
-``requests.jsonl.1`` (older ones shift up, beyond ``backups`` they are deleted).
+``requests.jsonl.1`` (older ones shift up, beyond ``backups`` they are deleted). Readers take one log, a
+folder (every ``*.jsonl`` log in it, e.g. one per scheduler daemon) or a glob of logs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class RequestRecord:
     prompt: str | None = None  # hashed always; the text is written only with include_prompt
     source: str | None = None  # where the prediction came from: "tagger", "hint", "fallback", …
     prompt_sha256: str | None = None  # for callers that only have the hash (ignored when prompt is set)
+    status: int | None = None  # the instance's HTTP status
+    outcome: str | None = None  # "completed", "client_aborted", "upstream_broken" (scheduler.reqlog)
 
 
 class RequestLog:
@@ -81,6 +85,10 @@ class RequestLog:
             "instance": record.instance,
             "source": record.source,
         }
+        if record.status is not None:
+            obj["status"] = record.status
+        if record.outcome is not None:
+            obj["outcome"] = record.outcome
         if self.include_prompt and record.prompt is not None:
             obj["prompt"] = record.prompt
         return json.dumps(obj, ensure_ascii=False) + "\n"
@@ -151,9 +159,25 @@ def log_files(path: str | Path) -> list[Path]:
     return [*files, base] if base.exists() else files
 
 
+def log_bases(path: str | Path) -> list[Path]:
+    """The logs PATH names: itself, every ``*.jsonl`` log in a folder, or the logs matching a glob."""
+    base = Path(path)
+    if base.is_dir():
+        names = {p.name.split(".jsonl", 1)[0] + ".jsonl" for p in base.glob("*.jsonl*")}
+        return [base / n for n in sorted(names)]
+    if any(c in base.name for c in "*?["):
+        found = {p.name.rsplit(".", 1)[0] if p.suffix[1:].isdigit() else p.name
+                 for p in base.parent.glob(base.name)}
+        return [base.parent / n for n in sorted(found)]
+    return [base]
+
+
 def iter_log(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Every well-formed record, oldest first; a torn last line (a crash mid-write) is skipped."""
-    files = log_files(path)
+    """Every well-formed record, oldest first per log; a torn last line (a crash mid-write) is skipped.
+
+    ``path`` is one log, a folder of logs or a glob (see ``log_bases``); rotated files are included.
+    """
+    files = [f for base in log_bases(path) for f in log_files(base)]
     if not files:
         raise TaggerError(f"{path}: no request log there (nor rotated files {Path(path).name}.N)")
     for file in files:
@@ -168,17 +192,19 @@ def iter_log(path: str | Path) -> Iterator[dict[str, Any]]:
 
 
 def examples_from_log(path: str | Path) -> list[Example]:
-    """Training examples (prompt text → actual output tokens) from a request log."""
+    """Training examples (prompt text → actual output tokens) from the completed requests of a log."""
     out: list[Example] = []
     total = 0
     for obj in iter_log(path):
         total += 1
         prompt, n = obj.get("prompt"), obj.get("output_tokens")
+        if obj.get("status", 200) != 200 or obj.get("outcome", "completed") != "completed":
+            continue  # failed or cut-short replies would teach too-short lengths
         if isinstance(prompt, str) and prompt.strip() and isinstance(n, int) and n >= 1:
             out.append(Example(prompt, n))
     if not out:
         raise TaggerError(
             f"{path}: {total} requests logged but none with prompt text, so there is nothing to learn from",
-            hint="start the scheduler with prompt logging enabled (RequestLog include_prompt=True)",
+            hint="start the schedulers with --log-prompts (RequestLog include_prompt=True)",
         )
     return out
