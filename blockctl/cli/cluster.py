@@ -52,7 +52,9 @@ def _up_ssh(spec_file: Path, state_dir: Path) -> ClusterState:
         raise ClusterError("no host came up", hint="blockctl up -c FILE (after fixing the hosts above)")
     s = spec.scheduler
     specs = scheduler_specs(s.daemons, base_port=s.port, policy=s.policy, host=s.host, tagger=s.tagger,
-                            api_key_file=s.api_key_file, k=s.policy_params.get("k"))
+                            api_key_file=s.api_key_file, k=s.policy_params.get("k"), request_log=s.request_log,
+                            request_log_enabled=s.request_log_enabled, request_log_max_mb=s.request_log_max_mb,
+                            request_log_backups=s.request_log_backups, log_prompts=s.log_prompts)
     state = dataclasses.replace(state, schedulers=converge_schedulers(state_dir, state.schedulers, specs))
     save_state(state_dir, state)
     return state
@@ -104,6 +106,12 @@ def register(app: typer.Typer) -> None:
         predict_timeout_ms: float | None = typer.Option(None, help="Schedulers' /predict deadline (ms)."),
         api_key_file: Path | None = typer.Option(None, help="File of API keys clients must send."),
         host: str = typer.Option("127.0.0.1", help="Address the schedulers listen on."),
+        request_log: Path | None = typer.Option(
+            None, help="Schedulers' request log, -PORT added per daemon (default: STATE/logs/requests.jsonl)."),
+        no_request_log: bool = typer.Option(False, "--no-request-log", help="Schedulers write no request log."),
+        request_log_max_mb: float | None = typer.Option(None, help="Rotate each request log past this size."),
+        request_log_backups: int | None = typer.Option(None, help="Rotated request-log files kept."),
+        log_prompts: bool = typer.Option(False, "--log-prompts", help="Prompt text in the request log."),
         max_num_seqs: int | None = typer.Option(None, help="Engine flag, as vLLM's."),
         max_num_batched_tokens: int | None = typer.Option(None, help="Engine flag, as vLLM's."),
         num_gpu_blocks_override: int | None = typer.Option(None, help="Engine flag, as vLLM's."),
@@ -128,7 +136,9 @@ def register(app: typer.Typer) -> None:
             instances=instances, schedulers=schedulers, policy=policy, profile=profile, base_port=base_port,
             engine_flags={key: v for key, v in flags.items() if v is not None}, k=k, tagger=tagger,
             predict_timeout_ms=predict_timeout_ms, api_key_file=str(api_key_file) if api_key_file else None,
-            scheduler_host=host, seed=seed,
+            scheduler_host=host, seed=seed, request_log=str(request_log) if request_log else None,
+            request_log_enabled=not no_request_log, request_log_max_mb=request_log_max_mb,
+            request_log_backups=request_log_backups, log_prompts=log_prompts,
         )
         with console.status("bringing the local cluster up"):
             state = local.up(spec, sd, timeout_s=timeout, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))

@@ -118,6 +118,11 @@ def up(
         predict_timeout_ms=spec.predict_timeout_ms,
         api_key_file=spec.api_key_file,
         host=spec.scheduler_host,
+        request_log=spec.request_log,
+        request_log_enabled=spec.request_log_enabled,
+        request_log_max_mb=spec.request_log_max_mb,
+        request_log_backups=spec.request_log_backups,
+        log_prompts=spec.log_prompts,
     )
     old = load_state(state_dir)
     if old is not None and old.kind != "local" and old.instances:

@@ -45,6 +45,11 @@ class LocalSpec:
     predict_timeout_ms: float | None = None
     api_key_file: str | None = None
     scheduler_host: str = "127.0.0.1"
+    request_log: str | None = None  # each daemon writes it with "-<port>" (default STATE/logs/requests.jsonl)
+    request_log_enabled: bool = True
+    request_log_max_mb: float | None = None
+    request_log_backups: int | None = None
+    log_prompts: bool = False
     served_model_name: str = "emulated"
     seed: int = 0  # instance i's emulator uses seed + i
 

@@ -162,6 +162,13 @@ class SchedulerSpec(_Model):
     api_key_file: str | None = Field(
         default=None, description="File with the API key(s) clients must send, one a line."
     )
+    request_log: str | None = Field(
+        default=None, description="Request log, -PORT added per daemon (default STATE/logs/requests.jsonl)."
+    )
+    request_log_enabled: bool = Field(default=True, description="One JSON line per answered request.")
+    request_log_max_mb: float | None = Field(default=None, gt=0, description="Rotate past this size (MB, def. 64).")
+    request_log_backups: int | None = Field(default=None, ge=0, description="Rotated files kept (default 5).")
+    log_prompts: bool = Field(default=False, description="Prompt text in the request log (for retraining).")
 
     @field_validator("policy")
     @classmethod

@@ -11,9 +11,17 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
+from typer.testing import CliRunner
 
+from blockctl.cli.main import app
+from blockctl.cluster import local
+from blockctl.cluster import spec as spec_module
+from blockctl.cluster.local_plan import LocalSpec
 from blockctl.cluster.schedulers import SchedulerSpec
-from blockctl.cluster.state import ensure_token
+from blockctl.cluster.spec import load_spec, parse_spec
+from blockctl.cluster.state import ClusterState, ensure_token
+from blockctl.errors import ConfigError
 from blockctl.scheduler.__main__ import _parser, _request_log
 from blockctl.scheduler.app import SchedulerSettings, create_app
 from blockctl.scheduler.reqlog import RequestLogSettings, StreamTokens, completion_tokens
@@ -154,3 +162,36 @@ def test_daemon_flags_and_cluster_paths(tmp_path: Path) -> None:
     assert "--log-prompts" not in argv
     off = SchedulerSpec(port=8001, policy="block", request_log_enabled=False, log_prompts=True).argv(tmp_path)
     assert "--no-request-log" in off and "--request-log" not in off
+
+
+def test_cluster_spec_scheduler_section_takes_request_log_options() -> None:
+    data = {"hosts": [{"address": "gpu-a"}], "model": {"id": "tiny"},
+            "scheduler": {"request_log": "/var/log/req.jsonl", "request_log_max_mb": 8, "log_prompts": True}}
+    s = parse_spec(data).scheduler
+    assert (s.request_log, s.request_log_enabled, s.request_log_max_mb, s.log_prompts) == (
+        "/var/log/req.jsonl", True, 8, True)
+    with pytest.raises(ConfigError, match="request_log_max_mb"):
+        parse_spec({**data, "scheduler": {"request_log_max_mb": 0}})
+    example = load_spec(Path(spec_module.__file__).parent / "examples" / "cluster.yaml").scheduler
+    assert example.request_log_enabled and not example.log_prompts
+
+
+def test_up_local_passes_request_log_options_to_the_daemons(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[LocalSpec] = []
+
+    def fake_up(spec: LocalSpec, state_dir: Path, **_: Any) -> ClusterState:
+        seen.append(spec)
+        return ClusterState(kind="local", policy=spec.policy)
+
+    monkeypatch.setattr(local, "up", fake_up)
+    result = CliRunner().invoke(app, ["up", "--local", "--state-dir", str(tmp_path), "--no-request-log",
+                                      "--request-log-max-mb", "3", "--request-log-backups", "2", "--log-prompts"])
+    assert result.exit_code == 0, result.output
+    (spec,) = seen
+    assert (spec.request_log_enabled, spec.request_log_max_mb, spec.request_log_backups, spec.log_prompts) == (
+        False, 3, 2, True)
+    result = CliRunner().invoke(app, ["up", "--local", "--state-dir", str(tmp_path),
+                                      "--request-log", str(tmp_path / "r.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert seen[1].request_log == str(tmp_path / "r.jsonl") and seen[1].request_log_enabled
