@@ -84,40 +84,42 @@ class StreamTokens:
         return self.usage if self.usage is not None else self.events
 
     def feed(self, chunk: bytes) -> None:
-        data = self._tail + chunk if self._tail else chunk
-        start = 0
-        while (end := data.find(b"\n\n", start)) >= 0:
-            self._event(data[start:end])
+        if self._tail:
+            chunk, self._tail = self._tail + chunk, b""
+        start, find = 0, chunk.find
+        while (end := find(b"\n\n", start)) >= 0:
+            if chunk.startswith(b"data:", start, end) and not self._text_event(chunk, start, end):
+                self._parse(chunk[start + 5:end].strip())
             start = end + 2
-        self._tail = data[start:] if start < len(data) else b""
-        if len(self._tail) > _MAX_TAIL:
-            self._tail = b""
+        if start < len(chunk) and len(chunk) - start <= _MAX_TAIL:
+            self._tail = chunk[start:]
 
-    def _event(self, event: bytes) -> None:
-        if not event.startswith(b"data:"):
-            return
-        payload = event[5:].strip()
+    def _text_event(self, data: bytes, start: int, end: int) -> bool:
+        """The fast path, without copying or parsing: a compact non-empty text field (and no usage)."""
+        if data.find(_USAGE, start, end) >= 0:
+            return False
+        for mark in _TEXT_MARKS:
+            at = data.find(mark, start, end)
+            if at >= 0:
+                at += len(mark)
+                if at < end and data[at] != 34:  # 34: a closing quote right away means empty text
+                    self.events += 1
+                    return True
+                return False
+        return False
+
+    def _parse(self, payload: bytes) -> None:
         if payload == b"[DONE]":
             return
-        has_usage = _USAGE in payload
-        if not has_usage:
-            for mark in _TEXT_MARKS:
-                at = payload.find(mark)
-                if at >= 0:
-                    if payload[at + len(mark):at + len(mark) + 1] != b'"':
-                        self.events += 1
-                        return
-                    break
         try:
             obj = json.loads(payload)
         except ValueError:
             return
         if _event_text(obj):
             self.events += 1
-        if has_usage and isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
-            value = obj["usage"].get("completion_tokens")
-            if isinstance(value, int):
-                self.usage = value
+        usage = obj.get("usage") if isinstance(obj, dict) else None
+        if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+            self.usage = usage["completion_tokens"]
 
 
 @dataclass(frozen=True, slots=True)
