@@ -155,14 +155,23 @@ class RequestLogger:
         self._task: asyncio.Task[None] | None = None
 
     def done(self, *, prompt: str, prompt_tokens: int, predicted: int, source: str, model: str) -> Done:
-        """The callback the relay calls once when the request ends."""
+        """The callback the relay calls once when the request ends.
 
-        def record(o: Outcome) -> None:
+        The line is formatted on the loop's next turn (``call_soon``), so it does not delay the reply.
+        """
+
+        def append(o: Outcome, at: float) -> None:
             self.log.append(RequestRecord(
-                time=time.time(), prompt_tokens=prompt_tokens, predicted_output_tokens=predicted,
+                time=at, prompt_tokens=prompt_tokens, predicted_output_tokens=predicted,
                 output_tokens=o.output_tokens, model=model, instance=o.instance, prompt=prompt,
                 source=source, status=o.status, outcome=o.outcome,
             ))
+
+        def record(o: Outcome) -> None:
+            try:
+                asyncio.get_running_loop().call_soon(append, o, time.time())
+            except RuntimeError:  # no loop (a relay finalised at shutdown): write now
+                append(o, time.time())
 
         return record
 
