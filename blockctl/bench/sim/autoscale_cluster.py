@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from blockctl.bench.sim.cluster import ClusterSim, _Instance
 from blockctl.bench.sim.observe import observed_queues
-from blockctl.engine.core import Engine
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Request
 from blockctl.scheduler.policies import Policy
@@ -28,16 +27,13 @@ class ScalableSim(ClusterSim):
         noise: float | None = None,
     ) -> None:
         super().__init__(instances, config, model, policy, seed=seed, noise=noise)
-        self._rel = model.rel_noise if noise is None else noise
-        self._seed = seed
         self.retired: set[str] = set()
 
     def add_instance(self, now: float) -> str:
         """A new empty instance that serves from ``now`` on; returns its name."""
         i = len(self._instances)
         name = f"i{i}"
-        engine = Engine(self.config, self.model, now=now, noise=self._rel, seed=self._seed * 1_000_003 + i)
-        self._instances[name] = _Instance(name, engine)
+        self._instances[name] = _Instance(name, self._engine(i, now))
         self.names.append(name)
         return name
 

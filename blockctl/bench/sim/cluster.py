@@ -77,19 +77,21 @@ class ClusterSim:
         seed: int = 0,
         noise: float | None = None,
     ) -> None:
-        rel = model.rel_noise if noise is None else noise
         self.config = config
         self.model = model
         self.policy = policy
         self.rng = random.Random(seed)
+        self._rel = model.rel_noise if noise is None else noise
+        self._seed = seed
         self.names = [f"i{i}" for i in range(instances)]
-        self._instances = {
-            name: _Instance(name, Engine(config, model, noise=rel, seed=seed * 1_000_003 + i))
-            for i, name in enumerate(self.names)
-        }
+        self._instances = {name: _Instance(name, self._engine(i)) for i, name in enumerate(self.names)}
         self.records: list[SimRecord] = []
         self._inflight: dict[str, SimRecord] = {}
         self.now = 0.0
+
+    def _engine(self, i: int, now: float = 0.0) -> Engine:
+        """Instance ``i``'s engine: the cluster's step-time noise, its own seed derived from the cluster's."""
+        return Engine(self.config, self.model, now=now, noise=self._rel, seed=self._seed * 1_000_003 + i)
 
     def advance(self, t: float) -> list[SimRecord]:
         """Run every instance through the steps that start before ``t``; the records that finished."""
