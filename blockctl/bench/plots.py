@@ -37,10 +37,11 @@ def _plain_log(axis: Any) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path, *, dpi: int = 120) -> Path:
+    """Write ``fig`` to ``path`` (creating its folder); ConfigError when that fails."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=dpi)
     except OSError as exc:
         raise ConfigError(f"cannot write plot: {exc.strerror}", source=str(path)) from exc
     return path
@@ -61,7 +62,7 @@ def plot_cdfs(results: Sequence[RunResult], path: str | Path, metrics: Sequence[
         ax.set_ylim(0.0, 1.0)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def _stat(summary: Summary, name: str) -> float:
@@ -97,4 +98,4 @@ def plot_vs_qps(
         _plain_log(ax.yaxis)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from blockctl.bench.plots import save_figure
 from blockctl.bench.sim.autoscale import AutoscaleRun
-from blockctl.errors import ConfigError
 
 
 def ttft_p99_series(run: AutoscaleRun, bin_s: float) -> tuple[list[float], list[float]]:
@@ -49,10 +49,4 @@ def plot_autoscale(
     lat_ax.set_ylabel(f"P99 TTFT per {bin_s:g} s (s)")
     lat_ax.set_xlabel("time (s)")
     lat_ax.legend(loc="upper left", fontsize="small")
-    out = Path(path)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=110)
-    except OSError as exc:
-        raise ConfigError(f"cannot write plot: {exc.strerror}", source=str(out)) from exc
-    return out
+    return save_figure(fig, Path(path), dpi=110)
