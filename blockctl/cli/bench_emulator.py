@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import typer
-from rich.table import Table
 
-from blockctl.cli.ui import console, handle_errors, ok, print_json
+from blockctl.cli.ui import console, handle_errors, metric_table, ok, print_json
 from blockctl.engine.profile import DEFAULT_PROFILE
 
 
@@ -29,9 +28,6 @@ def emulator(
     if json_out:
         print_json({"profile": profile, **as_dict(result)})
         return
-    table = Table(title=f"emulator overhead ({profile}, {result.running} running streams)", show_header=False)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
     rows = [
         ("steps measured", f"{result.steps}"),
         ("tokens per step", f"{result.tokens_per_step:.1f}"),
@@ -42,9 +38,7 @@ def emulator(
         ("wall / emulated time", f"{result.wall_over_emulated:.3f}"),
         ("late per step", f"{result.late_ms_per_step:.3f} ms"),
     ]
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    console.print(metric_table(f"emulator overhead ({profile}, {result.running} running streams)", rows))
     ok(f"emulator CPU is {100 * result.cpu_over_emulated:.1f}% of the emulated step time")
 
 

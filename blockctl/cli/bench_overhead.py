@@ -5,19 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from blockctl.cli.ui import console, fail, handle_errors, ok, print_json
+from blockctl.cli.ui import console, fail, handle_errors, metric_table, ok, print_json
 from blockctl.errors import ConfigError
 from blockctl.scheduler.policies import POLICIES
 
 
 def _render(r: dict[str, Any]) -> None:
     lat, thr, targets = r["latency"], r["throughput"], r["targets"]
-    table = Table(title=f"scheduler overhead (policy {r['policy']}, {r['instances']} null agents, "
-                        f"throughput run pinned to CPU {r['scheduler_cpu']} of {r['machine_cpus']})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
     rows = [
         ("direct p50 / p99", f"{lat['direct_ms']['p50']:.3f} / {lat['direct_ms']['p99']:.3f} ms"),
         ("via scheduler p50 / p99", f"{lat['scheduler_ms']['p50']:.3f} / {lat['scheduler_ms']['p99']:.3f} ms"),
@@ -30,9 +25,9 @@ def _render(r: dict[str, Any]) -> None:
         ("errors", str(thr["errors"])),
         ("machine load (1 min)", f"{r['load_avg_1m']:.1f} on {r['machine_cpus']} CPUs"),
     ]
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    title = (f"scheduler overhead (policy {r['policy']}, {r['instances']} null agents, "
+             f"throughput run pinned to CPU {r['scheduler_cpu']} of {r['machine_cpus']})")
+    console.print(metric_table(title, rows, show_header=True))
     verdicts = (
         (lat["added_p50_ms"] <= targets["added_p50_ms"], f"added p50 {lat['added_p50_ms']:.2f} ms "
          f"(target ≤ {targets['added_p50_ms']:.0f} ms)"),

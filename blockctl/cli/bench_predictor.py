@@ -10,23 +10,13 @@ from typing import Any
 
 import httpx
 import typer
-from rich.table import Table
 
-from blockctl.cli.ui import console, err_console, handle_errors, ok, print_json
+from blockctl.cli.ui import console, err_console, handle_errors, metric_table, ok, print_json
 
 SPEED_TARGET_US = 1000.0
 RSS_TARGET_MB = 150.0
 E2E_MAPE_TARGET_PCT = 8.0
 LATE_WARN = 0.05  # emulator lateness (share of emulated time) above which the host dominates the error
-
-
-def _table(title: str, rows: list[tuple[str, str]]) -> Table:
-    table = Table(title=title, show_header=False)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for row in rows:
-        table.add_row(*row)
-    return table
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -85,7 +75,7 @@ def predictor(
             ("HTTP /predict p50 ms", _fmt(p["http_predict_p50_ms"])),
             ("HTTP /predict p99 ms", _fmt(p["http_predict_p99_ms"])),
         ]
-    console.print(_table(f"predictor speed ({profile})", rows))
+    console.print(metric_table(f"predictor speed ({profile})", rows))
     _verdict(
         speed.p50_us, SPEED_TARGET_US, f"p50 {speed.p50_us:.0f} µs per prediction", f"target ≤ {SPEED_TARGET_US:.0f} µs"
     )
@@ -163,7 +153,7 @@ def accuracy(
     if late is not None:
         rows.append(("emulator lateness %", _fmt(100 * late)))
     mode = "virtual time" if virtual else "real time"
-    console.print(_table(f"prediction accuracy ({mode}, {workload}, {spec}, {qps:g} req/s)", rows))
+    console.print(metric_table(f"prediction accuracy ({mode}, {workload}, {spec}, {qps:g} req/s)", rows))
     _verdict(
         e2e["mape_pct"],
         E2E_MAPE_TARGET_PCT,

@@ -8,9 +8,8 @@ import itertools
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from blockctl.cli.ui import console, handle_errors, ok, print_json
+from blockctl.cli.ui import console, handle_errors, metric_table, ok, print_json
 
 P50_TARGET_MS = 10.0
 
@@ -65,10 +64,7 @@ def tagger(
     if json_out:
         print_json(result)
         return
-    table = Table(title=f"online tagging · {rate:g} req/s · {requests} requests", show_header=False)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, label, fmt in (
+    fields = (
         ("p50_ms", "p50 latency", "{:.1f} ms"),
         ("p90_ms", "p90 latency", "{:.1f} ms"),
         ("p99_ms", "p99 latency", "{:.1f} ms"),
@@ -79,9 +75,9 @@ def tagger(
         ("batches", "batches", "{}"),
         ("missed_deadline", "missed deadline", "{}"),
         ("achieved_rate", "achieved rate", "{:.1f} req/s"),
-    ):
-        table.add_row(label, fmt.format(result[key]))
-    console.print(table)
+    )
+    rows = [(label, fmt.format(result[key])) for key, label, fmt in fields]
+    console.print(metric_table(f"online tagging · {rate:g} req/s · {requests} requests", rows))
     if summary.p50_ms <= P50_TARGET_MS:
         ok(f"p50 {summary.p50_ms:.1f} ms meets the {P50_TARGET_MS:g} ms target")
     else:

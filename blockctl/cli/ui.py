@@ -6,13 +6,16 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
 from blockctl.errors import BlockctlError, HostError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -29,6 +32,18 @@ def fail(message: str, hint: str | None = None) -> None:
     err_console.print(f"[red]⨯[/red] {message}")
     if hint:
         err_console.print(f"  [dim]try:[/dim] {hint}")
+
+
+def metric_table(title: str, rows: Iterable[tuple[str, str]], *, show_header: bool = False) -> Table:
+    """A two-column table, "metric" and right-aligned "value", one row per (label, value)."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=show_header)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def print_json(obj: Any) -> None:
