@@ -79,47 +79,33 @@ def local_instance(
     e_port, a_port = free_port(), free_port()
     engine_url, agent_url = f"http://127.0.0.1:{e_port}", f"http://127.0.0.1:{a_port}"
     procs: list[subprocess.Popen[bytes]] = []
+
+    def start(module: str, url: str, log: Path, *args: str) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module, *args, *common], stdout=out, stderr=subprocess.STDOUT
+            )
+        procs.append(proc)
+        _wait_healthy(url, proc, log, timeout_s)
+        return proc
+
     try:
-        e_log = log_dir / "engine.log"
-        with e_log.open("wb") as out:
-            engine = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "blockctl_agents.emulator",
-                    "--port",
-                    str(e_port),
-                    "--seed",
-                    str(seed),
-                    *common,
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        procs.append(engine)
-        _wait_healthy(engine_url, engine, e_log, timeout_s)
-        a_log = log_dir / "agent.log"
-        with a_log.open("wb") as out:
-            agent = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "blockctl_agents.predictor",
-                    "--engine-url",
-                    engine_url,
-                    "--port",
-                    str(a_port),
-                    "--token-file",
-                    str(token_file),
-                    "--name",
-                    "bench-0",
-                    *common,
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        procs.append(agent)
-        _wait_healthy(agent_url, agent, a_log, timeout_s)
+        engine = start(
+            "blockctl_agents.emulator", engine_url, log_dir / "engine.log", "--port", str(e_port), "--seed", str(seed)
+        )
+        agent = start(
+            "blockctl_agents.predictor",
+            agent_url,
+            log_dir / "agent.log",
+            "--engine-url",
+            engine_url,
+            "--port",
+            str(a_port),
+            "--token-file",
+            str(token_file),
+            "--name",
+            "bench-0",
+        )
         yield LocalInstance(engine_url, agent_url, token, engine.pid, agent.pid, log_dir)
     finally:
         for proc in reversed(procs):
