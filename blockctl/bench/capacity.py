@@ -117,46 +117,78 @@ def bisect_capacity(
     is the bracket's lower end, a QPS that was actually run and held. Halving stops at ``min_qps`` (default:
     ``resolution``).
     """
-    if start <= 0 or resolution <= 0 or growth <= 1.0:
+    return search_capacity(
+        lambda qs: [holds(q) for q in qs], width=1, start=start, resolution=resolution, min_qps=min_qps,
+        max_qps=max_qps, rel_resolution=rel_resolution, growth=growth,
+    )
+
+
+def search_capacity(
+    holds_many: Callable[[list[float]], list[bool]],
+    *,
+    width: int,
+    start: float,
+    resolution: float,
+    min_qps: float | None = None,
+    max_qps: float = 1e6,
+    rel_resolution: float = 0.0,
+    growth: float = 2.0,
+) -> CapacityResult:
+    """``bisect_capacity`` asking ``width`` QPS at a time (``holds_many`` may run them in parallel).
+
+    Brackets with ``width`` geometric steps per round, then splits the bracket into ``width + 1`` equal parts
+    per round; with ``width`` 1 it is plain bracketing and bisection. The answer is a QPS that was run and held.
+    """
+    if start <= 0 or resolution <= 0 or growth <= 1.0 or width < 1:
         raise ConfigError("start and resolution must be positive, growth above 1", key="--resolution")
     floor = resolution if min_qps is None else min_qps
     tried: list[tuple[float, bool]] = []
 
-    def run(qps: float) -> bool:
-        ok = holds(qps)
-        tried.append((qps, ok))
-        return ok
+    def run(qs: list[float]) -> list[bool]:
+        oks = holds_many(qs)
+        tried.extend(zip(qs, oks, strict=True))
+        return oks
 
     lo: float | None = None
     hi: float | None = None
-    qps = min(max(start, floor), max_qps)
-    if run(qps):
-        lo = qps
+    first = min(max(start, floor), max_qps)
+    oks = run([first])
+    if oks[0]:
+        lo = first
         while hi is None:
             if lo >= max_qps:
                 return CapacityResult(lo, tuple(tried), capped=True)
-            nxt = min(lo * growth, max_qps)
-            if run(nxt):
-                lo = nxt
-            else:
-                hi = nxt
+            ups = _distinct([min(lo * growth**j, max_qps) for j in range(1, width + 1)])
+            for q, ok in zip(ups, run(ups), strict=True):
+                if not ok:
+                    hi = q
+                    break
+                lo = q
     else:
-        hi = qps
+        hi = first
         while lo is None:
             if hi <= floor:
                 return CapacityResult(0.0, tuple(tried))
-            nxt = max(hi / growth, floor)
-            if run(nxt):
-                lo = nxt
-            else:
-                hi = nxt
+            downs = _distinct([max(hi / growth**j, floor) for j in range(1, width + 1)])
+            for q, ok in zip(downs, run(downs), strict=True):
+                if ok:
+                    lo = q
+                    break
+                hi = q
     while hi - lo > max(resolution, rel_resolution * lo):
-        mid = (lo + hi) / 2.0
-        if run(mid):
-            lo = mid
-        else:
-            hi = mid
+        step = (hi - lo) / (width + 1)
+        mids = [lo + step * j for j in range(1, width + 1)]
+        for q, ok in zip(mids, run(mids), strict=True):
+            if not ok:
+                hi = q
+                break
+            lo = q
     return CapacityResult(lo, tuple(tried))
+
+
+def _distinct(qs: list[float]) -> list[float]:
+    """Drop repeats (steps clipped at a limit), keeping order."""
+    return [q for i, q in enumerate(qs) if i == 0 or q != qs[i - 1]]
 
 
 def record_samples(records: Sequence[RequestRecord], metric: str) -> list[float]:

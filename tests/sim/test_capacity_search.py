@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blockctl.bench.capacity import Slo, bisect_capacity, parse_slos
+from blockctl.bench.capacity import Slo, bisect_capacity, parse_slos, search_capacity
 from blockctl.errors import ConfigError
 
 
@@ -93,3 +93,21 @@ def test_relative_resolution_stops_earlier_at_high_qps() -> None:
     res = bisect_capacity(lambda q: q <= 300.0, start=100.0, resolution=0.1, rel_resolution=0.01)
     assert 297.0 <= res.capacity <= 300.0
     assert len(res.tried) == 3 + 7  # 100, 200, 400, then 200 QPS wide halved to 1.6 (< 1 % of 300)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 37.0, 123.4, 999.0])
+@pytest.mark.parametrize("width", [2, 3])
+def test_search_asking_several_points_at_once_finds_the_same_capacity(threshold: float, width: int) -> None:
+    rounds: list[list[float]] = []
+
+    def holds_many(qs: list[float]) -> list[bool]:
+        assert 1 <= len(qs) <= width
+        rounds.append(qs)
+        return [q <= threshold for q in qs]
+
+    one = bisect_capacity(lambda q: q <= threshold, start=10.0, resolution=0.5)
+    many = search_capacity(holds_many, width=width, start=10.0, resolution=0.5)
+    assert many.capacity <= threshold < many.capacity + 0.5 or many.capacity == 0.0
+    assert abs(many.capacity - one.capacity) < 0.5
+    assert (many.capacity, True) in many.tried or many.capacity == 0.0
+    assert len(rounds) < len(one.tried)  # fewer sequential rounds than one-at-a-time probes

@@ -58,3 +58,15 @@ def test_bad_options_name_the_option() -> None:
     assert res.exit_code == 1 and "--qps" in res.output
     res = runner.invoke(app, ["bench", "compare", *TINY, "--qps", "1", "--lengths", "noisy:x"])
     assert res.exit_code == 1 and "--lengths" in res.output
+
+
+def test_a_lone_policy_searched_with_two_processes_finds_the_one_process_capacity() -> None:
+    runner = CliRunner()
+    args = ["bench", "capacity", *TINY[:-2], "--policies", "block", "--slo", "ttft-p99=2",
+            "--rel-resolution", "0.05", "--json"]
+    one = runner.invoke(app, [*args, "--jobs", "1"])
+    two = runner.invoke(app, [*args, "--jobs", "2"])
+    assert one.exit_code == 0 and two.exit_code == 0, one.output + two.output
+    # Same deterministic simulation, different probe order: the two answers agree to the resolution.
+    cap1, cap2 = json.loads(one.stdout)["block"], json.loads(two.stdout)["block"]
+    assert abs(cap1 - cap2) <= 0.05 * max(cap1, cap2)

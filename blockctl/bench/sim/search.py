@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from blockctl.bench.capacity import CapacityResult, Slo, bisect_capacity
+from blockctl.bench.capacity import CapacityResult, Slo, search_capacity
 from blockctl.bench.sim.run import Prepared, SimRun, SimSetup, prepare, run_policy, slos_hold
 from blockctl.scheduler.policies import POLICIES, make_policy
 
@@ -32,22 +32,51 @@ AUTO_START_PER_INSTANCE = 8.0  # QPS per instance tried first when nothing bette
 NEAR_GROWTH = 1.25  # bracketing factor when starting from another policy's capacity
 
 
-def policy_capacity(
-    setup: SimSetup, prepared: Prepared, policy: str, spec: SearchSpec, progress: Progress | None = None
-) -> CapacityResult:
-    """Highest QPS at which every SLO of ``spec`` holds for ``policy`` (runs stop early once one breaks)."""
-    abort = next((s for s in spec.slos if s.metric in ("ttft", "e2e") and s.quantile is not None), None)
+def _holds(setup: SimSetup, prepared: Prepared, policy: str, qps: float, slos: tuple[Slo, ...],
+           progress: Progress | None) -> bool:
+    abort = next((s for s in slos if s.metric in ("ttft", "e2e") and s.quantile is not None), None)
+    run: SimRun = run_policy(setup, prepared, policy, qps, abort=abort)
+    ok = slos_hold(run, slos)
+    if progress is not None:
+        progress(policy, qps, ok)
+    return ok
 
-    def holds(qps: float) -> bool:
-        run: SimRun = run_policy(setup, prepared, policy, qps, abort=abort)
-        ok = slos_hold(run, spec.slos)
-        if progress is not None:
-            progress(policy, qps, ok)
-        return ok
+
+_PREPARED: dict[SimSetup, Prepared] = {}
+
+
+def _probe(setup: SimSetup, policy: str, qps: float, slos: tuple[Slo, ...], progress: Progress | None) -> bool:
+    """One simulated point in a worker process (the workload is prepared once per process)."""
+    if setup not in _PREPARED:
+        _PREPARED[setup] = prepare(setup)
+    return _holds(setup, _PREPARED[setup], policy, qps, slos, progress)
+
+
+def policy_capacity(
+    setup: SimSetup,
+    prepared: Prepared,
+    policy: str,
+    spec: SearchSpec,
+    progress: Progress | None = None,
+    *,
+    pool: ProcessPoolExecutor | None = None,
+    width: int = 1,
+) -> CapacityResult:
+    """Highest QPS at which every SLO of ``spec`` holds for ``policy`` (runs stop early once one breaks).
+
+    With a ``pool``, ``width`` QPS points are simulated at once in its processes (a lone slow policy then
+    uses every core)."""
+
+    def holds_many(qs: list[float]) -> list[bool]:
+        if pool is None or len(qs) == 1:
+            return [_holds(setup, prepared, policy, q, spec.slos, progress) for q in qs]
+        futures = [pool.submit(_probe, setup, policy, q, spec.slos, progress) for q in qs]
+        return [f.result() for f in futures]
 
     start = spec.start if spec.start is not None else AUTO_START_PER_INSTANCE * setup.instances
-    return bisect_capacity(holds, start=start, resolution=spec.resolution, max_qps=spec.max_qps,
-                           rel_resolution=spec.rel_resolution, growth=spec.growth)
+    return search_capacity(holds_many, width=width if pool is not None else 1, start=start,
+                           resolution=spec.resolution, max_qps=spec.max_qps, rel_resolution=spec.rel_resolution,
+                           growth=spec.growth)
 
 
 def _worker(
@@ -93,6 +122,12 @@ def capacities(
 def _run_all(
     setup: SimSetup, policies: Sequence[str], spec: SearchSpec, jobs: int, progress: Progress | None
 ) -> dict[str, CapacityResult]:
+    if len(policies) * 2 <= jobs:
+        # Fewer policies than cores: each policy's search asks several QPS at once instead.
+        prepared = prepare(setup)
+        width = jobs // len(policies)
+        with ProcessPoolExecutor(max_workers=width) as pool:
+            return {p: policy_capacity(setup, prepared, p, spec, progress, pool=pool, width=width) for p in policies}
     jobs = min(jobs, len(policies))
     if jobs <= 1:
         prepared = prepare(setup)
