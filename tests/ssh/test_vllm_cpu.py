@@ -84,8 +84,11 @@ async def test_agent_in_front_of_real_vllm(ssh_server: SshServer, tmp_path: Path
                     usage = chunk.usage or usage
                     if chunks == 5:  # mid-stream: the agent has counted at least what we have received
                         live = (await http.get(f"{inst.agent_url}/state", headers=auth)).json()
-                        (tracked,) = live["requests"]
-                        assert tracked["stream"] and 5 <= tracked["produced"] <= 200
+                        if live["requests"]:
+                            (tracked,) = live["requests"]
+                            assert tracked["stream"] and 5 <= tracked["produced"] <= 200
+                        else:  # a tiny model on a CPU can stream all 200 tokens before the client reads 5
+                            assert live["totals"]["completed"] == 1, live
                 assert chunks >= 5 and usage is not None and usage.completion_tokens == 200
 
                 chat = await client.chat.completions.create(
