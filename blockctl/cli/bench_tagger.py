@@ -33,7 +33,7 @@ def tagger(
     requests: int = typer.Option(400, "--requests", min=1),
     data: str = typer.Option("sharegpt", "--data", help="Where prompts come from (its test split)."),
     max_batch: int = typer.Option(16, "--max-batch", min=1),
-    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0.0),
+    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", min=0.0, help="An idle worker waits this for company."),
     deadline_ms: float = typer.Option(1000.0, "--deadline-ms", min=0.1, help="Answers later than this miss."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads [default: torch's]."),
     seed: int = typer.Option(0, "--seed"),
@@ -77,7 +77,8 @@ def tagger(
         ("achieved_rate", "achieved rate", "{:.1f} req/s"),
     )
     rows = [(label, fmt.format(result[key])) for key, label, fmt in fields]
-    console.print(metric_table(f"online tagging · {rate:g} req/s · {requests} requests", rows))
+    title = f"online tagging · {rate:g} req/s · {requests} requests · {summary.forward or 'custom'} forward"
+    console.print(metric_table(title, rows))
     if summary.p50_ms <= P50_TARGET_MS:
         ok(f"p50 {summary.p50_ms:.1f} ms meets the {P50_TARGET_MS:g} ms target")
     else:

@@ -29,6 +29,7 @@ class LatencySummary:
     achieved_rate: float  # requests/s actually issued (arrivals over the run)
     cpu_ms_per_batch: float = float("nan")  # inference thread CPU time: the cost on an idle core
     wall_ms_per_batch: float = float("nan")  # inference wall time: longer when the core is shared
+    forward: str = ""  # "lean" or "module" for a tagger directory
 
 
 def summarize(
@@ -59,7 +60,7 @@ async def run(
     rate: float,
     requests: int,
     max_batch: int = 16,
-    max_wait_ms: float = 2.0,
+    max_wait_ms: float = 0.0,
     deadline_ms: float = 1000.0,
     threads: int | None = None,
     seed: int = 0,
@@ -102,4 +103,4 @@ async def run(
             cpu_ms_per_batch=stats.inference_cpu_s / stats.batches * 1e3,
             wall_ms_per_batch=stats.inference_wall_s / stats.batches * 1e3,
         )
-    return summary
+    return dataclasses.replace(summary, forward=stats.forward)

@@ -3,7 +3,9 @@
 ``await tagger.predict(text)`` returns predicted output tokens, or None when ``deadline_ms`` passes first
 (the caller then routes with its fallback length instead of waiting). Inference never runs on the loop:
 batches go to a single-thread executor, because torch blocks. While one batch runs, new prompts queue
-and form the next batch (up to ``max_batch``); an idle worker waits ``max_wait_ms`` for company.
+and form the next batch (up to ``max_batch``). An idle worker starts at once by default: waiting
+``max_wait_ms`` for company adds that wait to every request at low load, and at high load batches form
+anyway behind the running one.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class OnlineStats:
     errors: int = 0  # batches whose inference raised (their callers got None)
     inference_cpu_s: float = 0.0  # CPU time of the inference thread (all of it with torch threads = 1)
     inference_wall_s: float = 0.0
+    forward: str = ""  # how a tagger directory computes: "lean" or "module" (lean.verified decides)
 
     @property
     def mean_batch(self) -> float:
@@ -55,7 +58,7 @@ class OnlineTagger:
         model: str | Path | BatchPredictor,
         *,
         max_batch: int = 16,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         deadline_ms: float = 50.0,
         threads: int | None = None,
     ) -> None:
@@ -80,6 +83,7 @@ class OnlineTagger:
         assert isinstance(self._source, (str, Path))
         tagger = Tagger(self._source, threads=self._threads)
         tagger.predict(["warm-up"])  # the first call through torch is slow; pay it before serving
+        self.stats.forward = tagger.path
         return tagger
 
     async def start(self) -> None:
