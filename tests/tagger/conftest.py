@@ -78,6 +78,7 @@ def tiny_tagger(tiny_base: Path, synthetic_jsonl: Path, tmp_path_factory: pytest
         lr=5e-3,
         head_lr=1e-2,
         train_layers=2,
+        num_layers=2,  # both of the tiny base's layers: the lean forward is checked across layers
         max_train=None,
         max_val=None,
         patience=3,
