@@ -33,3 +33,4 @@ async def test_open_loop_run_batches_under_load() -> None:
     assert s.p50_ms >= 4.0  # at least one inference
     # sleeping costs wall time but no CPU: the two inference timings tell a busy core from a slow model
     assert s.wall_ms_per_batch >= 4.0 > s.cpu_ms_per_batch
+

@@ -74,6 +74,21 @@ async def test_model_failure_gives_none_and_the_batcher_survives() -> None:
         await tagger.close()
 
 
+async def test_an_idle_batcher_starts_at_once_unless_told_to_wait() -> None:
+    async def lone_request(tagger: OnlineTagger) -> float:
+        await tagger.start()
+        t0 = time.perf_counter()
+        try:
+            assert await tagger.predict("abc") == 3
+        finally:
+            await tagger.close()
+        return time.perf_counter() - t0
+
+    at_once = await lone_request(OnlineTagger(SlowLength(0.0), deadline_ms=10_000))
+    waiting = await lone_request(OnlineTagger(SlowLength(0.0), max_wait_ms=300, deadline_ms=10_000))
+    assert at_once < 0.3 <= waiting
+
+
 def test_rejects_nonsense_settings() -> None:
     with pytest.raises(ValueError):
         OnlineTagger(SlowLength(), max_batch=0)
@@ -90,6 +105,7 @@ async def test_real_tagger_online(tiny_tagger: Path) -> None:
     finally:
         await tagger.close()
     assert list(got) == offline
+    assert tagger.stats.forward == "lean"  # a BERT tagger is served through the verified lean forward
 
 
 def test_bad_directory_fails_at_construction(tmp_path: Path) -> None:
