@@ -37,6 +37,7 @@ def tagger(
     deadline_ms: float = typer.Option(1000.0, "--deadline-ms", min=0.1, help="Answers later than this miss."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads [default: torch's]."),
     seed: int = typer.Option(0, "--seed"),
+    module: bool = typer.Option(False, "--module", help="Time the Hugging Face module, not the lean forward."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Tag ShareGPT prompts through the scheduler's micro-batching tagger and report latency percentiles."""
@@ -58,6 +59,7 @@ def tagger(
             deadline_ms=deadline_ms,
             threads=threads,
             seed=seed,
+            lean=not module,
         )
     )
     result = {"model": str(model), **dataclasses.asdict(summary), "target_p50_ms": P50_TARGET_MS}

@@ -64,13 +64,16 @@ async def run(
     deadline_ms: float = 1000.0,
     threads: int | None = None,
     seed: int = 0,
+    lean: bool = True,
 ) -> LatencySummary:
     """Issue ``requests`` prompts (cycling ``prompts``) at Poisson ``rate``; time each ``predict`` call.
 
     The model is loaded and warmed up before the clock starts. Latency is measured from each request's
     arrival to its answer, so queueing behind earlier batches counts.
     """
-    tagger = OnlineTagger(model, max_batch=max_batch, max_wait_ms=max_wait_ms, deadline_ms=deadline_ms, threads=threads)
+    tagger = OnlineTagger(
+        model, max_batch=max_batch, max_wait_ms=max_wait_ms, deadline_ms=deadline_ms, threads=threads, lean=lean
+    )
     await tagger.start()
     gaps = np.random.default_rng(seed).exponential(1.0 / rate, requests)
     latencies: list[float | None] = [None] * requests

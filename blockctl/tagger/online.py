@@ -50,7 +50,8 @@ class OnlineTagger:
     The constructor only checks the directory and that torch is installed (TaggerError otherwise).
     ``await start()`` loads and warms the model in the worker thread; without it the first ``predict``
     starts loading and the requests during the load get None. ``await close()`` stops the batching task
-    and the thread. Use from one event loop.
+    and the thread. Use from one event loop. ``lean=False`` serves a tagger directory through the
+    Hugging Face module instead of the verified lean forward (``blockctl bench tagger --module``).
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class OnlineTagger:
         max_wait_ms: float = 0.0,
         deadline_ms: float = 50.0,
         threads: int | None = None,
+        lean: bool = True,
     ) -> None:
         if max_batch < 1 or max_wait_ms < 0 or deadline_ms <= 0:
             raise ValueError("max_batch >= 1, max_wait_ms >= 0 and deadline_ms > 0 are required")
@@ -70,7 +72,7 @@ class OnlineTagger:
         self._source = model
         self._predictor: BatchPredictor | None = None if isinstance(model, (str, Path)) else model
         self.max_batch, self.max_wait_s, self.deadline_s = max_batch, max_wait_ms / 1e3, deadline_ms / 1e3
-        self._threads = threads
+        self._threads, self._lean = threads, lean
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blockctl-tagger")
         self._queue: asyncio.Queue[tuple[str, asyncio.Future[int]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -81,7 +83,7 @@ class OnlineTagger:
         from blockctl.tagger.predict import Tagger
 
         assert isinstance(self._source, (str, Path))
-        tagger = Tagger(self._source, threads=self._threads)
+        tagger = Tagger(self._source, threads=self._threads, lean=self._lean)
         tagger.predict(["warm-up"])  # the first call through torch is slow; pay it before serving
         self.stats.forward = tagger.path
         return tagger
