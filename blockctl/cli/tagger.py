@@ -146,6 +146,21 @@ def eval_cmd(
     console.print(eval_table(report))
 
 
+@tagger_app.command("calibrate")
+@handle_errors
+def calibrate_cmd(
+    model: Path = typer.Option(..., "--model", help="Tagger dir to (re)calibrate in place."),
+    data: str = typer.Option("sharegpt", "--data", help=DATA_HELP),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", help="HF tokenizer dir counting reply tokens."),
+) -> None:
+    """Fit the map from the tagger's typical length to the mean length routing uses, on DATA's validation split."""
+    from blockctl.tagger.train import calibrate
+
+    calib = calibrate(model, data, tokenizer_dir=tokenizer)
+    pairs = ", ".join(f"≤{e}→{m:.0f}" for e, m in zip(calib.edges, calib.means, strict=False))
+    ok(f"{model}: calibrated on {data} ({pairs}, else {calib.means[-1]:.0f})")
+
+
 @tagger_app.command("predict")
 @handle_errors
 def predict_cmd(
@@ -157,8 +172,11 @@ def predict_cmd(
 
     t0 = time.perf_counter()
     tagger = Tagger(model)
-    preds = tagger.predict(prompt)
-    print_json({"model": str(model), "predicted_output_tokens": preds, "seconds": time.perf_counter() - t0})
+    preds = tagger.predict(prompt, calibrated=False)
+    result: dict[str, Any] = {"model": str(model), "predicted_output_tokens": preds}
+    if tagger.calibration is not None:
+        result["mean_output_tokens"] = [tagger.calibration(n) for n in preds]  # what routing uses
+    print_json({**result, "seconds": time.perf_counter() - t0})
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
+from blockctl.tagger.calibration import Calibration
 from blockctl.tagger.config import TaggerConfig, read_config
 from blockctl.tagger.dataset import prompt_sha256
 
@@ -20,6 +21,7 @@ def default_cache_dir() -> Path:
 def predict_lengths(model_dir: str | Path, prompts: Sequence[str], *, cache_dir: str | Path | None = None) -> list[int]:
     """Predicted output tokens for each prompt, cached on disk by (model fingerprint, prompt sha256).
 
+    The tagger's own predictions are cached, and its calibration (if any) is applied on the way out.
     The cache is one SQLite file in ``cache_dir`` (default ``$XDG_CACHE_HOME/blockctl/tagger``); only
     prompts not cached yet are run through the model, and the model is not loaded when all are cached.
     """
@@ -46,10 +48,13 @@ def predict_lengths(model_dir: str | Path, prompts: Sequence[str], *, cache_dir:
             from blockctl.tagger.predict import Tagger
 
             tagger = Tagger(model_dir)
-            fresh = tagger.predict(list(todo.values()))
+            fresh = tagger.predict(list(todo.values()), calibrated=False)
             known.update(zip(todo.keys(), fresh, strict=True))
             db.executemany(
                 "INSERT OR REPLACE INTO lengths VALUES (?, ?, ?)",
                 [(config.fingerprint, h, n) for h, n in zip(todo.keys(), fresh, strict=True)],
             )
+    calibration = Calibration.from_dict(config.calibration)
+    if calibration is not None:
+        return [calibration(known[h]) for h in hashes]
     return [known[h] for h in hashes]

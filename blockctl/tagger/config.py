@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ class TaggerConfig:
     fingerprint: str = ""  # sha256 of model.safetensors, set on save; keys prediction caches
     data: dict[str, Any] = field(default_factory=dict)  # provenance: source, sha256, counts, split rule
     training: dict[str, Any] = field(default_factory=dict)  # hyper-parameters used
+    calibration: dict[str, Any] = field(default_factory=dict)  # typical → mean tokens (calibration.py); {}: none
 
 
 def read_config(model_dir: str | Path) -> TaggerConfig:
@@ -46,6 +47,11 @@ def read_config(model_dir: str | Path) -> TaggerConfig:
         return TaggerConfig(**raw)
     except TypeError as exc:
         raise TaggerError(f"{path}: {exc}") from None
+
+
+def write_config(model_dir: str | Path, config: TaggerConfig) -> None:
+    path = Path(model_dir) / "config.json"
+    path.write_text(json.dumps(asdict(config), indent=2) + "\n", encoding="utf-8")
 
 
 def require_runtime() -> None:

@@ -11,7 +11,6 @@ A saved tagger directory is self-describing and needs nothing else to load:
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 from blockctl.errors import TaggerError
 from blockctl.tagger._deps import nn, torch, transformers
-from blockctl.tagger.config import FORMAT, TaggerConfig, read_config
+from blockctl.tagger.config import FORMAT, TaggerConfig, read_config, write_config
 
 __all__ = ["FORMAT", "LengthRegressor", "TaggerConfig", "load", "load_base", "read_config", "save"]
 
@@ -116,7 +115,7 @@ def save(model: LengthRegressor, tokenizer: Any, config: TaggerConfig, out: Path
     tokenizer.save_pretrained(str(out / "tokenizer"))
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     final = TaggerConfig(**{**asdict(config), "fingerprint": digest})
-    (out / "config.json").write_text(json.dumps(asdict(final), indent=2) + "\n", encoding="utf-8")
+    write_config(out, final)
     return final
 
 

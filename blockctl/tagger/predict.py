@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from blockctl.tagger._deps import torch
+from blockctl.tagger.calibration import Calibration
 from blockctl.tagger.lean import Forward, verified
 from blockctl.tagger.model import LengthRegressor, load, to_tokens
 
@@ -78,6 +79,7 @@ class Tagger:
     """A loaded tagger: ``predict(prompts) -> tokens``. Blocking (torch); call it off the event loop.
 
     ``path`` says how it computes: "lean" (``lean.verified`` accepted the fast forward) or "module".
+    ``predict`` returns calibrated mean lengths when the directory has a calibration (see calibration.py).
     """
 
     def __init__(self, model_dir: str | Path, *, threads: int | None = None, lean: bool = True) -> None:
@@ -87,6 +89,7 @@ class Tagger:
         self.model_dir = Path(model_dir)
         self._forward: Forward | None = None
         self.path = "module"
+        self.calibration = Calibration.from_dict(self.config.calibration)
         if lean:
             self._forward, self.path = verified(self.model, self.tokenizer, self.config.max_length)
 
@@ -94,6 +97,10 @@ class Tagger:
     def fingerprint(self) -> str:
         return self.config.fingerprint
 
-    def predict(self, prompts: Sequence[str], batch_size: int = 32) -> list[int]:
+    def predict(self, prompts: Sequence[str], batch_size: int = 32, *, calibrated: bool = True) -> list[int]:
+        """Predicted output tokens: the mean for prompts like each (calibrated), else the typical reply."""
         logs = predict_log(self.model, self.tokenizer, prompts, self.config.max_length, batch_size, self._forward)
-        return [to_tokens(v) for v in logs]
+        tokens = [to_tokens(v) for v in logs]
+        if calibrated and self.calibration is not None:
+            return [self.calibration(t) for t in tokens]
+        return tokens

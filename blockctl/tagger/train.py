@@ -1,7 +1,8 @@
 """Fine-tune a length tagger: AdamW, L1 loss in log space, length-bucketed batches, early stopping.
 
 L1 on log(1 + tokens) makes the model predict the conditional *median* length (the median commutes with
-the monotone label transform), which is what minimises mean absolute error in tokens.
+the monotone label transform), which is what minimises mean absolute error in tokens. Routing needs the
+mean, so training ends by fitting a calibration (median → mean, ``calibration.py``) on the validation split.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from blockctl.errors import TaggerError
+from blockctl.tagger import calibration
 from blockctl.tagger import dataset as ds
 from blockctl.tagger._deps import torch
 from blockctl.tagger.metrics import length_metrics
@@ -173,6 +175,12 @@ def train(spec: TrainSpec, out: Path, on_progress: Callable[[Progress], None] | 
     metrics: dict[str, Any] = {"history": history, "best_val_mae": best, "stopped_early": stopped_early}
     val_pred = [to_tokens(p) for p in predict_log(model, tokenizer, val_prompts, spec.max_length)]
     metrics["val"] = length_metrics(val_pred, val_true).as_dict()
+    report(Progress(step, total, epoch, 0.0, note="calibrating mean lengths on the validation split"))
+    every_val = parts["val"]  # all of it, not just the examples early stopping used: bins need many
+    calib = calibration.fit(
+        [to_tokens(p) for p in predict_log(model, tokenizer, [e.prompt for e in every_val], spec.max_length)],
+        [e.output_tokens for e in every_val],
+    )
     if spec.evaluate_test and parts["test"]:
         report(Progress(step, total, epoch, 0.0, note="evaluating on the test split"))
         test = parts["test"]
@@ -202,9 +210,29 @@ def train(spec: TrainSpec, out: Path, on_progress: Callable[[Progress], None] | 
             "steps": step,
             "torch_threads": torch.get_num_threads(),
         },
+        calibration={**calib.as_dict(), "examples": len(every_val)},
     )
     final = save(model, tokenizer, config, out)
     import json
 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return TrainResult(out=out, config=final, metrics=metrics, seconds=seconds)
+
+
+def calibrate(model_dir: str | Path, source: str, *, tokenizer_dir: str | None = None) -> calibration.Calibration:
+    """Fit a saved tagger's calibration on ``source``'s validation split and write it into its config.json.
+
+    For taggers saved without one, or to calibrate on other traffic (e.g. ``log:PATH``). The weights and
+    the fingerprint do not change.
+    """
+    from blockctl.tagger.config import read_config, write_config
+    from blockctl.tagger.predict import Tagger
+
+    val = ds.split_examples(ds.load_examples(source, tokenizer_dir=tokenizer_dir))["val"]
+    if not val:
+        raise TaggerError(f"{source}: no examples in the validation split to calibrate on")
+    tagger = Tagger(model_dir)
+    calib = calibration.fit(tagger.predict([e.prompt for e in val], calibrated=False), [e.output_tokens for e in val])
+    config = read_config(model_dir)
+    write_config(model_dir, replace(config, calibration={**calib.as_dict(), "examples": len(val), "source": source}))
+    return calib

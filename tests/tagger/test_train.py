@@ -42,7 +42,7 @@ def test_output_directory_describes_itself(tiny_tagger: Path, tiny_base: Path, s
 def test_tagger_learns_more_than_the_median(tiny_tagger: Path, synthetic_jsonl: Path) -> None:
     report = evaluate([str(tiny_tagger)], str(synthetic_jsonl))
     rows = {r["name"]: r["metrics"] for r in report["rows"]}
-    assert set(rows) == {"median", "ngram-ridge", "tiny"}
+    assert set(rows) == {"median", "ngram-ridge", "tiny", "tiny (mean)"}  # typical and calibrated mean
     assert rows["tiny"]["mae"] < 0.6 * rows["median"]["mae"]
     assert rows["tiny"]["kendall_tau"] > 0.4
     # the same split as training used: the saved test metrics are reproduced by a fresh load
@@ -110,7 +110,8 @@ def test_cli_train_eval_predict(tiny_base: Path, synthetic_jsonl: Path, tmp_path
     assert "tagger written to" in res.output and (out / "model.safetensors").exists()
     res = runner.invoke(app, ["tagger", "eval", "--model", str(out), "--data", str(synthetic_jsonl), "--json"])
     assert res.exit_code == 0, res.output
-    assert [r["name"] for r in json.loads(res.output)["rows"]] == ["median", "ngram-ridge", "cli-tagger"]
+    names = [r["name"] for r in json.loads(res.output)["rows"]]
+    assert names == ["median", "ngram-ridge", "cli-tagger", "cli-tagger (mean)"]
     res = runner.invoke(app, ["tagger", "predict", "--model", str(out), "brief w1"])
     assert res.exit_code == 0 and json.loads(res.output)["predicted_output_tokens"][0] >= 1
     res = runner.invoke(app, ["tagger", "eval", "--model", str(tmp_path / "nope"), "--data", str(synthetic_jsonl)])
@@ -151,5 +152,5 @@ def test_old_and_new_model_compared_on_one_request_log(tiny_tagger: Path, tmp_pa
     shutil.copytree(tiny_tagger, new)
     report = evaluate([str(old), str(new)], f"log:{tmp_path / 'requests.jsonl'}")
     rows = {r["name"]: r["metrics"]["mae"] for r in report["rows"]}
-    assert list(rows) == ["median", "ngram-ridge", "old", "new"]
+    assert list(rows) == ["median", "ngram-ridge", "old", "old (mean)", "new", "new (mean)"]
     assert rows["old"] == rows["new"] < rows["median"]
