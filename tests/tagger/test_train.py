@@ -154,3 +154,18 @@ def test_old_and_new_model_compared_on_one_request_log(tiny_tagger: Path, tmp_pa
     rows = {r["name"]: r["metrics"]["mae"] for r in report["rows"]}
     assert list(rows) == ["median", "ngram-ridge", "old", "old (mean)", "new", "new (mean)"]
     assert rows["old"] == rows["new"] < rows["median"]
+
+
+def test_cli_defaults_are_the_train_spec_defaults() -> None:
+    """The CLI repeats TrainSpec's defaults (it must not import torch to build its options): keep them equal."""
+    import inspect
+
+    from blockctl.cli.tagger import train_tagger
+    from blockctl.tagger.train import TrainSpec
+
+    cli = {name: p.default.default for name, p in inspect.signature(train_tagger).parameters.items()}
+    spec = TrainSpec()
+    for name in ("epochs", "max_length", "batch_size", "lr", "train_layers", "patience", "seed"):
+        assert cli[name] == getattr(spec, name), name
+    for name in ("num_layers", "max_train", "max_val"):  # 0 on the command line means None (all)
+        assert (cli[name] or None) == getattr(spec, name), name
