@@ -17,9 +17,13 @@ def test_parse_each_kind() -> None:
     assert parse_lengths("tagger") == LengthSpec("tagger")
     assert parse_lengths("tagger:/tmp/t") == LengthSpec("tagger", tagger_dir="/tmp/t")
     assert str(parse_lengths("noisy:12.5")) == "noisy:12.5"
+    assert parse_lengths("fixed:202") == LengthSpec("fixed", tokens=202)
+    assert str(LengthSpec("fixed", tokens=7)) == "fixed:7"
 
 
-@pytest.mark.parametrize("bad", ["", "noisy", "noisy:x", "noisy:-1", "noisy:101", "oracle:1", "perfect"])
+@pytest.mark.parametrize(
+    "bad", ["", "noisy", "noisy:x", "noisy:-1", "noisy:101", "oracle:1", "perfect", "fixed", "fixed:0", "fixed:2.5"]
+)
 def test_parse_rejects_bad_values(bad: str) -> None:
     with pytest.raises(ConfigError, match="--lengths"):
         parse_lengths(bad)
@@ -47,8 +51,9 @@ def test_noisy_is_deterministic_per_seed_and_at_least_one() -> None:
     assert noisy_lengths(true, 0.0, seed=9) == true
 
 
-def test_oracle_is_the_truth() -> None:
+def test_oracle_is_the_truth_and_fixed_ignores_it() -> None:
     assert predicted_lengths(LengthSpec("oracle"), [3, 9], [None, None], seed=0) == [3, 9]
+    assert predicted_lengths(parse_lengths("fixed:50"), [3, 9], [None, None], seed=0) == [50, 50]
 
 
 def test_tagger_needs_a_directory_and_prompt_text(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Predicted output lengths for simulated requests: ``oracle``, ``noisy:PCT`` or ``tagger:DIR``."""
+"""Predicted output lengths for simulated requests: ``oracle``, ``noisy:PCT``, ``fixed:N`` or ``tagger:DIR``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from blockctl.errors import ConfigError
 
-KINDS = ("oracle", "noisy", "tagger")
+KINDS = ("oracle", "noisy", "fixed", "tagger")
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,24 +16,31 @@ class LengthSpec:
     """A parsed ``--lengths`` value.
 
     ``noisy:PCT``: predicted = round(true × (1 + u)), u ~ Uniform(−PCT/100, +PCT/100), at least 1 — an
-    unbiased error whose magnitude never exceeds PCT % (mean |error| = PCT/2 %). ``tagger:DIR``: the
-    length tagger trained into DIR predicts from the prompt text (cached per prompt on disk).
+    unbiased error whose magnitude never exceeds PCT % (mean |error| = PCT/2 %). ``fixed:N``: N tokens for
+    every request, the baseline a length predictor has to beat. ``tagger:DIR``: the length tagger trained
+    into DIR predicts from the prompt text (cached per prompt on disk).
     """
 
     kind: str
     pct: float = 0.0
     tagger_dir: str | None = None
+    tokens: int = 0  # fixed:N
 
     def __str__(self) -> str:
         if self.kind == "noisy":
             return f"noisy:{self.pct:g}"
+        if self.kind == "fixed":
+            return f"fixed:{self.tokens}"
         if self.kind == "tagger" and self.tagger_dir:
             return f"tagger:{self.tagger_dir}"
         return self.kind
 
 
 def parse_lengths(spec: str) -> LengthSpec:
-    """Parse ``oracle``, ``noisy:PCT`` (0 ≤ PCT ≤ 100) or ``tagger:DIR``; ConfigError names the option."""
+    """Parse ``oracle``, ``noisy:PCT`` (0 ≤ PCT ≤ 100), ``fixed:N`` (N ≥ 1) or ``tagger:DIR``.
+
+    ConfigError names the option.
+    """
     kind, _, arg = spec.strip().partition(":")
     if kind == "oracle" and not arg:
         return LengthSpec("oracle")
@@ -45,9 +52,14 @@ def parse_lengths(spec: str) -> LengthSpec:
         if not 0.0 <= pct <= 100.0:
             raise ConfigError(f"'{spec}': PCT must be between 0 and 100", key="--lengths")
         return LengthSpec("noisy", pct=pct)
+    if kind == "fixed":
+        if not arg.isdigit() or int(arg) < 1:
+            raise ConfigError(f"'{spec}': expected fixed:N with N a whole number of tokens, at least 1",
+                              key="--lengths")
+        return LengthSpec("fixed", tokens=int(arg))
     if kind == "tagger":
         return LengthSpec("tagger", tagger_dir=arg or None)  # no DIR: refused when lengths are asked for
-    raise ConfigError(f"'{spec}': expected one of oracle, noisy:PCT, tagger:DIR", key="--lengths")
+    raise ConfigError(f"'{spec}': expected one of oracle, noisy:PCT, fixed:N, tagger:DIR", key="--lengths")
 
 
 def noisy_lengths(true_lengths: Sequence[int], pct: float, *, seed: int) -> list[int]:
@@ -65,6 +77,8 @@ def predicted_lengths(
         return [max(1, n) for n in true_lengths]
     if spec.kind == "noisy":
         return noisy_lengths(true_lengths, spec.pct, seed=seed)
+    if spec.kind == "fixed":
+        return [spec.tokens] * len(true_lengths)
     return _tagger_lengths(spec.tagger_dir, prompts)
 
 
