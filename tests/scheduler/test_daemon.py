@@ -125,7 +125,8 @@ async def test_dead_instance_is_retried_elsewhere_before_any_byte(tmp_path: Path
     assert r.status_code == 200 and r.headers["x-blockctl-instance"] == "alive"
     assert r.headers["content-type"].startswith("text/event-stream")
     assert r.text.endswith("data: [DONE]\n\n")
-    # "dead" still predicts best, but after its failed forward it is benched: no more round trips to it.
+    # "dead" still predicts best, but after its failed forward it is out of rotation (its /load probes
+    # fail): no more round trips to it.
     assert [x.headers["x-blockctl-instance"] for x in later] == ["alive"] * 3
     assert len(dead.forwarded) == 1 and len(alive.forwarded) == 4
 
