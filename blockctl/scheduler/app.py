@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from blockctl import __version__
 from blockctl.errors import BadRequest, UpstreamError
 from blockctl.openai_api import ENDPOINT_KIND, bad_request_response, error_response, parse_completion_body
 from blockctl.scheduler import lengths
@@ -27,6 +28,7 @@ from blockctl.scheduler.policies import RouteRequest, make_policy
 from blockctl.scheduler.proxy import Deadlines, forward
 from blockctl.scheduler.reqlog import RequestLogger, RequestLogSettings
 from blockctl.scheduler.routing import Router
+from blockctl.tokenize_api import max_model_len, tokenize_response
 from blockctl.tokens import count_prompt_tokens, get_counter, prompt_text
 
 log = logging.getLogger("blockctl.scheduler")
@@ -72,6 +74,8 @@ class Scheduler:
             Route("/v1/completions", self.completion, methods=["POST"]),
             Route("/v1/chat/completions", self.completion, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
+            Route("/tokenize", self.tokenize, methods=["POST"]),
+            Route("/version", self.version, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
         ]
@@ -218,6 +222,13 @@ class Scheduler:
         denied = self._denied(request)
         if denied is not None:
             return denied
+        content = await self._instance_models()
+        if content is None:
+            return error_response(503, NO_INSTANCE, type="service_unavailable")
+        return Response(content, media_type="application/json")
+
+    async def _instance_models(self) -> bytes | None:
+        """The first serving instance's ``/v1/models`` body, or None when none answers."""
         clients = self.membership.clients
         for name in self.membership.serving:
             client = clients.get(name)
@@ -228,8 +239,22 @@ class Scheduler:
             except (UpstreamError, asyncio.TimeoutError):
                 continue
             if status == 200:
-                return Response(content, media_type="application/json")
-        return error_response(503, NO_INSTANCE, type="service_unavailable")
+                return content
+        return None
+
+    async def tokenize(self, request: Request) -> Response:
+        """vLLM's ``/tokenize`` with the scheduler's own tokenizer (the one it counts prompts with: ``--tokenizer``,
+        else cl100k as the emulator); ``max_model_len`` from an instance's ``/v1/models`` when one answers."""
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        raw = await self._body(request)
+        if raw is None:
+            return error_response(413, f"request body larger than {self.settings.max_body_bytes} bytes")
+        return tokenize_response(raw, self.counter, max_model_len(await self._instance_models()))
+
+    async def version(self, request: Request) -> Response:
+        return JSONResponse({"version": f"blockctl-scheduler {__version__}"})
 
     async def health(self, request: Request) -> Response:
         out = {name: {"reason": o.reason, "since_s": round(time.monotonic() - o.since, 3)}

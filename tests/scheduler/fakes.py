@@ -74,7 +74,7 @@ class FakeAgent:
 
     async def _models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "emulated", "object": "model", "created": 0,
-                                                         "owned_by": "blockctl"}]})
+                                                         "owned_by": "blockctl", "max_model_len": 4096}]})
 
     async def _complete(self, request: Request) -> Response:
         self.forwarded.append(dict(request.headers))
