@@ -168,7 +168,7 @@ async def _relay(core: AgentCore, req_id: str, resp: httpx.Response) -> AsyncIte
         async for chunk in resp.aiter_raw():
             n = counter.feed(chunk)
             if n:
-                core.tracker.token(req_id, time.monotonic(), n)
+                core.token(req_id, time.monotonic(), n)
             yield chunk
         ok = counter.error is None
     except httpx.HTTPError as exc:
