@@ -39,7 +39,7 @@ async def completions(request: Request) -> Response:
         adm = admit(body, ids, prompt_text(body), emu.config.max_model_len)
         writer = ResponseWriter(kind, body.model or emu.model_name)  # vLLM echoes the served name asked for
         tr = emu.runner.submit(writer.id, adm.prompt_tokens, adm.output_tokens, adm.finish_reason,
-                               adm.salt, notify_tokens=body.stream)
+                               adm.salt, notify_tokens=body.stream, token_ids=ids)
     except BadRequest as exc:
         return bad_request_response(exc)
     except EngineError as exc:  # e.g. the prompt needs more KV blocks than the instance has

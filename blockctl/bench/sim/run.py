@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from blockctl.bench.capacity import Slo
 from blockctl.bench.metrics import RequestRecord
@@ -74,7 +75,7 @@ class SimSetup:
 
     def engine_config(self, profile: Profile) -> EngineConfig:
         base = profile.engine_defaults()
-        overrides = {k: v for k, v in (("max_num_seqs", self.max_num_seqs),
+        overrides: dict[str, Any] = {k: v for k, v in (("max_num_seqs", self.max_num_seqs),
                                        ("max_num_batched_tokens", self.max_num_batched_tokens),
                                        ("num_gpu_blocks", self.num_gpu_blocks)) if v is not None}
         return dataclasses.replace(base, **overrides)
