@@ -19,7 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from blockctl.errors import BadRequest
-from blockctl.openai_api import ENDPOINT_KIND, bad_request_response, error_response, parse_completion_body
+from blockctl.openai_api import (
+    ENDPOINT_KIND,
+    bad_request_response,
+    error_response,
+    parse_completion_body,
+    read_body,
+)
 from blockctl.tokens import count_prompt_tokens, get_counter
 from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.sse import SseTokenCounter
@@ -103,8 +109,8 @@ async def forward_models(core: AgentCore, client: httpx.AsyncClient) -> Response
 
 async def forward_completion(request: Request, core: AgentCore, client: httpx.AsyncClient) -> Response:
     path = request.url.path
-    raw = await request.body()
     try:
+        raw = await read_body(request, core.settings.max_body_bytes)
         body = parse_completion_body(raw, ENDPOINT_KIND[path])
         prompt_tokens = _positive_header(request, H_PROMPT)
         predicted = _positive_header(request, H_PREDICTED)
