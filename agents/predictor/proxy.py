@@ -26,6 +26,7 @@ from blockctl.openai_api import (
     parse_completion_body,
     read_body,
 )
+from blockctl.sse import EventFramer, error_event
 from blockctl.tokens import count_prompt_tokens, get_counter
 from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.sse import SseTokenCounter
@@ -169,24 +170,21 @@ async def forward_completion(request: Request, core: AgentCore, client: httpx.As
 
 async def _relay(core: AgentCore, req_id: str, resp: httpx.Response) -> AsyncIterator[bytes]:
     counter = SseTokenCounter()
+    framer = EventFramer()  # whole events only, so an error event after a break starts on a boundary
     ok = False
     try:
         async for chunk in resp.aiter_raw():
             n = counter.feed(chunk)
             if n:
                 core.tracker.token(req_id, time.monotonic(), n)
-            yield chunk
+            out = framer.feed(chunk)
+            if out:
+                yield out
+        if framer.held:
+            yield framer.flush()
         ok = counter.error is None
     except httpx.HTTPError as exc:
-        err = {
-            "error": {
-                "message": f"engine stream broke: {type(exc).__name__}",
-                "type": "bad_gateway",
-                "param": None,
-                "code": "engine_error",
-            }
-        }
-        yield f"data: {json.dumps(err)}\n\n".encode()
+        yield error_event(f"engine stream broke: {type(exc).__name__}", type="bad_gateway", code="engine_error")
     finally:
         core.complete(req_id, time.monotonic(), ok=ok, output_tokens=counter.usage_completion_tokens)
         if not resp.is_closed:  # the client left mid-stream: close upstream so the engine aborts the request

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 
@@ -15,16 +14,12 @@ from blockctl.scheduler.http1 import Stream
 from blockctl.scheduler.metrics import SchedulerMetrics
 from blockctl.scheduler.reqlog import Done, Outcome, StreamTokens, completion_tokens
 from blockctl.scheduler.routing import Candidates, Router, predicted_e2e_ms
+from blockctl.sse import EventFramer, error_event
 
 log = logging.getLogger("blockctl.scheduler")
 
 # The agent answers these when its engine is gone or overloaded: the request never started, try elsewhere.
 RETRY_STATUSES = frozenset({502, 503, 504})
-
-
-def _sse_error(message: str) -> bytes:
-    err = {"error": {"message": message, "type": "upstream_error", "param": None, "code": None}}
-    return f"data: {json.dumps(err)}\n\n".encode()
 
 
 async def _relay(first: bytes, rest: AsyncIterator[bytes], resp: Stream, instance: str,
@@ -34,22 +29,33 @@ async def _relay(first: bytes, rest: AsyncIterator[bytes], resp: Stream, instanc
     With ``done``, the generated-text events are counted on the way and ``done`` is called once at the end.
     """
     count = StreamTokens() if done is not None else None
+    # an event stream is relayed in whole events, so the error event after a break starts on a boundary
+    sse = resp.head.headers.get("content-type", "").startswith("text/event-stream")
+    framer = EventFramer() if sse else None
     outcome = "client_aborted"  # unless the loop below ends on its own
     try:
         if first:
             if count is not None:
                 count.feed(first)
-            yield first
+            first = framer.feed(first) if framer is not None else first
+            if first:
+                yield first
         async for chunk in rest:
             if count is not None:
                 count.feed(chunk)
+            if framer is not None:
+                chunk = framer.feed(chunk)
+                if not chunk:
+                    continue
             yield chunk
+        if framer is not None and framer.held:
+            yield framer.flush()
         outcome = "completed"
     except UpstreamError as exc:
         outcome = "upstream_broken"
         log.warning("instance %s broke off a streamed reply: %s", instance, exc.message)
-        if resp.head.headers.get("content-type", "").startswith("text/event-stream"):
-            yield _sse_error(f"instance {instance} failed while streaming")
+        if sse:
+            yield error_event(f"instance {instance} failed while streaming", type="upstream_error")
     finally:
         await resp.aclose()  # no I/O: safe even when a client disconnect cancels the relay
         if done is not None and count is not None:
