@@ -6,7 +6,8 @@ import json
 
 from starlette.responses import JSONResponse, Response
 
-from blockctl.openai_api import error_response
+from blockctl.errors import BadRequest
+from blockctl.openai_api import bad_request_response, error_response, loads_json
 from blockctl.tokens import TokenCounter, prompt_token_ids
 
 
@@ -14,7 +15,7 @@ def tokenize_response(raw: bytes, counter: TokenCounter, max_model_len: int | No
     """``{"prompt": str}`` or ``{"messages": [...]}`` -> ``{count, max_model_len, tokens, token_strs}``, as
     vLLM answers (``token_strs`` is null: blockctl does not decode); 400 with OpenAI's error JSON otherwise."""
     try:
-        body = json.loads(raw)
+        body = loads_json(raw)
         if not isinstance(body, dict) or ("prompt" in body) == ("messages" in body):
             raise ValueError("body must be a JSON object with either 'prompt' or 'messages'")
         if "prompt" in body and not isinstance(body["prompt"], str):
@@ -23,6 +24,8 @@ def tokenize_response(raw: bytes, counter: TokenCounter, max_model_len: int | No
                                        all(isinstance(m, dict) for m in body["messages"])):
             raise ValueError("messages: must be a list of objects")
         ids = prompt_token_ids(body, counter)
+    except BadRequest as exc:
+        return bad_request_response(exc)
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
         return error_response(400, str(exc))
     return JSONResponse({"count": len(ids), "max_model_len": max_model_len, "tokens": ids, "token_strs": None})

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from blockctl import __version__
-from blockctl.openai_api import error_response
+from blockctl.errors import BadRequest
+from blockctl.openai_api import bad_request_response, http_error_handlers, read_body
 from blockctl.tokenize_api import tokenize_response
 from blockctl.tokens import get_counter
 from blockctl_agents.emulator import metrics
@@ -49,7 +49,11 @@ async def models(request: Request) -> Response:
 async def tokenize(request: Request) -> Response:
     """vLLM's ``/tokenize``: ``{"prompt": str}`` or ``{"messages": [...]}`` -> count and token ids."""
     emu = _emu(request)
-    return tokenize_response(await request.body(), emu.counter, emu.config.max_model_len)
+    try:
+        raw = await read_body(request, emu.settings.max_body_bytes)
+    except BadRequest as exc:
+        return bad_request_response(exc)
+    return tokenize_response(raw, emu.counter, emu.config.max_model_len)
 
 
 async def prometheus(request: Request) -> Response:
@@ -60,12 +64,6 @@ async def prometheus(request: Request) -> Response:
 
 async def version(request: Request) -> Response:
     return JSONResponse({"version": f"blockctl-emulator {__version__}"})
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    kind = "NotFoundError" if exc.status_code == 404 else "invalid_request_error"
-    return error_response(exc.status_code, str(exc.detail), type=kind)
 
 
 def create_app(settings: EmulatorSettings | None = None, **overrides: Any) -> Starlette:
@@ -96,6 +94,6 @@ def create_app(settings: EmulatorSettings | None = None, **overrides: Any) -> St
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/version", version, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=http_error_handlers())
     app.state.emulator = emu
     return app

@@ -15,9 +15,10 @@ from blockctl.openai_api import (
     bad_request_response,
     error_response,
     parse_completion_body,
+    read_body,
 )
 from blockctl.tokens import prompt_text, prompt_token_ids
-from blockctl_agents.emulator.admission import admit, check_model
+from blockctl_agents.emulator.admission import admit, check_model, check_vocabulary
 from blockctl_agents.emulator.responses import DONE, ResponseWriter
 from blockctl_agents.emulator.runner import EngineRunner, Tracked
 from blockctl_agents.emulator.state import Emulator
@@ -31,11 +32,11 @@ async def completions(request: Request) -> Response:
     if refusal is not None:
         return refusal
     kind = ENDPOINT_KIND[request.url.path]
-    raw = await request.body()
     try:
-        body = parse_completion_body(raw, kind)
+        body = parse_completion_body(await read_body(request, emu.settings.max_body_bytes), kind)
         check_model(body.model, emu.settings.served_model_name)
         ids = prompt_token_ids(body, emu.counter)
+        check_vocabulary(ids, emu.counter.vocab_size)
         adm = admit(body, ids, prompt_text(body), emu.config.max_model_len)
         writer = ResponseWriter(kind, body.model or emu.model_name)  # vLLM echoes the served name asked for
         tr = emu.runner.submit(writer.id, adm.prompt_tokens, adm.output_tokens, adm.finish_reason,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import random
 import time
@@ -19,7 +18,14 @@ from starlette.routing import Route
 
 from blockctl import __version__
 from blockctl.errors import BadRequest, UpstreamError
-from blockctl.openai_api import ENDPOINT_KIND, bad_request_response, error_response, parse_completion_body
+from blockctl.openai_api import (
+    ENDPOINT_KIND,
+    bad_request_response,
+    bearer_matches,
+    error_response,
+    http_error_handlers,
+    parse_completion_body,
+)
 from blockctl.scheduler import lengths
 from blockctl.scheduler.call import Flight
 from blockctl.scheduler.membership import Membership
@@ -80,7 +86,7 @@ class Scheduler:
             Route("/metrics", self.prometheus, methods=["GET"]),
         ]
         self.app = Starlette(routes=routes, lifespan=self._lifespan,
-                             exception_handlers={Exception: self._crash})
+                             exception_handlers={**http_error_handlers(crash=False), Exception: self._crash})
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -109,9 +115,7 @@ class Scheduler:
     def _denied(self, request: Request) -> Response | None:
         if not self._keys:
             return None
-        auth = request.headers.get("authorization", "")
-        given = auth[7:].strip().encode() if auth[:7].lower() == "bearer " else b""
-        if any(hmac.compare_digest(given, key) for key in self._keys):
+        if bearer_matches(request.headers.get("authorization", ""), self._keys):
             return None
         self.metrics.requests["unauthorized"] += 1
         return error_response(401, "invalid or missing API key", code="invalid_api_key")

@@ -9,7 +9,6 @@ every abort is logged with its reason (never with the prompt).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from blockctl.scheduler.metrics import SchedulerMetrics
 from blockctl.scheduler.policies import InstanceView
 from blockctl.scheduler.reqlog import Done, Outcome, StreamTokens, completion_tokens
 from blockctl.scheduler.routing import Candidates, Router, predicted_e2e_ms
+from blockctl.sse import EventFramer, error_event
 
 log = logging.getLogger("blockctl.scheduler")
 
@@ -45,33 +45,40 @@ class Deadlines:
         return self.first_byte_floor_s + (0.0 if stream else self.seconds_per_token * output_tokens)
 
 
-def sse_error(message: str) -> bytes:
-    err = {"error": {"message": message, "type": "upstream_error", "param": None, "code": None}}
-    return f"data: {json.dumps(err)}\n\n".encode()
-
-
 async def _relay(first: bytes, rest: AsyncIterator[bytes], resp: Stream, instance: str, flight: Flight,
                  done: Done | None = None) -> AsyncIterator[bytes]:
     """The reply's bytes as they come; a broken, stalled or aborted upstream ends the stream with an SSE
     error event. With ``done``, the generated-text events are counted on the way and ``done`` is called
     once at the end."""
     count = StreamTokens() if done is not None else None
+    # an event stream is relayed in whole events, so the error event after a break starts on a boundary
+    sse = resp.head.headers.get("content-type", "").startswith("text/event-stream")
+    framer = EventFramer() if sse else None
     outcome = "client_aborted"  # unless the loop below ends on its own
     try:
         if first:
             if count is not None:
                 count.feed(first)
-            yield first
+            first = framer.feed(first) if framer is not None else first
+            if first:
+                yield first
         async for chunk in rest:
             if count is not None:
                 count.feed(chunk)
+            if framer is not None:
+                chunk = framer.feed(chunk)
+                if not chunk:
+                    continue
             yield chunk
+        if framer is not None and framer.held:
+            yield framer.flush()
         outcome = "completed"
     except UpstreamError as exc:
         outcome = "upstream_broken"
         log.warning("abort: stream from instance %s cut: %s", instance, exc.message)
-        if resp.head.headers.get("content-type", "").startswith("text/event-stream"):
-            yield sse_error(f"instance {instance} failed while streaming: {flight.reason or exc.message}")
+        if sse:
+            yield error_event(f"instance {instance} failed while streaming: {flight.reason or exc.message}",
+                              type="upstream_error")
     finally:
         await resp.aclose()  # no I/O: safe even when a client disconnect cancels the relay
         flight.finish()
