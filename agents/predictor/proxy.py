@@ -20,10 +20,10 @@ from starlette.responses import Response, StreamingResponse
 
 from blockctl.errors import BadRequest
 from blockctl.openai_api import ENDPOINT_KIND, bad_request_response, error_response, parse_completion_body
+from blockctl.predict.tracker import Tracked, fallback_output_tokens
 from blockctl.tokens import count_prompt_tokens, get_counter
 from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.sse import SseTokenCounter
-from blockctl_agents.predictor.tracker import Tracked, fallback_output_tokens
 
 H_PREDICTED = "x-blockctl-predicted-output-tokens"
 H_PROMPT = "x-blockctl-prompt-tokens"
