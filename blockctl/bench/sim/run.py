@@ -13,7 +13,7 @@ from blockctl.bench.capacity import Slo
 from blockctl.bench.metrics import RequestRecord
 from blockctl.bench.results import RunResult
 from blockctl.bench.sim.cluster import ClusterSim, SimRecord, simulate
-from blockctl.bench.sim.lengths import parse_lengths, predicted_lengths
+from blockctl.bench.sim.lengths import held_out_workload, parse_lengths, predicted_lengths
 from blockctl.bench.workloads import WorkItem, arrival_times, load_workload
 from blockctl.engine.profile import DEFAULT_PROFILE, Profile, load_profile
 from blockctl.engine.types import EngineConfig
@@ -52,7 +52,7 @@ class SimSetup:
                            ("--num-gpu-blocks", self.num_gpu_blocks)):
             if value is not None and value < 1:
                 raise ConfigError(f"must be at least 1, got {value}", key=key)
-        parse_lengths(self.lengths)
+        held_out_workload(self.workload, parse_lengths(self.lengths))
 
     def engine_config(self, profile: Profile) -> EngineConfig:
         base = profile.engine_defaults()
@@ -87,10 +87,11 @@ class SimRun:
 
 def prepare(setup: SimSetup) -> Prepared:
     setup.validate()
-    items = load_workload(setup.workload, num_requests=setup.requests, seed=setup.seed)
+    spec = parse_lengths(setup.lengths)
+    items = load_workload(held_out_workload(setup.workload, spec)[0], num_requests=setup.requests,
+                          seed=setup.seed)
     profile = _profile(setup.profile)
     config = setup.engine_config(profile)
-    spec = parse_lengths(setup.lengths)
     predicted = predicted_lengths(
         spec, [i.output_tokens for i in items], [i.prompt for i in items], seed=setup.seed + 7919
     )
@@ -179,6 +180,7 @@ def to_result(setup: SimSetup, prepared: Prepared, run: SimRun, *, label: str | 
     """A ``bench run``-style result (kind "sim") whose config says everything needed to rerun it."""
     config = {
         **{k: getattr(setup, k) for k in setup.__dataclass_fields__},
+        "workload_used": held_out_workload(setup.workload, parse_lengths(setup.lengths))[0],
         "policy": run.policy,
         "qps": run.qps,
         "engine": dataclasses.asdict(prepared.config),
