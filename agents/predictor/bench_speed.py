@@ -10,9 +10,9 @@ import numpy as np
 
 from blockctl.bench.workloads import load_workload
 from blockctl.engine.profile import load_profile
+from blockctl.predict.tracker import Tracked
 from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.settings import AgentSettings
-from blockctl_agents.predictor.tracker import Tracked
 
 
 @dataclass(frozen=True, slots=True)

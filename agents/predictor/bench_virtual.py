@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from blockctl.engine.core import Engine
 from blockctl.engine.profile import Profile
 from blockctl.engine.types import Request
+from blockctl.predict.observation import EngineObservation
+from blockctl.predict.tracker import Tracked
 from blockctl_agents.predictor.bench_accuracy import Outcome
 from blockctl_agents.predictor.core import AgentCore
-from blockctl_agents.predictor.observe import EngineObservation
 from blockctl_agents.predictor.settings import AgentSettings
-from blockctl_agents.predictor.tracker import Tracked
 
 SCRAPE_S = 0.5
 

@@ -10,12 +10,12 @@ from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import Prediction, Request, StepShape
 from blockctl.engine.whatif import predict as whatif_predict
 from blockctl.errors import EngineError
+from blockctl.predict.observation import EngineObservation
+from blockctl.predict.tracker import Tracked, Tracker, estimated_produced
+from blockctl.predict.view import FRESH_S, EngineView, build_view
 from blockctl_agents.predictor.accuracy import Calibration, PredictionErrors
 from blockctl_agents.predictor.learn import StepLearner, TtftLearner
-from blockctl_agents.predictor.observe import EngineObservation
 from blockctl_agents.predictor.settings import AgentSettings
-from blockctl_agents.predictor.tracker import Tracked, Tracker, estimated_produced
-from blockctl_agents.predictor.view import FRESH_S, EngineView, build_view
 
 NEW_ID = "blockctl-agent-new"
 
@@ -161,8 +161,9 @@ class AgentCore:
         Stable keys others read: the ``/load`` fields; ``totals.{requests,completed,failed,predictions}``;
         ``errors.{ttft,e2e}.{count,mape_pct,p50_ape_pct,p90_ape_pct}``; ``calibration``; ``engine.metrics``;
         ``requests[]`` in arrival order with ``id, age_s, prompt_tokens, predicted_output_tokens, max_tokens,
-        stream, produced`` (estimated when not streaming) and ``phase`` (running | waiting, as the what-if
-        sees it: a preempted request is waiting with ``produced`` > 0).
+        stream, produced`` (estimated when not streaming), ``phase`` (running | waiting, as the what-if
+        sees it: a preempted request is waiting with ``produced`` > 0) and ``what_if_output_tokens`` (the total
+        output the what-if runs it to; null when it cannot run here).
         """
         view = self.view(now)
         obs = self.obs
@@ -174,6 +175,7 @@ class AgentCore:
                 engine["untracked_requests"] = max(0, obs.running + obs.waiting - tracked)
         engine["scrape_failures"] = self.scrape_failures
         running_ids = {r.req_id for r in view.running}
+        runs_to = {r.req_id: r.output_tokens for r in (*view.running, *view.waiting)}
         return {
             **self.load(view, now),
             "profile": self.settings.profile,
@@ -205,6 +207,7 @@ class AgentCore:
                     "stream": t.stream,
                     "produced": estimated_produced(t, now),
                     "phase": "running" if t.req_id in running_ids else "waiting",
+                    "what_if_output_tokens": runs_to.get(t.req_id),
                     "predicted_ttft_s": t.predicted_ttft_s,
                     "predicted_e2e_s": t.predicted_e2e_s,
                 }

@@ -33,8 +33,8 @@ from typing import Any
 
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, StepShape
+from blockctl.predict.tracker import Tracked
 from blockctl_agents.predictor.rls import RobustRls
-from blockctl_agents.predictor.tracker import Tracked
 
 GROUP_SHARE = 0.5  # tokens within this share of a predicted step after a step's first token belong to it
 REBUILD_EVERY = 8  # learned steps between two rebuilds of the agent's step-time model

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from blockctl.predict.observation import EngineObservation
 
 # vLLM renamed the KV metric in V1; either is accepted (both are fractions in [0, 1] despite the name).
 _KV_NAMES = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
 _WANTED = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:num_preemptions_total", *_KV_NAMES)
-
-
-@dataclass(frozen=True, slots=True)
-class EngineObservation:
-    """What the engine reported at ``at`` (``time.monotonic()``); ``None`` where the metric is absent."""
-
-    at: float
-    running: int | None
-    waiting: int | None
-    kv_usage: float | None
-    preemptions_total: float | None
-    num_gpu_blocks: int | None = None  # from ``vllm:cache_config_info`` labels (the engine's true KV size)
 
 
 def parse_metrics(text: str, at: float) -> EngineObservation:

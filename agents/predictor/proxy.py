@@ -26,11 +26,11 @@ from blockctl.openai_api import (
     parse_completion_body,
     read_body,
 )
+from blockctl.predict.tracker import Tracked, fallback_output_tokens
 from blockctl.sse import EventFramer, error_event
 from blockctl.tokens import count_prompt_tokens, get_counter
 from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.sse import SseTokenCounter
-from blockctl_agents.predictor.tracker import Tracked, fallback_output_tokens
 
 H_PREDICTED = "x-blockctl-predicted-output-tokens"
 H_PROMPT = "x-blockctl-prompt-tokens"

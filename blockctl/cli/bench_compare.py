@@ -21,6 +21,7 @@ from blockctl.bench.compare import (
 )
 from blockctl.bench.report import comparison_table
 from blockctl.bench.results import jsonable
+from blockctl.bench.sim.lengths import held_out_workload, parse_lengths
 from blockctl.bench.sim.run import SimSetup
 from blockctl.bench.sim.search import SearchSpec, capacities
 from blockctl.bench.steady import SHORT_RUN_S, ProbeOutcome
@@ -69,6 +70,9 @@ def _sim_setup(
     setup = SimSetup(instances, profile, max_num_seqs, max_num_batched_tokens, num_gpu_blocks, workload,
                      requests, spec.process, spec.burstiness, lengths, seed, noise, spec.time_scale, duration)
     setup.validate()
+    note = held_out_workload(workload, parse_lengths(lengths))[1]
+    if note:
+        err_console.print(f"[dim]{note}[/dim]")
     return setup
 
 

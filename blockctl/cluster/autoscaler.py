@@ -36,27 +36,31 @@ from blockctl.cluster.projection import Load, Queues, project_ttft
 from blockctl.cluster.scaler import AutoscaleConfig, Observation, ScaleDecision, make_scale_policy, projections
 from blockctl.cluster.state import ClusterState, load_state, logs_dir, read_token
 from blockctl.engine.profile import load_profile
-from blockctl.engine.types import EngineConfig, Phase, Request
-from blockctl_agents.predictor.tracker import RECENT_WINDOW_S, assumed_total_output
+from blockctl.engine.types import EngineConfig, Request
+from blockctl.predict.tracker import RECENT_WINDOW_S
+from blockctl.predict.view import set_progress
 
 MODULE = "blockctl.cluster.autoscaler"
 CONFIG_FILE = "autoscaler.json"
 DECISIONS_FILE = "autoscaler.jsonl"
 
 
-def queues_from_state(doc: Mapping[str, Any], config: EngineConfig) -> Queues:
-    """Pure: an agent's ``/state`` requests as (running, waiting) what-if requests (predicted lengths)."""
+def queues_from_state(doc: Mapping[str, Any]) -> Queues:
+    """Pure: an agent's ``/state`` requests as the (running, waiting) what-if requests of its own view.
+
+    The agent already translated its in-flight table (``blockctl.predict.view``): each row's ``phase`` and
+    ``what_if_output_tokens`` are what its what-ifs run; rows without the latter cannot run there and are
+    left out, as the agent's view leaves them out."""
     running: list[Request] = []
     waiting: list[Request] = []
     for r in doc.get("requests", []):
-        prompt, produced = int(r["prompt_tokens"]), int(r["produced"])
-        total = assumed_total_output(produced, int(r["predicted_output_tokens"]), r.get("max_tokens"),
-                                     max(1, config.max_model_len - prompt))
-        if r.get("phase") == "running" and produced > 0:
-            running.append(Request(str(r["id"]), prompt, total, num_computed_tokens=prompt + produced - 1,
-                                   num_output_tokens=produced, phase=Phase.RUNNING))
-        else:
-            waiting.append(Request(str(r["id"]), prompt, total, num_output_tokens=produced))
+        total = r.get("what_if_output_tokens")
+        if total is None:
+            continue
+        req = Request(str(r["id"]), int(r["prompt_tokens"]), int(total))
+        is_running = r.get("phase") == "running"
+        set_progress(req, int(r["produced"]), running=is_running)
+        (running if is_running else waiting).append(req)
     return running, waiting
 
 
@@ -136,7 +140,7 @@ class Controller:
             model = load_profile(str(docs[0]["profile"])).model
             load = Load(rate, [(p, o) for _, p, o in self.lengths], slope=max(0.0, slope),
                         margin=self.config.rate_margin)
-            queues = [queues_from_state(d, engine) for d in docs]
+            queues = [queues_from_state(d) for d in docs]
             waits = [max(0.0, self.config.startup_s - (time.time() - float(i.settings["starting"])))
                      for i in starting]
             cfg = self.config

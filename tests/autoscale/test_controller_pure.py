@@ -8,20 +8,22 @@ from blockctl.bench.autoscale_live import to_run
 from blockctl.bench.sim.cluster import SimRecord
 from blockctl.cluster.autoscaler import _slope, oldest_wait, queues_from_state
 from blockctl.cluster.scaler import ScaleDecision
-from blockctl.engine.types import EngineConfig, Phase
+from blockctl.engine.types import Phase
 
 DOC = {"requests": [
     {"id": "a", "age_s": 3.0, "prompt_tokens": 100, "predicted_output_tokens": 50, "max_tokens": None,
-     "produced": 10, "phase": "running"},
+     "produced": 10, "phase": "running", "what_if_output_tokens": 50},
     {"id": "b", "age_s": 2.0, "prompt_tokens": 40, "predicted_output_tokens": 20, "max_tokens": 30,
-     "produced": 25, "phase": "running"},  # past its prediction: the agent's overrun rule, capped by max_tokens
+     "produced": 25, "phase": "running", "what_if_output_tokens": 30},  # past its prediction: overrun, capped
     {"id": "c", "age_s": 1.5, "prompt_tokens": 70, "predicted_output_tokens": 90, "max_tokens": None,
-     "produced": 0, "phase": "waiting"},
+     "produced": 0, "phase": "waiting", "what_if_output_tokens": 90},
+    {"id": "d", "age_s": 1.0, "prompt_tokens": 5000, "predicted_output_tokens": 90, "max_tokens": None,
+     "produced": 0, "phase": "waiting", "what_if_output_tokens": None},  # the agent's view cannot run it
 ]}
 
 
-def test_queues_from_state_rebuild_progress_with_predicted_lengths() -> None:
-    running, waiting = queues_from_state(DOC, EngineConfig(max_model_len=4096))
+def test_queues_from_state_rebuild_the_agents_own_view() -> None:
+    running, waiting = queues_from_state(DOC)
     a, b = running
     assert (a.req_id, a.output_tokens, a.num_output_tokens, a.num_computed_tokens, a.phase) == \
         ("a", 50, 10, 109, Phase.RUNNING)

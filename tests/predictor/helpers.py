@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from blockctl.engine.profile import DEFAULT_PROFILE, load_profile
+from blockctl.predict.tracker import Tracked
 from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.settings import AgentSettings
-from blockctl_agents.predictor.tracker import Tracked
 
 TOKEN = "test-token-123"
 PROFILE = load_profile(DEFAULT_PROFILE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from blockctl.errors import EngineError
-from blockctl_agents.predictor.tracker import Tracked
+from blockctl.predict.tracker import Tracked
 
 from .helpers import core_with
 
@@ -71,3 +71,19 @@ def test_the_wait_for_the_step_in_progress_is_dated_by_the_newest_token() -> Non
     core.tracker.last_token_at = 100.0 - 5 * step  # no usable mark: half a step on average
     assert core.step_wait_s(view, 100.0) == pytest.approx(0.5 * step)
     assert core_with(0, 3).step_wait_s(core_with(0, 3).view(100.0), 100.0) == 0.0  # idle engine
+
+
+def test_the_autoscaler_reads_the_agents_own_view_from_state() -> None:
+    from blockctl.cluster.autoscaler import queues_from_state
+
+    core = core_with(3, 2)
+    core.tracker.add(Tracked("over", 95.0, 100, 10, stream=True, produced=40, first_token_at=96.0,
+                             last_token_at=99.99))  # past its prediction: the view's overrun rule applies
+    view = core.view(100.0)
+    expect = [[(r.req_id, r.output_tokens, r.num_output_tokens, r.num_computed_tokens, r.phase) for r in q]
+              for q in (view.running, view.waiting)]
+    running, waiting = queues_from_state(core.state(100.0))
+    got = [[(r.req_id, r.output_tokens, r.num_output_tokens, r.num_computed_tokens, r.phase) for r in q]
+           for q in (running, waiting)]
+    assert got == expect
+    assert ("over", 60, 40) in [(r[0], r[1], r[2]) for r in got[0]]

@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from blockctl_agents.predictor.observe import parse_metrics
-from blockctl_agents.predictor.sse import SseTokenCounter
-from blockctl_agents.predictor.tracker import (
+from blockctl.predict.tracker import (
     DEFAULT_OUTPUT_TOKENS,
     Tracked,
     Tracker,
@@ -16,6 +14,8 @@ from blockctl_agents.predictor.tracker import (
     estimated_produced,
     fallback_output_tokens,
 )
+from blockctl_agents.predictor.observe import parse_metrics
+from blockctl_agents.predictor.sse import SseTokenCounter
 
 
 def test_fallback_output_tokens() -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from blockctl.engine.types import EngineConfig, Phase
-from blockctl_agents.predictor.observe import EngineObservation
-from blockctl_agents.predictor.tracker import Tracked
-from blockctl_agents.predictor.view import build_view
+from blockctl.predict.observation import EngineObservation
+from blockctl.predict.tracker import Tracked
+from blockctl.predict.view import build_view
 
 CFG = EngineConfig(block_size=16, num_gpu_blocks=1000, max_num_seqs=8, max_num_batched_tokens=512, max_model_len=2048)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import statistics
 
@@ -9,7 +10,7 @@ import pytest
 
 from blockctl.bench.capacity import Slo
 from blockctl.bench.sim.cluster import ClusterSim, SimRecord, simulate
-from blockctl.bench.sim.observe import observed_queues
+from blockctl.bench.sim.observe import SimAgent
 from blockctl.engine.core import Engine
 from blockctl.engine.profile import load_profile
 from blockctl.engine.types import EngineConfig, Phase, Request
@@ -56,8 +57,9 @@ def test_one_instance_latencies_equal_the_engine_model() -> None:
     assert len(records) == 60
     for rec, req in zip(records, reqs, strict=True):
         assert rec.instance == "i0"
-        assert rec.first_token_time == req.first_token_time
-        assert rec.finish_time == req.finish_time
+        # equal up to rounding: the simulator also stops the engine's fast-forward at its agents' scrapes
+        assert rec.first_token_time == pytest.approx(req.first_token_time, rel=1e-12)
+        assert rec.finish_time == pytest.approx(req.finish_time, rel=1e-12)
         assert rec.ttft is not None and rec.ttft > 0 and rec.e2e is not None and rec.e2e >= rec.ttft
 
 
@@ -127,15 +129,38 @@ def test_early_stop_when_the_slo_is_certainly_broken() -> None:
 
 def test_the_agent_view_hides_true_lengths_and_applies_overrun() -> None:
     engine = Engine(CONFIG, PROFILE.model, noise=0.0)
-    engine.add(Request("a", 100, 50))
-    engine.add(Request("b", 100, 500))
+    agent = SimAgent(engine, CONFIG)
+    for req_id, true, told in (("a", 50, 400), ("b", 500, 4)):  # a is predicted long, b short
+        req = Request(req_id, 100, true)
+        engine.add(req)
+        agent.admit(req, told, 0.0)
     engine.run_until(0.2)  # both are decoding by now
-    told = {"a": 400, "b": 4}  # a is predicted long, b short (and already past it)
-    running, waiting = observed_queues(engine, told, CONFIG)
-    assert waiting == [] and [r.req_id for r in running] == ["a", "b"]
-    a, b = running
+    view = agent.view()
+    assert view.waiting == [] and [r.req_id for r in view.running] == ["a", "b"]
+    a, b = view.running
     assert a.output_tokens == 400
     assert b.num_output_tokens > 4 and b.output_tokens > b.num_output_tokens  # overrun: pushed further out
     assert all(r.phase is Phase.RUNNING and r.num_computed_tokens == r.prompt_tokens + r.num_output_tokens - 1
-               for r in running)
-    assert all(r is not s for r in running for s in engine.running)
+               for r in view.running)
+    assert all(r is not s for r in view.running for s in engine.running)
+
+
+def test_the_agent_learns_preemptions_only_from_scraped_metrics() -> None:
+    config = dataclasses.replace(CONFIG, num_gpu_blocks=40, max_num_seqs=4)
+    engine = Engine(config, PROFILE.model, noise=0.0)
+    agent = SimAgent(engine, config)
+    for i in range(4):
+        req = Request(f"r{i}", 100, 400)
+        engine.add(req)
+        agent.admit(req, 400, 0.0)
+    while engine.num_preemptions_total == 0:
+        engine.step()
+    waiting_now = len(engine.waiting)
+    assert waiting_now > 0
+    blind = agent.view()  # no scrape yet: the preempted requests still look like they run
+    assert len(blind.running) == 4 and blind.preempted == 0
+    agent.scrape()
+    engine.step()  # one more step: the running ones stream a token after the scrape
+    seen = agent.view()
+    assert seen.preempted == waiting_now and len(seen.waiting) == waiting_now
+    assert seen.kv_free_blocks == round(config.num_gpu_blocks * (1 - agent.obs.kv_usage))  # type: ignore[union-attr]

@@ -63,3 +63,21 @@ def test_tagger_needs_a_directory_and_prompt_text(tmp_path: Path) -> None:
         predicted_lengths(LengthSpec("tagger", tagger_dir=str(tmp_path)), [3], [None], seed=0)
     with pytest.raises(TaggerError, match=r"config\.json"):
         predicted_lengths(LengthSpec("tagger", tagger_dir=str(tmp_path)), [3], ["hi"], seed=0)
+
+
+def test_a_tagger_runs_on_its_held_out_split_only() -> None:
+    from blockctl.bench.sim.lengths import held_out_workload
+    from blockctl.bench.workloads import read_workload
+    from blockctl.tagger.dataset import split_of
+
+    tagger = parse_lengths("tagger:/tmp/t")
+    assert held_out_workload("sharegpt", parse_lengths("fixed:9")) == ("sharegpt", None)
+    workload, note = held_out_workload("sharegpt", tagger)
+    assert workload == "sharegpt:test" and note is not None and "held-out" in note
+    assert held_out_workload("other.jsonl", tagger) == ("other.jsonl", None)  # another dataset: as given
+    for seen in ("sharegpt:train", "sharegpt:val"):
+        with pytest.raises(ConfigError, match="--workload"):
+            held_out_workload(seen, tagger)
+    loaded = read_workload(workload, num_requests=300, seed=1)
+    assert len(loaded.items) == 300 and all(split_of(i.prompt) == "test" for i in loaded.items)
+    assert "test split" in loaded.notes[0]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from blockctl.bench.sim.cluster import ClusterSim, _Instance
-from blockctl.bench.sim.observe import observed_queues
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Request
 from blockctl.scheduler.policies import Policy
@@ -33,7 +34,7 @@ class ScalableSim(ClusterSim):
         """A new empty instance that serves from ``now`` on; returns its name."""
         i = len(self._instances)
         name = f"i{i}"
-        self._instances[name] = _Instance(name, self._engine(i, now))
+        self._instances[name] = _Instance(name, self._engine(i, now), self.config)
         self.names.append(name)
         return name
 
@@ -57,5 +58,5 @@ class ScalableSim(ClusterSim):
 
     def queues(self, name: str) -> tuple[list[Request], list[Request]]:
         """(running, waiting) of ``name`` as its agent would see them (predicted lengths)."""
-        inst = self._instances[name]
-        return observed_queues(inst.engine, inst.told, self.config)
+        view = self._instances[name].agent.view()
+        return [dataclasses.replace(r) for r in view.running], [dataclasses.replace(r) for r in view.waiting]

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from blockctl.bench.capacity import Slo
-from blockctl.bench.sim.observe import observed_queues, waiting_prompt_blocks
+from blockctl.bench.sim.observe import SCRAPE_INTERVAL_S, SimAgent
 from blockctl.bench.steady import AbortWindow
 from blockctl.engine.core import Engine
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Prediction, Request
 from blockctl.engine.whatif import predict
 from blockctl.errors import EngineError
+from blockctl.predict.view import EngineView
 from blockctl.scheduler.policies import InstanceView, Policy, RouteRequest, blank_view
-from blockctl_agents.predictor.tracker import RECENT_WINDOW_S
 
 
 @dataclass(slots=True)
@@ -46,26 +45,37 @@ class SimRecord:
 
 
 class _Instance:
-    __slots__ = ("adds", "engine", "name", "observed", "recent", "told")
+    __slots__ = ("adds", "agent", "engine", "name", "next_scrape", "observed")
 
-    def __init__(self, name: str, engine: Engine) -> None:
+    def __init__(self, name: str, engine: Engine, config: EngineConfig) -> None:
         self.name = name
         self.engine = engine
-        self.told: dict[str, int] = {}  # req_id -> output length the agent was told
-        self.recent: deque[float] = deque()  # arrival times within the last RECENT_WINDOW_S
+        self.agent = SimAgent(engine, config)  # all that routing learns about the engine comes through it
+        self.next_scrape = engine.now  # virtual time of the agent's next /metrics scrape
         self.adds = 0  # requests handed to the engine so far
-        # (engine.now, adds) when last observed -> (running, waiting, waiting_prompt_blocks); the engine's
-        # state changes only by stepping (which moves its clock) or by an add, so an equal key means an
-        # unchanged state and the copies can be reused (predict never mutates them).
-        self.observed: tuple[tuple[float, int], list[Request], list[Request], int] | None = None
+        # (engine.now, adds, scrapes) when last viewed -> the agent's view; the agent's knowledge changes
+        # only when the engine steps (which moves its clock), by an add or by a scrape, so an equal key means
+        # an unchanged view that can be reused (predict never mutates its requests).
+        self.observed: tuple[tuple[float, int, float], EngineView] | None = None
+
+    def scrape_until(self, t: float) -> list[Request]:
+        """Step the engine to each scrape time up to ``t`` and let the agent scrape there; the finished."""
+        done: list[Request] = []
+        while self.next_scrape <= t:
+            done += self.engine.run_until(self.next_scrape)
+            self.agent.scrape()
+            self.next_scrape += SCRAPE_INTERVAL_S
+        return done
 
 
 class ClusterSim:
     """Instances named ``i0 … i{n-1}``, each an :class:`Engine` with step-time noise and its own seed.
 
-    NOTE: the engines run *true* output lengths; predictions (``whatif.predict``, noise-free) see only
-    :func:`observed_queues`. A what-if starts when the instance's in-flight step ends, so its forecasts are
-    shifted by that remainder (``engine.now − t``) to be relative to the request's arrival.
+    NOTE: the engines run *true* output lengths; routing sees each engine only through its
+    :class:`~blockctl.bench.sim.observe.SimAgent` (what it proxied, streamed tokens, metrics scraped every
+    ``SCRAPE_INTERVAL_S``), and predictions (``whatif.predict``, noise-free) run on that agent's view.
+    A what-if starts when the instance's in-flight step ends, so its forecasts are shifted by that
+    remainder (``engine.now − t``) to be relative to the request's arrival.
     """
 
     def __init__(
@@ -85,7 +95,7 @@ class ClusterSim:
         self._rel = model.rel_noise if noise is None else noise
         self._seed = seed
         self.names = [f"i{i}" for i in range(instances)]
-        self._instances = {name: _Instance(name, self._engine(i)) for i, name in enumerate(self.names)}
+        self._instances = {name: _Instance(name, self._engine(i), config) for i, name in enumerate(self.names)}
         self.records: list[SimRecord] = []
         self._inflight: dict[str, SimRecord] = {}
         self.now = 0.0
@@ -98,7 +108,7 @@ class ClusterSim:
         """Run every instance through the steps that start before ``t``; the records that finished."""
         done: list[SimRecord] = []
         for inst in self._instances.values():
-            for req in inst.engine.run_until(t):
+            for req in inst.scrape_until(t) + inst.engine.run_until(t):
                 done.append(self._finish(inst, req))
         self.now = max(self.now, t)
         return done
@@ -131,16 +141,15 @@ class ClusterSim:
         rec = SimRecord(index, chosen, t, prompt_tokens, output_tokens, told,
                         None if pred is None else pred.ttft_s, None if pred is None else pred.e2e_s)
         self.records.append(rec)
-        req_id = str(index)
+        req = Request(str(index), prompt_tokens, output_tokens, arrival_time=t)
         try:
-            inst.engine.add(Request(req_id, prompt_tokens, output_tokens, arrival_time=t))
+            inst.engine.add(req)
         except EngineError as exc:
             rec.error = exc.message
             return rec
-        inst.told[req_id] = told
+        inst.agent.admit(req, told, t)
         inst.adds += 1
-        inst.recent.append(t)
-        self._inflight[req_id] = rec
+        self._inflight[req.req_id] = rec
         return rec
 
     def inflight_violations(self, slo: Slo, t: float, start: int = 0) -> int:
@@ -159,39 +168,36 @@ class ClusterSim:
         self, inst: _Instance, t: float, prompt_tokens: int, told: int, with_prediction: bool
     ) -> InstanceView:
         engine = inst.engine
-        key = (engine.now, inst.adds)
+        agent = inst.agent
+        key = (engine.now, inst.adds, inst.next_scrape)
         if inst.observed is not None and inst.observed[0] == key:
-            _, running, waiting, blocks = inst.observed
+            view = inst.observed[1]
         else:
-            running, waiting = observed_queues(engine, inst.told, self.config)
-            blocks = waiting_prompt_blocks(waiting, self.config.block_size)
-            inst.observed = (key, running, waiting, blocks)
+            view = agent.view()
+            inst.observed = (key, view)
         prediction: Prediction | None = None
         if with_prediction:
             cap = max(1, self.config.max_model_len - prompt_tokens)
             new = Request("new", prompt_tokens, min(told, cap))
-            p = predict(self.config, self.model, running, waiting, new)
+            p = predict(view.config, self.model, view.running, view.waiting, new)
             lag = max(0.0, engine.now - t)
             prediction = Prediction(p.ttft_s + lag, p.e2e_s + lag, p.queue_s + lag, p.running, p.waiting,
                                     p.kv_free_blocks) if lag else p
-        recent = inst.recent
-        while recent and recent[0] < t - RECENT_WINDOW_S:
-            recent.popleft()
         return InstanceView(
             instance=inst.name,
             prediction=prediction,
-            running=len(engine.running),
-            waiting=len(engine.waiting),
-            outstanding=len(engine.running) + len(engine.waiting),
-            kv_free_blocks=engine.free_blocks,
-            kv_total_blocks=engine.num_blocks_total,
-            waiting_prompt_blocks=blocks,
-            recent_requests=len(recent),
+            running=len(view.running),
+            waiting=len(view.waiting),
+            outstanding=len(agent.tracker.inflight),
+            kv_free_blocks=view.kv_free_blocks,
+            kv_total_blocks=view.kv_total_blocks,
+            waiting_prompt_blocks=view.waiting_prompt_blocks,
+            recent_requests=agent.tracker.recent_requests(t),
         )
 
     def _finish(self, inst: _Instance, req: Request) -> SimRecord:
         rec = self._inflight.pop(req.req_id)
-        inst.told.pop(req.req_id, None)
+        inst.agent.finish(req)
         rec.first_token_time = req.first_token_time
         rec.finish_time = req.finish_time
         rec.preemptions = req.num_preemptions

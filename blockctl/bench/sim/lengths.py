@@ -62,6 +62,23 @@ def parse_lengths(spec: str) -> LengthSpec:
     raise ConfigError(f"'{spec}': expected one of oracle, noisy:PCT, fixed:N, tagger:DIR", key="--lengths")
 
 
+def held_out_workload(workload: str, spec: LengthSpec) -> tuple[str, str | None]:
+    """The workload a run with ``spec`` lengths may use, and a note when it differs from ``workload``.
+
+    A tagger is evaluated only on prompts it never trained or calibrated on: with ``tagger:DIR``, ShareGPT
+    (what ``blockctl train-tagger`` trains on by default) becomes its held-out ``sharegpt:test`` split, and
+    the train or val split is refused. Other workloads (another dataset) are used as given.
+    """
+    if spec.kind != "tagger":
+        return workload, None
+    if workload == "sharegpt":
+        return "sharegpt:test", "tagger lengths: the workload is ShareGPT's held-out test split (sharegpt:test)"
+    if workload in ("sharegpt:train", "sharegpt:val"):
+        raise ConfigError(f"'{workload}': a tagger is evaluated only on prompts it never trained or "
+                          "calibrated on", key="--workload", hint="--workload sharegpt:test")
+    return workload, None
+
+
 def noisy_lengths(true_lengths: Sequence[int], pct: float, *, seed: int) -> list[int]:
     """Each true length times a uniform relative error in ±pct %, rounded, ≥ 1; same seed, same list."""
     rng = random.Random(seed)

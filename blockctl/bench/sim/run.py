@@ -14,7 +14,7 @@ from blockctl.bench.capacity import Slo
 from blockctl.bench.metrics import RequestRecord
 from blockctl.bench.results import RunResult
 from blockctl.bench.sim.cluster import ClusterSim, SimRecord, simulate
-from blockctl.bench.sim.lengths import parse_lengths, predicted_lengths
+from blockctl.bench.sim.lengths import held_out_workload, parse_lengths, predicted_lengths
 from blockctl.bench.steady import (
     WARMUP_FRACTION,
     AbortWindow,
@@ -65,7 +65,7 @@ class SimSetup:
                            ("--num-gpu-blocks", self.num_gpu_blocks)):
             if value is not None and value < 1:
                 raise ConfigError(f"must be at least 1, got {value}", key=key)
-        parse_lengths(self.lengths)
+        held_out_workload(self.workload, parse_lengths(self.lengths))
 
     def requests_at(self, qps: float) -> int:
         """Requests in a run at ``qps``: enough for ``duration`` seconds of arrivals, else ``requests``."""
@@ -108,10 +108,11 @@ def prepare(setup: SimSetup, requests: int | None = None) -> Prepared:
     """The first ``requests`` (default ``setup.requests``) items of the setup's workload and their predicted
     lengths; a longer preparation starts with the same items and lengths (one seed, one sequence)."""
     setup.validate()
-    items = load_workload(setup.workload, num_requests=requests or setup.requests, seed=setup.seed)
+    spec = parse_lengths(setup.lengths)
+    items = load_workload(held_out_workload(setup.workload, spec)[0], num_requests=requests or setup.requests,
+                          seed=setup.seed)
     profile = _profile(setup.profile)
     config = setup.engine_config(profile)
-    spec = parse_lengths(setup.lengths)
     predicted = predicted_lengths(
         spec, [i.output_tokens for i in items], [i.prompt for i in items], seed=setup.seed + 7919
     )
@@ -239,6 +240,7 @@ def to_result(setup: SimSetup, prepared: Prepared, run: SimRun, *, label: str | 
     config = {
         **{k: getattr(setup, k) for k in setup.__dataclass_fields__},
         "requests": len(run.records),
+        "workload_used": held_out_workload(setup.workload, parse_lengths(setup.lengths))[0],
         "policy": run.policy,
         "qps": run.qps,
         "engine": dataclasses.asdict(prepared.config),

@@ -17,7 +17,8 @@ from blockctl.bench.workloads.synthetic import GENERATORS
 from blockctl.bench.workloads.types import WorkItem, Workload
 from blockctl.errors import WorkloadError
 
-WORKLOADS: tuple[str, ...] = ("sharegpt", *GENERATORS)
+WORKLOADS: tuple[str, ...] = ("sharegpt", "sharegpt:train|val|test", *GENERATORS)
+SPLITS = ("train", "val", "test")
 
 __all__ = [
     "PROCESSES",
@@ -37,6 +38,9 @@ __all__ = [
 def read_workload(spec: str, *, num_requests: int, seed: int = 0) -> Workload:
     """``num_requests`` items of the workload ``spec`` (a name in WORKLOADS or a file path), with notes.
 
+    ``sharegpt:SPLIT`` keeps only the prompts of a length tagger's train, val or test split (held out:
+    ``test``).
+
     Datasets without time (``sharegpt``, ShareGPT JSON files) are shuffled with ``seed`` like vLLM's
     benchmark; traces keep their order and yield their first ``num_requests`` usable rows. When a source has
     fewer items than asked, it is repeated (reshuffled, or for traces shifted to follow the previous pass)
@@ -48,6 +52,8 @@ def read_workload(spec: str, *, num_requests: int, seed: int = 0) -> Workload:
         return Workload(spec, GENERATORS[spec](num_requests, seed))
     if spec == "sharegpt":
         return Workload(spec, *_take(load_builtin_sharegpt(), num_requests, seed, shuffle=True))
+    if spec.startswith("sharegpt:"):
+        return _sharegpt_split(spec, num_requests, seed)
     path = Path(spec).expanduser()
     if not path.exists():
         raise WorkloadError(
@@ -63,6 +69,21 @@ def read_workload(spec: str, *, num_requests: int, seed: int = 0) -> Workload:
 def load_workload(spec: str, *, num_requests: int, seed: int = 0) -> list[WorkItem]:
     """The items of :func:`read_workload` (see there)."""
     return read_workload(spec, num_requests=num_requests, seed=seed).items
+
+
+def _sharegpt_split(spec: str, num_requests: int, seed: int) -> Workload:
+    """``sharegpt:SPLIT``: only the ShareGPT prompts in a tagger's SPLIT (``blockctl.tagger.dataset.split_of``,
+    a hash of the prompt text), so a tagger trained on ``sharegpt`` is measured on prompts it never saw."""
+    from blockctl.tagger.dataset import split_of
+
+    split = spec.partition(":")[2]
+    if split not in SPLITS:
+        raise WorkloadError(f"unknown workload '{spec}': the split must be one of {', '.join(SPLITS)}")
+    every = load_builtin_sharegpt()
+    pool = [i for i in every if i.prompt is not None and split_of(i.prompt) == split]
+    items, notes = _take(pool, num_requests, seed, shuffle=True)
+    note = f"{len(pool)} of ShareGPT's {len(every)} requests are in the tagger's {split} split"
+    return Workload(spec, items, [note, *notes])
 
 
 def _take(pool: list[WorkItem], n: int, seed: int, *, shuffle: bool) -> tuple[list[WorkItem], list[str]]:

@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from blockctl.engine.types import EngineConfig, Phase, Request
-from blockctl_agents.predictor.observe import EngineObservation
-from blockctl_agents.predictor.tracker import Tracked, assumed_total_output, estimated_produced
+from blockctl.predict.observation import EngineObservation
+from blockctl.predict.tracker import Tracked, assumed_total_output, estimated_produced
 
 FRESH_S = 2.0
 HIDDEN_TOLERANCE = 0.1
@@ -50,6 +50,26 @@ class EngineView:
 
 def _blocks(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size)
+
+
+def run_length(produced: int, predicted: int, max_tokens: int | None, cap: int) -> int:
+    """Total output tokens the what-if runs an in-flight request to (``assumed_total_output``, with its
+    common case, the prediction not yet reached and within the caps, short-cut)."""
+    if produced < predicted <= cap and (max_tokens is None or predicted <= max_tokens):
+        return predicted
+    return assumed_total_output(produced, predicted, max_tokens, cap)
+
+
+def set_progress(req: Request, produced: int, *, running: bool) -> None:
+    """Place ``req`` in the engine model: running with the KV of prompt + produced − 1 tokens, or waiting
+    with none (a preempted request is recomputed, so it keeps its produced tokens but not their KV)."""
+    req.num_output_tokens = produced
+    if running:
+        req.num_computed_tokens = req.prompt_tokens + produced - 1
+        req.phase = Phase.RUNNING
+    else:
+        req.num_computed_tokens = 0
+        req.phase = Phase.WAITING
 
 
 def _first_token_at(t: Tracked) -> float | None:
@@ -79,25 +99,14 @@ def build_view(
         produced = t.produced if t.stream else estimated_produced(t, now)
         if produced >= cap:
             produced = cap - 1
-        predicted = t.predicted_output_tokens
-        if produced < predicted <= cap and (t.max_tokens is None or predicted <= t.max_tokens):
-            total = predicted  # the common case, without the overrun rule's arithmetic
-        else:
-            total = assumed_total_output(produced, predicted, t.max_tokens, cap)
+        total = run_length(produced, t.predicted_output_tokens, t.max_tokens, cap)
         req = t.view_req
         if req is None:  # one Request per tracked request, refreshed in place (the what-if copies it)
             req = t.view_req = Request(t.req_id, prompt, total)
         req.arrival_time = t.arrival - now
         req.output_tokens = total
-        req.num_output_tokens = produced
-        if produced > 0:
-            req.num_computed_tokens = prompt + produced - 1
-            req.phase = Phase.RUNNING
-            running.append(req)
-        else:
-            req.num_computed_tokens = 0
-            req.phase = Phase.WAITING
-            waiting.append(req)
+        set_progress(req, produced, running=produced > 0)
+        (running if produced > 0 else waiting).append(req)
 
     fresh = obs is not None and now - obs.at <= FRESH_S
     preempted = 0
@@ -118,8 +127,7 @@ def build_view(
             moved.append(req)
         for req in moved:
             running.remove(req)
-            req.num_computed_tokens = 0
-            req.phase = Phase.WAITING
+            set_progress(req, req.num_output_tokens, running=False)
         preempted = len(moved)
         waiting = moved[::-1] + waiting
 
