@@ -89,7 +89,7 @@ async def measure(client: EngineClient, plan: EnginePlan, progress: Progress) ->
     # Injections come far enough apart that each runs alone (a few idle first-token times), each background
     # batch takes as many as its context allows, repeated until every prompt length was injected
     # ``plan.injections`` times.
-    spacing = max(plan.spacing_steps * step_s, 3 * statistics.median(t for _, t in idle) if idle else 0.0)
+    spacing = max(plan.spacing_steps * step_s, 4 * statistics.median(t for _, t in idle) if idle else 0.0)
     room = max_len - bg_prompt - 1  # most background tokens
     per_run = max(1, min(len(inject) * plan.injections, int((room * step_s) / spacing) - 2))
     order = [inject[k % len(inject)] for k in range(per_run)]
@@ -101,7 +101,7 @@ async def measure(client: EngineClient, plan: EnginePlan, progress: Progress) ->
         mixed: list[tuple[int, float, int]] = []
         for _ in range(n_runs):
             streams = await client.batch(
-                specs + [(p, 2, 4 * step_s + k * spacing) for k, p in enumerate(order)]
+                specs + [(p, 1, 4 * step_s + k * spacing) for k, p in enumerate(order)]
             )
             mixed += mixed_steps(streams[:b], streams[b:])
         rows += mixed_rows(mixed, b)

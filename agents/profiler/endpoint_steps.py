@@ -67,16 +67,14 @@ def decode_rows(runs: Sequence[Sequence[Stream]], segments: int = 3, min_gaps: i
 
 
 def mixed_steps(background: Sequence[Stream], injected: Sequence[Stream]) -> list[tuple[int, float, int]]:
-    """``(prompt_tokens, step_s, context)`` for each injected request that ran alone (no other injected request
-    in flight with it) and whose first token lines up with a token of every background stream: the gap that
-    all of them saw end there (their median) is its prefill step."""
+    """``(prompt_tokens, step_s, context)`` for each injected request whose first token lines up with a token
+    of every background stream and with no other injected request's first token (a stall can pile them up
+    into one step): the gap that all background streams saw end there (their median) is its prefill step."""
     out = []
     for inj in injected:
         if not inj.tokens:
             continue
         t_first = inj.tokens[0]
-        if any(o is not inj and o.tokens and o.sent < t_first and o.tokens[-1] >= inj.sent for o in injected):
-            continue  # another injected request overlapped it (a stall piles them up): not one clean prefill
         gaps: list[float] = []
         contexts: list[int] = []
         for s in background:
@@ -85,8 +83,10 @@ def mixed_steps(background: Sequence[Stream], injected: Sequence[Stream]) -> lis
                 break
             j = min(range(1, len(times)), key=lambda i: abs(times[i] - t_first))
             usual = statistics.median(times[i] - times[i - 1] for i in range(max(1, j - 6), j)) if j > 1 else 0.0
-            if abs(times[j] - t_first) > NEAR * usual:
-                break
+            if abs(times[j] - t_first) > NEAR * usual or any(
+                o is not inj and o.tokens and abs(o.tokens[0] - t_first) < NEAR * usual for o in injected
+            ):
+                break  # not lined up, or another injected request was prefilled in the same step
             gaps.append(times[j] - times[j - 1])
             contexts.append(s.prompt_tokens + j)
         else:
