@@ -9,14 +9,16 @@ whose first token it carries ran their prefill in it. A step is learned from onl
 some member also had a token in the previous step (no idle gap), every decoding stream is a member, and no
 non-streaming request is in flight (their progress is unseen).
 
-The model keeps the profile's form (:mod:`blockctl.engine.steptime`) and learns its linear coefficients,
+The learned model is the profile's form (:mod:`blockctl.engine.steptime`) with a straight roofline
+(``roofline_p = 1``, no weight-read floor: within one engine's operating range the linear layers' cost is
+fitted as linear in the step's tokens ``N``), so it is linear in its coefficients,
 
-    step_ms = c0 + c1 * linear_ms_profile(N) + c2 * prefill_attn/1e6 + c3 * decode_context/1e3
-                 + c4 * rows/1e3 + c5 * mixed
+    step_ms = c0 + c1 * N/1e3 + c2 * prefill_attn/1e6 + c3 * decode_context/1e3 + c4 * rows/1e3 + c5 * mixed
 
-(``c0`` per-step constant, ``c1`` a scale on the profile's roofline curve of the linear layers, the others the
-profile's own coefficients), by :class:`~blockctl_agents.predictor.rls.RobustRls` starting from the profile,
-so a wrong profile (GPU on a CPU engine, torch-only steps) is corrected in slope as well as level. The learned
+(``c0`` the per-step constant, overhead included). They start from the profile's model projected onto this
+form over the steps the engine can run, and :class:`~blockctl_agents.predictor.rls.RobustRls` moves them,
+so a wrong profile (GPU on a CPU engine, torch-only steps) is corrected in slope as well as level. Until the
+first rebuild the agent keeps the profile's own model. The learned
 model replaces the agent's step-time model every ``REBUILD_EVERY`` learned steps.
 
 **First token.** ``actual TTFT - (predicted TTFT without overhead)`` — what the engine adds per request
@@ -28,8 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from collections import deque
 from typing import Any
+
+import numpy as np
 
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, StepShape
@@ -38,12 +41,11 @@ from blockctl_agents.predictor.rls import RobustRls
 
 GROUP_SHARE = 0.5  # tokens within this share of a predicted step after a step's first token belong to it
 REBUILD_EVERY = 8  # learned steps between two rebuilds of the agent's step-time model
-STEP_DRIFT = 0.01  # per learned step, as a share of the prior SD: a memory of some hundred steps
+STEP_DRIFT = 0.01  # per learned step, as a share of the prior SD: a memory of a few hundred steps
 TTFT_DRIFT = 0.05  # per request: a memory of some tens of requests
 TTFT_CLIP = 0.5  # first-token times are heavy-tailed (host stalls): clip hard, tracking the median more than the mean
 MAX_STEP_S = 5.0  # a longer gap is an idle engine or a stall, never one step
-FIRSTS_KEPT = 64  # recent first tokens kept to find the prefills inside a step
-COEFFS = ("step_const_ms", "linear_scale", "prefill_attn_ms_per_mpair", "decode_attn_ms_per_ktoken",
+COEFFS = ("step_const_ms", "linear_ms_per_ktoken", "prefill_attn_ms_per_mpair", "decode_attn_ms_per_ktoken",
           "row_ms_per_krow", "mixed_step_ms")
 FLOOR_TERM_MS = 2.0  # prior SD of each coefficient: at least what moves a large step by this much
 
@@ -53,8 +55,7 @@ class _Step:
     start: float  # first token of the group
     members: set[str]
     gaps: list[float]  # members that were decoding: time since their previous token
-    starts: list[float]  # ... and when that previous token came
-    end: float = 0.0  # last token of the group
+    firsts: dict[str, int] = dataclasses.field(default_factory=dict)  # members whose first token this is: prompt
 
 
 class StepLearner:
@@ -63,17 +64,13 @@ class StepLearner:
     def __init__(self, base: StepTimeModel, config: EngineConfig) -> None:
         self.base = base
         self.config = config
-        p = base.params
-        prior = [p.const_ms + base.overhead_ms, 1.0, p.prefill_attn_ms_per_mpair, p.decode_attn_ms_per_ktoken,
-                 p.lm_head_ms_per_krow, p.mixed_step_ms]
+        prior = self._prior()
         big = self._features(self._big_shape())
         sd = [max(abs(v), FLOOR_TERM_MS / f if f > 0 else FLOOR_TERM_MS) for v, f in zip(prior, big, strict=True)]
-        sd[1] = max(1.0, sd[1])
         self.rls = RobustRls(prior, sd, drift=STEP_DRIFT, lower=[0.0] * len(prior),
                              upper=[100 * s + 1000.0 for s in sd])
         self.model = base
         self._open: _Step | None = None
-        self._firsts: deque[tuple[float, int]] = deque(maxlen=FIRSTS_KEPT)  # (time, prompt) of first tokens
         self.skipped = 0
 
     def _big_shape(self) -> StepShape:
@@ -82,10 +79,24 @@ class StepLearner:
         return StepShape(prefill_tokens=tokens, prefill_seqs=1, prefill_attn=tokens * (tokens + 1) / 2,
                          decode_batch=c.max_num_seqs, decode_context=c.max_num_seqs * c.max_model_len // 2)
 
-    def _features(self, s: StepShape) -> list[float]:
-        return [1.0, self.base.linear_ms(s.prefill_tokens + s.decode_batch), s.prefill_attn * 1e-6,
-                s.decode_context * 1e-3, (s.prefill_seqs + s.decode_batch) * 1e-3,
-                1.0 if s.prefill_seqs and s.decode_batch else 0.0]
+    @staticmethod
+    def _features(s: StepShape) -> list[float]:
+        return [1.0, (s.prefill_tokens + s.decode_batch) * 1e-3, s.prefill_attn * 1e-6, s.decode_context * 1e-3,
+                (s.prefill_seqs + s.decode_batch) * 1e-3, 1.0 if s.prefill_seqs and s.decode_batch else 0.0]
+
+    def _prior(self) -> list[float]:
+        """The profile's model as the linear form, fitted (relative error) over the steps this engine can run."""
+        c = self.config
+        budget = min(c.max_num_batched_tokens, c.max_model_len)
+        batches = sorted({0, 1, 2, 4, c.max_num_seqs // 2, c.max_num_seqs})
+        prefills = sorted({0, 16, budget // 8, budget // 2, budget})
+        shapes = [StepShape(prefill_tokens=p, prefill_seqs=1 if p else 0, prefill_attn=p * (p + 1) / 2,
+                            decode_batch=b, decode_context=b * ctx)
+                  for b in batches for p in prefills for ctx in (64, c.max_model_len // 2) if b + p > 0]
+        y = np.array([1e3 * self.base.step_seconds(s) for s in shapes])
+        x = np.array([self._features(s) for s in shapes]) / y[:, None]
+        coef = np.linalg.lstsq(x, np.ones(len(y)), rcond=None)[0]
+        return [max(0.0, float(v)) for v in coef]
 
     def on_token(self, t: Tracked, now: float, inflight: dict[str, Tracked]) -> StepTimeModel | None:
         """Call before the tracker counts the token; returns a new model when one was rebuilt."""
@@ -95,14 +106,12 @@ class StepLearner:
             rebuilt = self._close(step, inflight)
             step = None
         if step is None:
-            step = self._open = _Step(now, set(), [], [])
+            step = self._open = _Step(now, set(), [])
         step.members.add(t.req_id)
-        step.end = now
         if t.last_token_at is None:
-            self._firsts.append((now, t.prompt_tokens))
+            step.firsts[t.req_id] = t.prompt_tokens
         else:
             step.gaps.append(now - t.last_token_at)
-            step.starts.append(t.last_token_at)
         return rebuilt
 
     def _window(self, step: _Step) -> float:
@@ -116,16 +125,15 @@ class StepLearner:
         if not step.gaps:
             return None
         duration = statistics.median(step.gaps)
-        began = statistics.median(step.starts)
-        decoding = {t.req_id for t in inflight.values() if t.first_token_at is not None and t.first_token_at < began}
-        decoding |= {m for m in step.members if m not in inflight}  # finished since; they were in this step
+        decoding = {t.req_id for t in inflight.values() if t.first_token_at is not None} - step.firsts.keys()
+        decoding |= {m for m in step.members - step.firsts.keys() if m not in inflight}  # finished since
         certain = 0 < duration < MAX_STEP_S and all(t.stream for t in inflight.values())
         if not certain or not decoding:
             self.skipped += 1
             return None
         context = sum(t.prompt_tokens + t.produced for t in inflight.values() if t.req_id in decoding)
         budget = self.config.max_num_batched_tokens
-        chunks = [min(p, budget) for at, p in self._firsts if began < at <= step.end]
+        chunks = [min(p, budget) for p in step.firsts.values()]
         shape = StepShape(prefill_tokens=sum(chunks), prefill_seqs=len(chunks),
                           prefill_attn=sum(c * (c + 1) / 2 for c in chunks), decode_batch=len(decoding),
                           decode_context=context)
@@ -134,9 +142,8 @@ class StepLearner:
 
     def _rebuild(self) -> StepTimeModel:
         c0, c1, c2, c3, c4, c5 = (float(v) for v in self.rls.theta)
-        p = self.base.params
         params = dataclasses.replace(
-            p, const_ms=0.0, linear_mem_ms=c1 * p.linear_mem_ms, linear_ms_per_token=c1 * p.linear_ms_per_token,
+            self.base.params, const_ms=0.0, linear_mem_ms=0.0, linear_ms_per_token=c1 * 1e-3, roofline_p=1.0,
             prefill_attn_ms_per_mpair=c2, decode_attn_ms_per_ktoken=c3, lm_head_ms_per_krow=c4, mixed_step_ms=c5,
         )
         self.model = StepTimeModel(params=params, overhead_ms=c0, rel_noise=self.base.rel_noise)

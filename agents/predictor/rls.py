@@ -23,6 +23,7 @@ CLIP = 2.5  # innovations beyond this many robust standard deviations are clippe
 SCALE_DECAY = 0.05  # weight of the newest |innovation| in the robust scale
 MAD_TO_SD = 1.25  # mean absolute deviation → standard deviation (normal)
 ERROR_WINDOW = 200  # observations the recent-error summary covers
+MIN_SCALE = 0.02  # the robust scale never falls below 2 %: clean data must not freeze the clip
 
 
 class RobustRls:
@@ -67,12 +68,12 @@ class RobustRls:
         limit = self.clip * self.scale
         if abs(innov) > limit:
             self.clipped += 1
-        self.scale += SCALE_DECAY * (min(abs(innov), 4 * limit) * MAD_TO_SD - self.scale)
+        self.scale = max(MIN_SCALE, self.scale + SCALE_DECAY * (min(abs(innov), 4 * limit) * MAD_TO_SD - self.scale))
         innov = max(-limit, min(limit, innov))
         cov = self.cov
         cov[np.diag_indices_from(cov)] = np.minimum(np.diag(cov) + self._q, np.diag(self._p0))
         px = cov @ xw
-        gain = px / (max(self.scale, 1e-3) ** 2 + float(xw @ px))
+        gain = px / (self.scale**2 + float(xw @ px))
         self.theta = np.clip(self.theta + gain * innov, self.lower, self.upper)
         self.cov = cov - np.outer(gain, px)
         self.updates += 1

@@ -30,7 +30,8 @@ from blockctl.engine.shape import ModelShape
 from blockctl.engine.steptime import StepTimeParams
 from blockctl.errors import ProfileError
 from blockctl_agents.profiler.endpoint import EngineClient, Progress, Stream
-from blockctl_agents.profiler.endpoint_steps import decode_rows, mixed_rows, request_tail_s
+from blockctl_agents.profiler.endpoint_fit import fit_engine_params
+from blockctl_agents.profiler.endpoint_steps import decode_rows, mixed_rows, mixed_steps, request_tail_s
 
 FORM_NOTE = "black-box engine profile: whole engine steps from token timestamps (overhead included)"
 
@@ -39,11 +40,11 @@ FORM_NOTE = "black-box engine profile: whole engine steps from token timestamps 
 class EnginePlan:
     max_batch: int = 8
     decode_steps: int = 96  # output tokens of each decode-heavy stream
-    idle_repeats: int = 3
-    injections: int = 4  # prefill-heavy: requests injected per background batch
+    idle_repeats: int = 5
+    injections: int = 5  # prefill-heavy: injections of each prompt length per background batch
     spacing_steps: int = 12  # decode steps between two injections
     segments: int = 3  # context slices per decode-heavy run
-    repeats: int = 2  # runs of each decode-heavy batch (the machine's noise averages out)
+    repeats: int = 3  # runs of each decode-heavy batch, pooled (a burst of host load is outvoted)
 
     def batches(self) -> list[int]:
         out, b = [], 1
@@ -67,8 +68,8 @@ async def measure(client: EngineClient, plan: EnginePlan, progress: Progress) ->
     await client.batch([(16, 4, 0.0)])  # warm-up: the first request pays one-off costs
     progress("idle requests")
     idle: list[tuple[int, float]] = []
-    for p in prompts:
-        for _ in range(plan.idle_repeats):
+    for _ in range(plan.idle_repeats):  # lengths interleaved: a burst of host load spreads over all of them
+        for p in prompts:
             (s,) = await client.batch([(p, 2, 0.0)])
             if s.ttft is not None:
                 idle.append((p, s.ttft))
@@ -79,20 +80,31 @@ async def measure(client: EngineClient, plan: EnginePlan, progress: Progress) ->
             progress(f"decode batch {b}, prompt {p}")
             if p + steps > max_len:
                 continue
-            for _ in range(plan.repeats):
-                streams = await client.batch([(p, steps, 0.0)] * b)
-                rows += decode_rows(streams, plan.segments)
-                tails += streams
+            runs = [await client.batch([(p, steps, 0.0)] * b) for _ in range(plan.repeats)]
+            rows += decode_rows(runs, plan.segments)
+            tails += [s for run in runs for s in run]
     step_s = statistics.median(r.ms_median for r in rows) / 1e3 if rows else 0.02
     inject = [p for p in prompts if p > 16] or prompts
     bg_prompt = prompts[0]
-    bg_len = min(max_len - bg_prompt - 1, plan.spacing_steps * (len(inject) * 2 + 2))
+    # Injections come far enough apart that each runs alone (a few idle first-token times), each background
+    # batch takes as many as its context allows, repeated until every prompt length was injected
+    # ``plan.injections`` times.
+    spacing = max(plan.spacing_steps * step_s, 4 * statistics.median(t for _, t in idle) if idle else 0.0)
+    room = max_len - bg_prompt - 1  # most background tokens
+    per_run = max(1, min(len(inject) * plan.injections, int((room * step_s) / spacing) - 2))
+    order = [inject[k % len(inject)] for k in range(per_run)]
+    bg_len = min(room, int((per_run + 2) * spacing / step_s))
+    n_runs = -(-len(inject) * plan.injections // per_run)
     for b in sorted({max(1, plan.max_batch // 4), max(1, plan.max_batch - 1)}):
         progress(f"prefill into a decode batch of {b}")
         specs = [(bg_prompt, bg_len, 0.0)] * b
-        specs += [(p, 2, (4 + k * plan.spacing_steps) * step_s) for k, p in enumerate(inject * 2)]
-        streams = await client.batch(specs)
-        rows += mixed_rows(streams[:b], streams[b:])
+        mixed: list[tuple[int, float, int]] = []
+        for _ in range(n_runs):
+            streams = await client.batch(
+                specs + [(p, 1, 4 * step_s + k * spacing) for k, p in enumerate(order)]
+            )
+            mixed += mixed_steps(streams[:b], streams[b:])
+        rows += mixed_rows(mixed, b)
     return {"rows": rows, "idle": idle, "tail_s": request_tail_s(tails)}
 
 
@@ -101,10 +113,10 @@ def engine_profile(
 ) -> dict[str, Any]:
     """The profile document: the step model fitted on the measured steps, and the per-request overheads."""
     rows: list[MeasuredRow] = measured["rows"]
-    if len(rows) < 12:
+    if len(rows) < 12:  # the cross-validation needs some rows to hold out
         raise ProfileError(f"only {len(rows)} engine steps could be read from the streams (need 12)",
                            hint="a larger --max-batch or longer --decode-steps")
-    doc = build_profile(name, gpu, shape, rows, info, overhead_ms=0.0, cross_validate=True)
+    doc = build_profile(name, gpu, shape, rows, info, overhead_ms=0.0, fitter=fit_engine_params)
     params = StepTimeParams.from_dict(doc["fit"]["params"])
     idle: list[tuple[int, float]] = measured["idle"]
     prefill = [MeasuredRow(p, 0, 0, 0, 1.0, 1.0, 1.0) for p, _ in idle]

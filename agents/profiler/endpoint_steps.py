@@ -40,35 +40,37 @@ def _row(prefill: int, decode_batch: int, context: int, gaps_s: Sequence[float])
     )
 
 
-def decode_rows(streams: Sequence[Stream], segments: int = 3, min_gaps: int = 8) -> list[MeasuredRow]:
-    """Rows of pure-decode steps of ``len(streams)`` sequences (see the module docstring)."""
-    if not streams or any(len(s.tokens) < 3 for s in streams):
-        return []
-    lo = max(s.tokens[0] for s in streams)  # every stream has had its prefill
-    hi = min(s.tokens[-1] for s in streams)  # none has finished
-    if hi <= lo:
-        return []
-    rows: list[MeasuredRow] = []
-    width = (hi - lo) / segments
-    for k in range(segments):
-        a, b = lo + k * width, lo + (k + 1) * width
-        gaps: list[float] = []
-        contexts: list[int] = []
+def decode_rows(runs: Sequence[Sequence[Stream]], segments: int = 3, min_gaps: int = 8) -> list[MeasuredRow]:
+    """Rows of pure-decode steps of one batch size, pooled over repeated runs (see the module docstring):
+    slice ``k`` of every run goes into row ``k``, so a burst of host load in one run is outvoted."""
+    pooled: list[tuple[list[float], list[int]]] = [([], []) for _ in range(segments)]
+    batch = 0
+    for streams in runs:
+        if not streams or any(len(s.tokens) < 3 for s in streams):
+            continue
+        batch = len(streams)
+        lo = max(s.tokens[0] for s in streams)  # every stream has had its prefill
+        hi = min(s.tokens[-1] for s in streams)  # none has finished
+        width = (hi - lo) / segments
         for s in streams:
             for i in range(1, len(s.tokens)):
-                if a < s.tokens[i] <= b and s.tokens[i - 1] >= lo:
-                    gaps.append(s.tokens[i] - s.tokens[i - 1])
-                    contexts.append(s.prompt_tokens + i)  # tokens in the KV cache when token i+1 is computed
+                k = int((s.tokens[i] - lo) / width) if width > 0 else -1
+                if s.tokens[i - 1] >= lo and 0 <= k < segments and s.tokens[i] <= hi:
+                    pooled[k][0].append(s.tokens[i] - s.tokens[i - 1])
+                    pooled[k][1].append(s.prompt_tokens + i)  # tokens in the KV cache when token i+1 is computed
+    rows = []
+    for gaps, contexts in pooled:
         positive = [g for g in gaps if g > 0]
         if len(positive) >= min_gaps:
-            ctx = round(statistics.mean(contexts))
-            rows.append(_row(0, len(streams), ctx, positive))
+            rows.append(_row(0, batch, round(statistics.mean(contexts)), positive))
     return rows
 
 
-def mixed_rows(background: Sequence[Stream], injected: Sequence[Stream]) -> list[MeasuredRow]:
-    """One row per injected request whose first token lines up with a token of every background stream."""
-    rows: list[MeasuredRow] = []
+def mixed_steps(background: Sequence[Stream], injected: Sequence[Stream]) -> list[tuple[int, float, int]]:
+    """``(prompt_tokens, step_s, context)`` for each injected request whose first token lines up with a token
+    of every background stream and with no other injected request's first token (a stall can pile them up
+    into one step): the gap that all background streams saw end there (their median) is its prefill step."""
+    out = []
     for inj in injected:
         if not inj.tokens:
             continue
@@ -77,18 +79,29 @@ def mixed_rows(background: Sequence[Stream], injected: Sequence[Stream]) -> list
         contexts: list[int] = []
         for s in background:
             times = s.tokens
-            if len(times) < 3 or not times[0] < t_first < times[-1]:
+            if len(times) < 8 or not times[0] < t_first < times[-1]:
                 break
             j = min(range(1, len(times)), key=lambda i: abs(times[i] - t_first))
-            usual = statistics.median(times[i] - times[i - 1] for i in range(max(1, j - 6), j))  \
-                if j > 1 else times[j] - times[j - 1]
-            if abs(times[j] - t_first) > NEAR * usual:
-                break
+            usual = statistics.median(times[i] - times[i - 1] for i in range(max(1, j - 6), j)) if j > 1 else 0.0
+            if abs(times[j] - t_first) > NEAR * usual or any(
+                o is not inj and o.tokens and abs(o.tokens[0] - t_first) < NEAR * usual for o in injected
+            ):
+                break  # not lined up, or another injected request was prefilled in the same step
             gaps.append(times[j] - times[j - 1])
             contexts.append(s.prompt_tokens + j)
         else:
             if gaps:
-                rows.append(_row(inj.prompt_tokens, len(background), round(statistics.mean(contexts)), gaps))
+                out.append((inj.prompt_tokens, statistics.median(gaps), round(statistics.mean(contexts))))
+    return out
+
+
+def mixed_rows(steps: Sequence[tuple[int, float, int]], batch: int, min_steps: int = 2) -> list[MeasuredRow]:
+    """One row per injected prompt length, its steps pooled (median; a burst of host load is outvoted)."""
+    rows = []
+    for p in sorted({p for p, _, _ in steps}):
+        mine = [(g, c) for q, g, c in steps if q == p]
+        if len(mine) >= min_steps:
+            rows.append(_row(p, batch, round(statistics.mean(c for _, c in mine)), [g for g, _ in mine]))
     return rows
 
 

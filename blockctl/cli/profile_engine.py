@@ -29,7 +29,7 @@ def register(group: typer.Typer) -> None:
         ),
         max_batch: int = typer.Option(8, min=1, help="Largest decode batch driven (≤ the engine's max_num_seqs)."),
         decode_steps: int = typer.Option(160, min=8, help="Output tokens of each decode-heavy stream."),
-        repeats: int = typer.Option(2, min=1, help="Runs of each decode-heavy batch."),
+        repeats: int = typer.Option(3, min=1, help="Runs of each decode-heavy batch (pooled)."),
         api_key: str = typer.Option("", envvar="BLOCKCTL_API_KEY", help="Bearer token of the endpoint, if any."),
         seed: int = typer.Option(0, help="Seed of the random prompt token ids."),
         as_json: bool = typer.Option(False, "--json", help="Print the fit as JSON."),

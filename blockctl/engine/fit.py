@@ -15,6 +15,7 @@ from blockctl.engine.types import StepShape
 from blockctl.errors import ProfileError
 
 _FitArray = NDArray[np.float64]
+Fitter = Callable[[Sequence["MeasuredRow"]], StepTimeParams]
 
 # Starting point and bounds of the fit, in StepTimeParams field order.
 _X0 = [1.0, 5.0, 0.02, 3.0, 3.0, 0.5, 0.1, 1.0, 0.1]
@@ -155,27 +156,27 @@ class FitReport:
         }
 
 
-def kfold_mape(rows: Sequence[MeasuredRow], k: int = KFOLD, seed: int = 0) -> float:
+def kfold_mape(rows: Sequence[MeasuredRow], k: int = KFOLD, seed: int = 0, fitter: Fitter | None = None) -> float:
     """Mean absolute percentage error of every row, predicted by a fit on the other k-1 folds."""
     order = np.random.default_rng(seed).permutation(len(rows))
     errors: list[float] = []
     for fold in np.array_split(order, k):
         held = set(int(i) for i in fold)
-        params = fit_params([r for i, r in enumerate(rows) if i not in held])
+        params = (fitter or fit_params)([r for i, r in enumerate(rows) if i not in held])
         test = [rows[i] for i in sorted(held)]
         pred = predict_rows(params, test)
         errors += [abs(p - r.ms_median) / r.ms_median for p, r in zip(pred, test, strict=True)]
     return 100.0 * float(np.mean(errors))
 
 
-def loro_mape(rows: Sequence[MeasuredRow]) -> dict[str, float]:
+def loro_mape(rows: Sequence[MeasuredRow], fitter: Fitter | None = None) -> dict[str, float]:
     """MAPE on each extreme region when the fit never saw any row of it."""
     out: dict[str, float] = {}
     for name, inside in _regions(rows).items():
         test = [r for r in rows if inside(r)]
         train = [r for r in rows if not inside(r)]
         if test and len(train) >= 12:
-            out[name] = mape_pct(fit_params(train), test)
+            out[name] = mape_pct((fitter or fit_params)(train), test)
     return out
 
 
@@ -187,13 +188,14 @@ def relative_noise(rows: Sequence[MeasuredRow]) -> float:
     return float(np.mean([(r.ms_max - r.ms_min) / 3.5 / r.ms_median for r in rows]))
 
 
-def fit_report(rows: Sequence[MeasuredRow], *, cross_validate: bool = True) -> FitReport:
-    params = fit_params(rows)
+def fit_report(rows: Sequence[MeasuredRow], *, cross_validate: bool = True, fitter: Fitter | None = None) -> FitReport:
+    """``fitter`` (default :func:`fit_params`) fits the model; cross-validation refits with it."""
+    params = (fitter or fit_params)(rows)
     return FitReport(
         params=params,
         train_mape_pct=mape_pct(params, rows),
-        kfold_mape_pct=kfold_mape(rows) if cross_validate else float("nan"),
+        kfold_mape_pct=kfold_mape(rows, fitter=fitter) if cross_validate else float("nan"),
         kfold_k=KFOLD,
-        loro_mape_pct=loro_mape(rows) if cross_validate else {},
+        loro_mape_pct=loro_mape(rows, fitter=fitter) if cross_validate else {},
         rel_noise=relative_noise(rows),
     )

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from blockctl.engine.fit import MeasuredRow, fit_report
+from blockctl.engine.fit import Fitter, MeasuredRow, fit_report
 from blockctl.engine.shape import KNOWN_GPUS, KNOWN_MODELS, ModelShape, num_kv_blocks
 from blockctl.engine.steptime import DEFAULT_OVERHEAD_MS, StepTimeModel, StepTimeParams
 from blockctl.engine.types import EngineConfig
@@ -161,9 +161,10 @@ def build_profile(
     *,
     overhead_ms: float = DEFAULT_OVERHEAD_MS,
     cross_validate: bool = True,
+    fitter: Fitter | None = None,
 ) -> dict[str, Any]:
     """A profile document from measured rows: fits the step-time model and records its CV error."""
-    report = fit_report(rows, cross_validate=cross_validate)
+    report = fit_report(rows, cross_validate=cross_validate, fitter=fitter)
     fit = {"form": FIT_FORM, "overhead_ms": overhead_ms, **report.to_dict()}
     return {
         "format": FORMAT,

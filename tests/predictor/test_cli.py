@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -56,3 +57,30 @@ def test_bench_accuracy_rejects_a_bad_lengths_spec() -> None:
     result = CliRunner().invoke(app, ["bench", "accuracy", "--lengths", "psychic"])
     assert result.exit_code == 1
     assert "--lengths" in result.output
+
+
+@pytest.mark.slow
+def test_bench_accuracy_endpoint_against_a_running_agent(tmp_path: Path) -> None:
+    from blockctl_agents.predictor.launch import local_instance
+
+    with local_instance(tmp_path, engine_args=("--max-num-seqs", "8", "--max-model-len", "512")) as inst:
+        result = CliRunner().invoke(
+            app,
+            ["bench", "accuracy", "--endpoint", inst.agent_url, "--requests", "24", "--concurrency", "2-4",
+             "--api-key", inst.token, "--json"],
+        )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["completed"] == 24 and out["failed"] == 0 and out["max_model_len"] == 512
+    assert out["first_third"]["e2e"]["n"] == out["last_third"]["e2e"]["n"] == 8
+    assert sum(part["n"] for part in out["by_inflight_at_dispatch"].values()) == 24
+    base = out["constant_baseline"]
+    assert base["e2e"]["n"] == 24 and base["tpot_s"] > 0 and base["e2e"]["mape_pct"] >= 0
+    learning = out["agent"]["learning"]
+    assert learning["steps"]["steps_learned"] > 0 and learning["first_token"]["requests_learned"] == 24
+
+
+def test_bench_accuracy_endpoint_rejects_a_bad_concurrency() -> None:
+    result = CliRunner().invoke(app, ["bench", "accuracy", "--endpoint", "http://127.0.0.1:1", "--concurrency", "5-2"])
+    assert result.exit_code == 1
+    assert "--concurrency" in result.output

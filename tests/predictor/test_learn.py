@@ -1,0 +1,137 @@
+"""Online learning: robust RLS, the step learner fed by simulated token streams, the first-token learner."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from blockctl.engine.steptime import StepTimeModel, StepTimeParams
+from blockctl.engine.types import EngineConfig, StepShape
+from blockctl_agents.predictor.core import AgentCore
+from blockctl_agents.predictor.learn import TtftLearner
+from blockctl_agents.predictor.metrics import render_metrics
+from blockctl_agents.predictor.rls import RobustRls
+from blockctl_agents.predictor.settings import AgentSettings
+from blockctl_agents.predictor.tracker import Tracked
+from tests.predictor.helpers import PROFILE
+
+CONFIG = EngineConfig(max_num_seqs=8, max_model_len=512, num_gpu_blocks=10_000)
+# A CPU-like engine: ~2 ms a step, flat in the batch; the GPU profile says otherwise (the wrong start).
+TRUTH = StepTimeModel(
+    StepTimeParams(const_ms=0.0, linear_mem_ms=0.0, linear_ms_per_token=0.01, roofline_p=1.0,
+                   prefill_attn_ms_per_mpair=20.0, cached_ms_per_ktoken=0.0, decode_attn_ms_per_ktoken=0.3,
+                   lm_head_ms_per_krow=150.0, mixed_step_ms=0.5),
+    overhead_ms=2.0,
+)
+
+
+def test_rls_recovers_coefficients_despite_outliers_and_stays_in_bounds() -> None:
+    rng = random.Random(0)
+    rls = RobustRls([10.0, 0.0], [10.0, 1.0], drift=0.01, lower=[0.0, 0.0], upper=[100.0, 10.0])
+    for _ in range(3000):
+        b = rng.randint(1, 8)
+        y = (3.0 + 0.5 * b) * (1 + rng.gauss(0, 0.05))
+        if rng.random() < 0.05:
+            y *= 8  # a host stall
+        rls.update([1.0, b], y, floor=0.1)
+        assert all(v >= 0 for v in rls.theta)
+    assert abs(rls.theta[0] - 3.0) < 0.4 and abs(rls.theta[1] - 0.5) < 0.08, rls.theta
+    assert rls.clipped > 0
+    mape = rls.recent_mape()
+    assert mape is not None and mape < 50
+
+
+def _simulate(core: AgentCore, rng: random.Random, steps: int) -> None:
+    """Run a simulated engine with TRUTH's step times: 1-8 streams, arrivals prefilled with the decodes, every
+    step's tokens delivered to the agent at its end (random order, sub-ms jitter)."""
+    now, next_id = 1000.0, 0
+    active: dict[str, int] = {}  # id -> tokens left
+    waiting: list[Tracked] = []
+    target = 4
+    for i in range(steps):
+        if i % 40 == 0:  # requests come and go: the batch changes every few dozen steps
+            target = rng.randint(1, 8)
+        while len(active) + len(waiting) < target:
+            t = Tracked(f"q{next_id}", now, rng.randint(16, 200), 64, stream=True)
+            next_id += 1
+            core.admit(t, now, dispatched=(0.01, 0.1))
+            waiting.append(t)
+        new = waiting[:]
+        waiting.clear()
+        decoding = list(active)
+        ctx = sum(core.tracker.inflight[r].prompt_tokens + core.tracker.inflight[r].produced for r in decoding)
+        shape = StepShape(
+            prefill_tokens=sum(t.prompt_tokens for t in new), prefill_seqs=len(new),
+            prefill_attn=sum(t.prompt_tokens * (t.prompt_tokens + 1) / 2 for t in new),
+            decode_batch=len(decoding), decode_context=ctx,
+        )
+        now += TRUTH.step_seconds(shape)
+        for t in new:
+            active[t.req_id] = rng.randint(20, 120)
+        order = decoding + [t.req_id for t in new]
+        rng.shuffle(order)
+        for r in order:
+            core.token(r, now + rng.uniform(0, 1e-4))
+            active[r] -= 1
+            if active[r] == 0:
+                del active[r]
+                core.complete(r, now + 2e-4, ok=True)
+
+
+def test_agent_learns_the_engine_from_a_wrong_profile() -> None:
+    settings = AgentSettings("http://127.0.0.1:1", "i", PROFILE.name, CONFIG)
+    core = AgentCore(settings, PROFILE.model)  # an H100 profile in front of a "CPU" engine
+    before = {b: core.model.step_seconds(StepShape(decode_batch=b, decode_context=100 * b)) for b in (1, 4, 8)}
+    _simulate(core, random.Random(1), 3000)
+    learned = core.learning_state()
+    assert learned is not None and learned["steps"]["steps_learned"] > 2000
+    for b in (1, 4, 8):
+        shape = StepShape(decode_batch=b, decode_context=100 * b)
+        truth = TRUTH.step_seconds(shape)
+        assert abs(core.model.step_seconds(shape) / truth - 1) < 0.1, (b, core.model.step_seconds(shape), truth)
+        assert abs(before[b] / truth - 1) > 0.3  # it did start wrong
+    mixed = StepShape(prefill_tokens=150, prefill_seqs=1, prefill_attn=150 * 151 / 2, decode_batch=4,
+                      decode_context=400)
+    assert abs(core.model.step_seconds(mixed) / TRUTH.step_seconds(mixed) - 1) < 0.2
+    assert learned["steps"]["recent_step_mape_pct"] < 5
+    metrics = render_metrics(core, 0.0)
+    assert 'blockctl_agent_learned_coefficient{instance="i",name="step_const_ms"}' in metrics
+    assert "blockctl_agent_learned_steps_total" in metrics
+
+
+def test_without_learning_the_profile_stays() -> None:
+    settings = AgentSettings("http://127.0.0.1:1", "i", PROFILE.name, CONFIG, learn=False)
+    core = AgentCore(settings, PROFILE.model)
+    _simulate(core, random.Random(2), 300)
+    assert core.model is PROFILE.model and core.learning_state() is None
+    assert core.state(0.0)["learning"] is None
+
+
+def test_steps_are_not_learned_while_a_non_streaming_request_hides_its_progress() -> None:
+    core = AgentCore(AgentSettings("http://127.0.0.1:1", "i", PROFILE.name, CONFIG), PROFILE.model)
+    core.admit(Tracked("hidden", 999.0, 50, 50, stream=False), 999.0, dispatched=(0.01, 0.1))
+    _simulate(core, random.Random(3), 300)
+    assert core.step_learner is not None
+    assert core.step_learner.rls.updates == 0 and core.step_learner.skipped > 0
+
+
+def test_first_token_overhead_is_learned_robustly() -> None:
+    rng = random.Random(4)
+    learner = TtftLearner(request_overhead_ms=30.0)  # a profile that was wrong by 20 ms
+    for _ in range(300):
+        prompt = rng.randint(10, 400)
+        residual_ms = 8.0 + 20.0 * prompt / 1e3 + rng.gauss(0, 1.0)
+        if rng.random() < 0.05:
+            residual_ms += 200  # a stall
+        learner.observe(prompt, residual_ms / 1e3)
+    assert abs(learner.overhead_s(200) - 0.012) < 0.002, learner.state()
+    assert learner.overhead_s(0) >= 0
+
+
+def test_a_profile_request_overhead_seeds_the_first_token_prediction() -> None:
+    base = AgentSettings("http://127.0.0.1:1", "i", PROFILE.name, CONFIG)
+    plain = AgentCore(base, PROFILE.model)
+    seeded = AgentCore(dataclasses.replace(base, request_overhead_ms=15.0), PROFILE.model)
+    a, _ = plain.predict(100, 50, 0.0)
+    b, _ = seeded.predict(100, 50, 0.0)
+    assert abs((b.ttft_s - a.ttft_s) - 0.015) < 1e-6

