@@ -10,12 +10,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from blockctl import __version__
 from blockctl.errors import BadRequest
 from blockctl.openai_api import bad_request_response, error_response, http_error_handlers, loads_json, read_body
+from blockctl.promexpo import CONTENT_TYPE
 from blockctl.tokens import get_counter, prompt_token_ids
 from blockctl_agents.emulator import metrics
 from blockctl_agents.emulator.config import EmulatorSettings, resolve
@@ -69,7 +70,7 @@ async def tokenize(request: Request) -> Response:
 async def prometheus(request: Request) -> Response:
     emu = _emu(request)
     text = metrics.render(emu.model_name, emu.runner.metrics, emu.runner.gauges())
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(text, media_type=CONTENT_TYPE)
 
 
 async def version(request: Request) -> Response:
