@@ -12,7 +12,7 @@ from blockctl.errors import ConfigError
 def read_secret_file(path: str | Path, *, what: str, key: str | None = None) -> str:
     """The text of ``path``; ConfigError (naming file and key) when it cannot be read or when its mode lets
     group or others read it: a secret readable by every user of the host guards nothing."""
-    p = Path(path)
+    p = Path(path).expanduser()
     try:
         mode = p.stat().st_mode
         text = p.read_text(encoding="utf-8")

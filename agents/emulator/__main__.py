@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     p.add_argument("--tokenizer", help="local HF tokenizer directory (default: tiktoken cl100k_base)")
     p.add_argument("--noise", type=float, help="relative step-time noise (default: the profile's spread)")
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"),
+                   help="require this key on /v1 routes, as vLLM does (default: $VLLM_API_KEY)")
     args, unknown = p.parse_known_args(argv)
     if unknown and not unknown[0].startswith("--"):
         p.error(f"unexpected argument: {unknown[0]}")
@@ -63,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
             num_gpu_blocks_override=args.num_gpu_blocks_override, block_size=args.block_size,
             max_model_len=args.max_model_len, seed=args.seed, startup_delay=args.startup_delay,
-            tokenizer=args.tokenizer, noise=args.noise,
+            tokenizer=args.tokenizer, noise=args.noise, api_key=args.api_key or None,
         )
         app = create_app(settings)
     except BlockctlError as exc:

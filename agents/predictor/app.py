@@ -165,7 +165,10 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
         # idle connections expire before the engine's own keep-alive timeout (uvicorn/vLLM: 5 s), so the
         # agent never sends on a connection the engine is closing (a request lost with nothing to retry)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=2.0)
-        async with httpx.AsyncClient(base_url=settings.engine_url, timeout=timeout, limits=limits) as c:
+        key = settings.engine_api_key  # the agent's own token is never forwarded; the engine's key is set here
+        auth = {"authorization": f"Bearer {key}"} if key else {}
+        async with httpx.AsyncClient(base_url=settings.engine_url, timeout=timeout, limits=limits,
+                                     headers=auth) as c:
             holder["client"] = c
             task = asyncio.create_task(_scrape_loop(core, c))
             try:

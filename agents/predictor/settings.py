@@ -23,6 +23,7 @@ class AgentSettings:
     connect_retries: int = 2  # extra connection attempts to the engine, only before anything was sent
     tokenizer: str | None = None  # local HF tokenizer dir for counting prompts (else tiktoken), as the engine's
     max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413 (they are held in memory)
+    engine_api_key: str | None = None  # sent to the engine as a Bearer token (vLLM --api-key / VLLM_API_KEY)
 
 
 def engine_config_for(
