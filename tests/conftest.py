@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import uvicorn
+
+from blockctl.loopback import serve_loopback
 
 __all__ = ["CLI_WIDTH", "bind_loopback", "free_port", "serve_app", "serve_app_in_thread"]
 
@@ -58,23 +60,7 @@ def _server(app: Any, **config: Any) -> uvicorn.Server:
     return uvicorn.Server(uvicorn.Config(app, **settings))
 
 
-@contextlib.asynccontextmanager
-async def serve_app(app: Any, **config: Any) -> AsyncIterator[str]:
-    """Serve ``app`` on a free loopback port in the running loop; yields ``http://127.0.0.1:PORT``."""
-    sock = bind_loopback()
-    server = _server(app, **config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()  # re-raises a start-up failure
-                raise RuntimeError("uvicorn exited before it started")
-            await asyncio.sleep(0.005)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=15)
-        sock.close()
+serve_app = serve_loopback  # serve ``app`` on a free loopback port in the running loop; yields its URL
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -36,6 +37,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True,
                    help="vLLM's automatic prefix caching (default: on, as vLLM V1)")
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"),
+                   help="require this key on /v1 routes, as vLLM does (default: $VLLM_API_KEY)")
     args, unknown = p.parse_known_args(argv)
     if unknown and not unknown[0].startswith("--"):
         p.error(f"unexpected argument: {unknown[0]}")
@@ -66,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_gpu_blocks_override=args.num_gpu_blocks_override, block_size=args.block_size,
             max_model_len=args.max_model_len, seed=args.seed, startup_delay=args.startup_delay,
             tokenizer=args.tokenizer, noise=args.noise, enable_prefix_caching=args.enable_prefix_caching,
+            api_key=args.api_key or None,
         )
         app = create_app(settings)
     except BlockctlError as exc:

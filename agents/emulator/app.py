@@ -9,13 +9,22 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from blockctl import __version__
 from blockctl.errors import BadRequest
-from blockctl.openai_api import bad_request_response, http_error_handlers, read_body
+from blockctl.openai_api import (
+    bad_request_response,
+    bearer_matches,
+    error_response,
+    http_error_handlers,
+    read_body,
+)
+from blockctl.promexpo import CONTENT_TYPE
 from blockctl.tokenize_api import tokenize_response
 from blockctl.tokens import get_counter
 from blockctl_agents.emulator import metrics
@@ -59,11 +68,28 @@ async def tokenize(request: Request) -> Response:
 async def prometheus(request: Request) -> Response:
     emu = _emu(request)
     text = metrics.render(emu.model_name, emu.runner.metrics, emu.runner.gauges())
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(text, media_type=CONTENT_TYPE)
 
 
 async def version(request: Request) -> Response:
     return JSONResponse({"version": f"blockctl-emulator {__version__}"})
+
+
+class _RequireKey:
+    """vLLM's ``--api-key``: every ``/v1`` route needs ``Authorization: Bearer <key>`` (401 otherwise)."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app, self.keys = app, (key.encode(),)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1"):
+            auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            if not bearer_matches(auth, self.keys):
+                denied = error_response(401, "invalid or missing API key", type="authentication_error",
+                                        code="invalid_api_key")
+                await denied(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: EmulatorSettings | None = None, **overrides: Any) -> Starlette:
@@ -85,6 +111,7 @@ def create_app(settings: EmulatorSettings | None = None, **overrides: Any) -> St
         finally:
             await emu.stop()
 
+    middleware = [Middleware(_RequireKey, key=settings.api_key)] if settings.api_key else []
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
@@ -94,6 +121,7 @@ def create_app(settings: EmulatorSettings | None = None, **overrides: Any) -> St
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/version", version, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=http_error_handlers())
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=http_error_handlers(),
+                    middleware=middleware)
     app.state.emulator = emu
     return app

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from blockctl.errors import UpstreamError
 
@@ -87,10 +88,10 @@ def summarize(before: Sample, after: Sample) -> Overhead:
 def _parse_counters(text: str) -> dict[str, float]:
     wanted = {v: k for k, v in _COUNTERS.items()}
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        name = line.split("{", 1)[0]
-        if name in wanted:
-            out[wanted[name]] = float(line.rsplit(" ", 1)[1])
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in wanted:
+                out[wanted[sample.name]] = sample.value
     missing = set(_COUNTERS) - set(out)
     if missing:
         raise UpstreamError(f"/metrics lacks {sorted(missing)}")

@@ -27,6 +27,7 @@ class EmulatorSettings:
     noise: float | None = None  # relative step-time noise; None: the profile's measured spread
     enable_prefix_caching: bool = True  # vLLM V1's default
     max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413 (they are held in memory)
+    api_key: str | None = None  # as vLLM's --api-key: /v1 routes need "Authorization: Bearer <key>"
 
     def __post_init__(self) -> None:
         if not self.served_model_name or not all(self.served_model_name):

@@ -1,7 +1,8 @@
 """The emulator's /metrics: vLLM's metric names, meanings, labels and histogram buckets, as Prometheus text.
 
 Names follow vLLM V1 (``vllm/v1/metrics/loggers.py``): gauges of the scheduler state, token and preemption
-counters, and per-request latency histograms, all labelled ``model_name`` and ``engine`` ("0").
+counters, and per-request latency histograms, all labelled ``model_name`` and ``engine`` ("0"). The text is
+written by ``prometheus_client`` (as vLLM's is), from counters the engine loop keeps as plain numbers.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from blockctl.promexpo import Families
 
 # vLLM's default bucket boundaries (vllm/v1/metrics/buckets.py).
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -67,61 +70,40 @@ class EngineGauges:
     prefix_cache_hits: int = 0
 
 
-def _fmt(v: float) -> str:
-    return repr(float(v))
-
-
 def render(model_name: str, m: EngineMetrics, g: EngineGauges) -> str:
-    """Prometheus text exposition (version 0.0.4) of all metrics."""
-    lab = f'engine="0",model_name="{model_name}"'
-    model = f'model_name="{model_name}"'
-    out: list[str] = []
-
-    def scalar(name: str, kind: str, help_text: str, value: float, labels: str = lab) -> None:
-        sample = f"{name}_total" if kind == "counter" else name
-        if not out or not out[-1].startswith(f"{sample}{{"):  # as prometheus_client (vLLM) names them
-            out.append(f"# HELP {sample} {help_text}")
-            out.append(f"# TYPE {sample} {kind}")
-        out.append(f"{sample}{{{labels}}} {_fmt(value)}")
-
-    def hist(name: str, help_text: str, h: Histogram) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} histogram")
-        cum = 0
-        for le, c in zip([*map(_fmt, h.buckets), "+Inf"], h.counts, strict=True):
-            cum += c
-            out.append(f'{name}_bucket{{{lab},le="{le}"}} {_fmt(cum)}')
-        out.append(f"{name}_count{{{lab}}} {_fmt(h.n)}")
-        out.append(f"{name}_sum{{{lab}}} {_fmt(h.total)}")
-
-    cache_labels = f'block_size="{g.block_size}",num_gpu_blocks="{g.num_gpu_blocks}",engine="0"'
-    scalar("vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig", 1, cache_labels)
-    scalar("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", g.running)
-    scalar("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", g.waiting)
-    scalar("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", g.kv_usage)
-    scalar("vllm:num_preemptions", "counter", "Cumulative number of preemption from the engine.",
-           g.preemptions)
-    scalar("vllm:prefix_cache_queries", "counter",
-           "Prefix cache queries, in terms of number of queried tokens.", g.prefix_cache_queries)
-    scalar("vllm:prefix_cache_hits", "counter", "Prefix cache hits, in terms of number of cached tokens.",
-           g.prefix_cache_hits)
-    scalar("vllm:prompt_tokens", "counter", "Number of prefill tokens processed.", m.prompt_tokens)
-    scalar("vllm:generation_tokens", "counter", "Number of generation tokens processed.", m.generation_tokens)
+    """Prometheus text exposition (version 0.0.4) of all metrics, written by ``prometheus_client``."""
+    lab = {"engine": "0", "model_name": model_name}
+    model = {"model_name": model_name}
+    f = Families()
+    cache = {"block_size": str(g.block_size), "num_gpu_blocks": str(g.num_gpu_blocks), "engine": "0"}
+    f.gauge("vllm:cache_config_info", "Information of the LLMEngine CacheConfig", 1, cache)
+    f.gauge("vllm:num_requests_running", "Number of requests in model execution batches.", g.running, lab)
+    f.gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", g.waiting, lab)
+    f.gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", g.kv_usage, lab)
+    f.counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.", g.preemptions, lab)
+    f.counter("vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.",
+              g.prefix_cache_queries, lab)
+    f.counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.",
+              g.prefix_cache_hits, lab)
+    f.counter("vllm:prompt_tokens", "Number of prefill tokens processed.", m.prompt_tokens, lab)
+    f.counter("vllm:generation_tokens", "Number of generation tokens processed.", m.generation_tokens, lab)
     for reason in FINISH_REASONS:
-        scalar("vllm:request_success", "counter", "Count of successfully processed requests.",
-               m.success[reason], f'{lab},finished_reason="{reason}"')
-    hist("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", m.ttft)
-    hist("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", m.itl)
-    hist("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", m.e2e)
-    hist("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", m.queue)
-    hist("vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.", m.iteration_tokens)
-    scalar("blockctl_emulator_steps", "counter", "Engine steps the emulator has run.", m.steps, model)
-    scalar("blockctl_emulator_step_seconds", "counter", "Emulated duration of those steps.", m.step_seconds,
-           model)
-    scalar("blockctl_emulator_late_seconds", "counter",
-           "Total lateness of step completions (the emulator's own CPU time exceeding the step).",
-           m.late_seconds, model)
-    scalar("blockctl_emulator_engine_cpu_seconds", "counter",
-           "Time the engine loop spent scheduling, completing steps and waking streams.",
-           m.engine_cpu_seconds, model)
-    return "\n".join(out) + "\n"
+        f.counter("vllm:request_success", "Count of successfully processed requests.", m.success[reason],
+                  {**lab, "finished_reason": reason})
+    for name, help_text, h in (
+        ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", m.ttft),
+        ("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", m.itl),
+        ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", m.e2e),
+        ("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", m.queue),
+        ("vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.", m.iteration_tokens),
+    ):
+        f.histogram(name, help_text, h.buckets, h.counts, h.total, lab)
+    f.counter("blockctl_emulator_steps", "Engine steps the emulator has run.", m.steps, model)
+    f.counter("blockctl_emulator_step_seconds", "Emulated duration of those steps.", m.step_seconds, model)
+    f.counter("blockctl_emulator_late_seconds",
+              "Total lateness of step completions (the emulator's own CPU time exceeding the step).",
+              m.late_seconds, model)
+    f.counter("blockctl_emulator_engine_cpu_seconds",
+              "Time the engine loop spent scheduling, completing steps and waking streams.",
+              m.engine_cpu_seconds, model)
+    return f.render()

@@ -9,6 +9,7 @@ import uvicorn
 
 from blockctl.engine.profile import DEFAULT_PROFILE, load_profile
 from blockctl.errors import BlockctlError
+from blockctl.secrets import read_secret_file
 from blockctl.tokens import get_counter
 from blockctl_agents.predictor.app import create_app
 from blockctl_agents.predictor.settings import AgentSettings, engine_config_for, read_token
@@ -21,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="step-time profile name or path")
     p.add_argument("--token-file", help="file holding the bearer token that guards the agent (mode 0600)")
+    p.add_argument("--engine-api-key-file", help="file holding the API key the engine requires (mode 0600)")
     p.add_argument("--tokenizer", help="local HF tokenizer dir to count prompt tokens (default: tiktoken)")
     p.add_argument("--name", help="instance name reported to the scheduler (default: host:port)")
     p.add_argument("--scrape-interval", type=float, default=0.5, help="seconds between /metrics scrapes")
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             profile=profile.name,
             engine_config=config,
             token=read_token(args.token_file) if args.token_file else None,
+            engine_api_key=read_secret_file(args.engine_api_key_file, what="engine API key",
+                                            key="engine-api-key-file").strip() or None
+            if args.engine_api_key_file else None,
             scrape_interval_s=args.scrape_interval,
             tokenizer=args.tokenizer,
             learn=args.learn,

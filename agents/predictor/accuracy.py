@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from blockctl.promexpo import Families
+
 REL_BUCKETS = (-0.5, -0.25, -0.1, -0.05, -0.02, 0.0, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 WINDOW = 1000  # completed requests the quantile summary covers
 QUANTILES = (0.5, 0.9, 0.99)
@@ -49,22 +51,10 @@ class ErrorStats:
         ordered = sorted(self.window)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
-    def render(self, name: str, help_rel: str, help_abs: str) -> list[str]:
-        lines = [f"# HELP {name}_relative_error {help_rel}", f"# TYPE {name}_relative_error histogram"]
-        cum = 0
-        for bound, n in zip(REL_BUCKETS, self.counts, strict=False):
-            cum += n
-            lines.append(f'{name}_relative_error_bucket{{le="{bound}"}} {cum}')
-        lines.append(f'{name}_relative_error_bucket{{le="+Inf"}} {self.total}')
-        lines.append(f"{name}_relative_error_sum {self.sum_rel}")
-        lines.append(f"{name}_relative_error_count {self.total}")
-        lines += [f"# HELP {name}_abs_pct_error {help_abs}", f"# TYPE {name}_abs_pct_error summary"]
-        for q in QUANTILES:
-            v = self.quantile(q)
-            lines.append(f'{name}_abs_pct_error{{quantile="{q}"}} {"NaN" if v is None else v}')
-        lines.append(f"{name}_abs_pct_error_sum {self.sum_abs_pct}")
-        lines.append(f"{name}_abs_pct_error_count {self.total}")
-        return lines
+    def render(self, f: Families, name: str, help_rel: str, help_abs: str) -> None:
+        f.histogram(f"{name}_relative_error", help_rel, REL_BUCKETS, self.counts, self.sum_rel)
+        quantiles = [(q, float("nan") if (v := self.quantile(q)) is None else v) for q in QUANTILES]
+        f.summary(f"{name}_abs_pct_error", help_abs, quantiles, self.total, self.sum_abs_pct)
 
     def summary(self) -> dict[str, float | int | None]:
         return {
@@ -80,12 +70,15 @@ class PredictionErrors:
     ttft: ErrorStats = field(default_factory=ErrorStats)
     e2e: ErrorStats = field(default_factory=ErrorStats)
 
-    def render(self) -> list[str]:
-        return self.ttft.render(
+    def render(self, f: Families) -> None:
+        self.ttft.render(
+            f,
             "blockctl_agent_ttft",
             "(predicted - actual) / actual TTFT of completed streaming requests.",
             "Absolute % TTFT error, quantiles over the last 1000 completed streaming requests.",
-        ) + self.e2e.render(
+        )
+        self.e2e.render(
+            f,
             "blockctl_agent_e2e",
             "(predicted - actual) / actual end-to-end latency of completed requests.",
             "Absolute % E2E error, quantiles over the last 1000 completed requests.",

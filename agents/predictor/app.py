@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from blockctl.engine.profile import load_profile
@@ -47,6 +47,7 @@ from blockctl.openai_api import (
     loads_json,
     read_body,
 )
+from blockctl.promexpo import CONTENT_TYPE
 from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.metrics import render_metrics
 from blockctl_agents.predictor.observe import parse_metrics
@@ -150,9 +151,7 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
         return JSONResponse(body, status_code=200 if engine_ok else 503)
 
     async def metrics(request: Request) -> Response:
-        return PlainTextResponse(
-            render_metrics(core, time.monotonic()), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        return Response(render_metrics(core, time.monotonic()), media_type=CONTENT_TYPE)
 
     async def completions(request: Request) -> Response:
         return await forward_completion(request, core, client())
@@ -166,7 +165,10 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
         # idle connections expire before the engine's own keep-alive timeout (uvicorn/vLLM: 5 s), so the
         # agent never sends on a connection the engine is closing (a request lost with nothing to retry)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=2.0)
-        async with httpx.AsyncClient(base_url=settings.engine_url, timeout=timeout, limits=limits) as c:
+        key = settings.engine_api_key  # the agent's own token is never forwarded; the engine's key is set here
+        auth = {"authorization": f"Bearer {key}"} if key else {}
+        async with httpx.AsyncClient(base_url=settings.engine_url, timeout=timeout, limits=limits,
+                                     headers=auth) as c:
             holder["client"] = c
             task = asyncio.create_task(_scrape_loop(core, c))
             try:

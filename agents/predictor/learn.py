@@ -37,6 +37,7 @@ import numpy as np
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, StepShape
 from blockctl.predict.tracker import Tracked
+from blockctl.promexpo import Families
 from blockctl_agents.predictor.rls import RobustRls
 
 GROUP_SHARE = 0.5  # tokens within this share of a predicted step after a step's first token belong to it
@@ -186,22 +187,18 @@ class TtftLearner:
                 "requests_learned": self.rls.updates, "requests_clipped": self.rls.clipped}
 
 
-def render_learning(steps: StepLearner, ttft: TtftLearner, instance: str) -> list[str]:
-    """Prometheus lines of the learned model and its recent one-step-ahead error."""
-    inst = f'instance="{instance}"'
-    lines = ["# HELP blockctl_agent_learned_coefficient Step-time coefficients learned online (see /state).",
-             "# TYPE blockctl_agent_learned_coefficient gauge"]
-    lines += [f'blockctl_agent_learned_coefficient{{{inst},name="{n}"}} {float(v)}'
-              for n, v in zip(COEFFS, steps.rls.theta, strict=True)]
+def render_learning(f: Families, steps: StepLearner, ttft: TtftLearner, instance: str) -> None:
+    """The learned model and its recent one-step-ahead error, as metric families."""
+    doc = "Step-time coefficients learned online (see /state)."
+    for n, v in zip(COEFFS, steps.rls.theta, strict=True):
+        f.gauge("blockctl_agent_learned_coefficient", doc, float(v), {"instance": instance, "name": n})
     r0, r1 = (float(v) for v in ttft.rls.theta)
-    lines += [f'blockctl_agent_learned_coefficient{{{inst},name="request_overhead_ms"}} {r0}',
-              f'blockctl_agent_learned_coefficient{{{inst},name="request_ms_per_kilo_prompt_token"}} {r1}']
+    f.gauge("blockctl_agent_learned_coefficient", doc, r0, {"instance": instance, "name": "request_overhead_ms"})
+    f.gauge("blockctl_agent_learned_coefficient", doc, r1,
+            {"instance": instance, "name": "request_ms_per_kilo_prompt_token"})
     mape = steps.rls.recent_mape()
-    lines += ["# HELP blockctl_agent_learned_step_abs_pct_error Mean |error| % of the learned model's step time, "
-              "predicted before each of the last 200 learned steps.",
-              "# TYPE blockctl_agent_learned_step_abs_pct_error gauge",
-              f"blockctl_agent_learned_step_abs_pct_error{{{inst}}} {'NaN' if mape is None else mape}",
-              "# HELP blockctl_agent_learned_steps_total Engine steps learned from token timings.",
-              "# TYPE blockctl_agent_learned_steps_total counter",
-              f"blockctl_agent_learned_steps_total{{{inst}}} {steps.rls.updates}"]
-    return lines
+    f.gauge("blockctl_agent_learned_step_abs_pct_error",
+            "Mean |error| % of the learned model's step time, predicted before each of the last 200 learned steps.",
+            float("nan") if mape is None else mape, {"instance": instance})
+    f.counter("blockctl_agent_learned_steps", "Engine steps learned from token timings.", steps.rls.updates,
+              {"instance": instance})

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from blockctl.engine.profile import Profile
 from blockctl.engine.types import EngineConfig
 from blockctl.errors import ConfigError
+from blockctl.secrets import read_secret_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +25,7 @@ class AgentSettings:
     learn: bool = True  # learn step-time coefficients and the first-token overhead online (learn.py)
     request_overhead_ms: float = 0.0  # the profile's per-request engine overhead: where TTFT learning starts
     max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413 (they are held in memory)
+    engine_api_key: str | None = None  # sent to the engine as a Bearer token (vLLM --api-key / VLLM_API_KEY)
 
 
 def engine_config_for(
@@ -67,13 +67,7 @@ def engine_config_for(
 def read_token(path: str | Path) -> str:
     """Read the bearer token; refuses a file other users can read (it guards the agent's endpoints)."""
     p = Path(path)
-    try:
-        mode = p.stat().st_mode
-        token = p.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read token file: {exc.strerror}", source=str(p)) from None
-    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError("token file must not be readable by group or others", source=str(p), hint=f"chmod 600 {p}")
+    token = read_secret_file(p, what="token").strip()
     if not token:
         raise ConfigError("token file is empty", source=str(p))
     return token

@@ -27,6 +27,7 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
             "blockctl.cli.bench_overhead",
             "blockctl.cli.bench_autoscale",
             "blockctl.cli.bench_badinput",
+            "blockctl.cli.bench_exposition",
         ),
     ),
 }

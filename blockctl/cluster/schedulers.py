@@ -15,6 +15,7 @@ from blockctl.cluster import procs
 from blockctl.cluster.state import ClusterState, SchedulerState, load_state, logs_dir, save_state
 from blockctl.errors import ClusterError, StateError
 from blockctl.scheduler.policies import make_policy
+from blockctl.secrets import read_secret_file
 
 SCHEDULER_MODULE = "blockctl.scheduler"
 
@@ -92,6 +93,8 @@ class SchedulerSpec:
 def scheduler_specs(count: int, *, base_port: int, policy: str, **options: Any) -> list[SchedulerSpec]:
     """``count`` daemons on consecutive ports from ``base_port``; ConfigError for an unknown policy or k."""
     make_policy(policy, k=options.get("k"))
+    if options.get("api_key_file"):  # refused now, naming the file, rather than by every daemon at start-up
+        read_secret_file(options["api_key_file"], what="API key", key="scheduler.api_key_file")
     return [SchedulerSpec(port=base_port + n, policy=policy, **options) for n in range(count)]
 
 

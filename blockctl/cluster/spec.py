@@ -119,6 +119,11 @@ class EngineSpec(_Model):
         default=900.0, gt=0, description="How long to wait for the engine's /health."
     )
     seed: int = 0
+    api_key_file: str | None = Field(
+        default=None,
+        description="Local file (mode 0600) with an API key the engine then requires (vLLM's VLLM_API_KEY, set in "
+        "its 0600 env file); the agent sends it. Engines listen on 127.0.0.1 only, key or not.",
+    )
 
     @field_validator("env")
     @classmethod

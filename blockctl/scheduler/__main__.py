@@ -17,6 +17,7 @@ from blockctl.scheduler.app import Scheduler, SchedulerSettings
 from blockctl.scheduler.policies import POLICIES
 from blockctl.scheduler.proxy import Deadlines
 from blockctl.scheduler.reqlog import RequestLogSettings
+from blockctl.secrets import read_secret_file
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,8 +48,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds a client may take to upload its request body (default 30)")
     p.add_argument("--drain", type=float, default=5.0,
                    help="after SIGTERM, seconds requests in flight may still run (default 5)")
-    p.add_argument("--api-key", action="append", default=[], help="accepted client API key (repeatable)")
-    p.add_argument("--api-key-file", type=Path, default=None, help="file with accepted API keys, one a line")
+    p.add_argument("--api-key", action="append", default=[],
+                   help="deprecated (visible in `ps`): use --api-key-file; accepted client API key (repeatable)")
+    p.add_argument("--api-key-file", type=Path, default=None,
+                   help="file with accepted API keys, one a line (mode 0600: refused if others can read it)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--request-log", type=Path, default=None,
                    help="request log file, one JSON line per answered request "
@@ -64,11 +67,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _api_keys(keys: list[str], path: Path | None) -> frozenset[str]:
     found = {k.strip() for k in keys if k.strip()}
+    if keys:
+        logging.getLogger("blockctl.scheduler").warning(
+            "--api-key is deprecated: every user of this host can read it in `ps`; put the keys in a file "
+            "(chmod 600) and pass --api-key-file")
     if path is not None:
-        try:
-            found |= {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
-        except OSError as exc:
-            raise ConfigError(f"cannot read: {exc.strerror}", source=str(path), key="api-key-file") from None
+        text = read_secret_file(path, what="API key", key="api-key-file")
+        found |= {line.strip() for line in text.splitlines() if line.strip()}
     return frozenset(found)
 
 

@@ -25,6 +25,7 @@ from blockctl.openai_api import (
     error_response,
     http_error_handlers,
     parse_completion_body,
+    read_body,
 )
 from blockctl.scheduler import lengths
 from blockctl.scheduler.call import Flight
@@ -200,19 +201,14 @@ class Scheduler:
         return response
 
     async def _body(self, request: Request) -> bytes | None:
-        """The request body, or None when it exceeds ``max_body_bytes`` (checked before reading it all)."""
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        """The request body, or None when it exceeds ``max_body_bytes`` (checked before reading it all).
+
+        TimeoutError when the client takes longer than ``body_timeout_s`` to upload it."""
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                return await read_body(request, self.settings.max_body_bytes)
+        except BadRequest:
             return None
-        chunks, size = [], 0
-        async with asyncio.timeout(self.settings.body_timeout_s):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    return None
-                chunks.append(chunk)
-        return b"".join(chunks)
 
     async def _tag(self, body: object) -> int | None:
         assert self.tagger is not None

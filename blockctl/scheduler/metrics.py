@@ -1,9 +1,11 @@
-"""The scheduler's Prometheus metrics: plain counters and one histogram, rendered as text exposition."""
+"""The scheduler's Prometheus metrics: plain counters and one histogram, written by ``prometheus_client``."""
 
 from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+
+from blockctl.promexpo import Families
 
 # Seconds spent deciding where a request goes (token counting, agent queries, policy).
 ROUTING_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -20,20 +22,6 @@ class Histogram:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.total += value
         self.n += 1
-
-    def render(self, name: str) -> list[str]:
-        lines, cum = [], 0
-        for bound, count in zip(self.buckets, self.counts, strict=False):
-            cum += count
-            lines.append(f'{name}_bucket{{le="{bound}"}} {cum}')
-        lines.append(f'{name}_bucket{{le="+Inf"}} {self.n}')
-        lines.append(f"{name}_sum {self.total}")
-        lines.append(f"{name}_count {self.n}")
-        return lines
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class SchedulerMetrics:
@@ -52,31 +40,22 @@ class SchedulerMetrics:
 
     def render(self, serving: int) -> str:
         p = "blockctl_scheduler"
-        lines = [
-            f"# HELP {p}_info The routing policy of this scheduler.",
-            f"# TYPE {p}_info gauge",
-            f'{p}_info{{policy="{_escape(self.policy)}"}} 1',
-            f"# HELP {p}_instances_serving Instances that may get new requests.",
-            f"# TYPE {p}_instances_serving gauge",
-            f"{p}_instances_serving {serving}",
-        ]
+        f = Families()
+        f.gauge(f"{p}_info", "The routing policy of this scheduler.", 1, {"policy": self.policy})
+        f.gauge(f"{p}_instances_serving", "Instances that may get new requests.", serving)
         for name, help_text, label, series in (
-            ("requests_total", "Client requests by outcome.", "outcome", self.requests),
-            ("routed_total", "Requests forwarded, by instance.", "instance", self.routed),
-            ("agent_errors_total", "Agent queries that failed or missed the deadline.", "instance",
-             self.agent_errors),
-            ("forward_errors_total", "Forwards that failed before any byte reached the client.", "instance",
+            ("requests", "Client requests by outcome.", "outcome", self.requests),
+            ("routed", "Requests forwarded, by instance.", "instance", self.routed),
+            ("agent_errors", "Agent queries that failed or missed the deadline.", "instance", self.agent_errors),
+            ("forward_errors", "Forwards that failed before any byte reached the client.", "instance",
              self.forward_errors),
-            ("output_length_source_total", "Where predicted output lengths came from.", "source",
-             self.length_sources),
+            ("output_length_source", "Where predicted output lengths came from.", "source", self.length_sources),
         ):
-            lines += [f"# HELP {p}_{name} {help_text}", f"# TYPE {p}_{name} counter"]
-            lines += [f'{p}_{name}{{{label}="{_escape(k)}"}} {v}' for k, v in sorted(series.items())]
-        lines += [f"# HELP {p}_retries_total Forwards retried on another instance.",
-                  f"# TYPE {p}_retries_total counter", f"{p}_retries_total {self.retries}",
-                  f"# HELP {p}_fallbacks_total Requests routed round-robin because no agent answered.",
-                  f"# TYPE {p}_fallbacks_total counter", f"{p}_fallbacks_total {self.fallbacks}",
-                  f"# HELP {p}_routing_seconds Time to decide where a request goes.",
-                  f"# TYPE {p}_routing_seconds histogram"]
-        lines += self.routing_seconds.render(f"{p}_routing_seconds")
-        return "\n".join(lines) + "\n"
+            f.declare("counter", f"{p}_{name}", help_text)
+            for key, value in sorted(series.items()):
+                f.counter(f"{p}_{name}", help_text, value, {label: key})
+        f.counter(f"{p}_retries", "Forwards retried on another instance.", self.retries)
+        f.counter(f"{p}_fallbacks", "Requests routed round-robin because no agent answered.", self.fallbacks)
+        h = self.routing_seconds
+        f.histogram(f"{p}_routing_seconds", "Time to decide where a request goes.", h.buckets, h.counts, h.total)
+        return f.render()

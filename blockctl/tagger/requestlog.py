@@ -15,6 +15,7 @@ folder (every ``*.jsonl`` log in it, e.g. one per scheduler daemon) or a glob of
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -125,7 +126,7 @@ class RequestLog:
     def _open(self) -> TextIO:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("a", encoding="utf-8")
+            self._fh = open_private(self.path) if self.include_prompt else self.path.open("a", encoding="utf-8")
             self._size = self.path.stat().st_size
         return self._fh
 
@@ -141,6 +142,19 @@ class RequestLog:
             if older.exists():
                 older.replace(rotated(self.path, i + 1))
         self.path.replace(rotated(self.path, 1))
+
+
+def open_private(path: Path) -> TextIO:
+    """Open ``path`` for appending with mode 0600 from its creation (a log with prompts is as secret as the
+    token); an existing file with wider rights is narrowed before anything is written to it."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        if os.name == "posix" and os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def rotated(path: Path, index: int) -> Path:

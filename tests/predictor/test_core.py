@@ -6,6 +6,7 @@ import pytest
 
 from blockctl.errors import EngineError
 from blockctl.predict.tracker import Tracked
+from blockctl.promexpo import Families
 
 from .helpers import core_with
 
@@ -53,9 +54,11 @@ def test_admit_records_the_arrival_prediction_and_complete_scores_it() -> None:
     core.admit(Tracked("y", 100.0, 200, 20, stream=False), 100.0)
     core.complete("y", 101.0, ok=False)
     assert core.errors.e2e.total == 1 and core.tracker.total_failed == 1
-    text = "\n".join(core.errors.render())
-    assert 'blockctl_agent_ttft_relative_error_bucket{le="+Inf"} 1' in text
-    assert "blockctl_agent_e2e_abs_pct_error_count 1" in text
+    families = Families()
+    core.errors.render(families)
+    text = families.render()
+    assert 'blockctl_agent_ttft_relative_error_bucket{le="+Inf"} 1.0' in text
+    assert "blockctl_agent_e2e_abs_pct_error_count 1.0" in text
 
 
 def test_the_wait_for_the_step_in_progress_is_dated_by_the_newest_token() -> None:

@@ -7,12 +7,12 @@ import random
 
 from blockctl.engine.steptime import StepTimeModel, StepTimeParams
 from blockctl.engine.types import EngineConfig, StepShape
+from blockctl.predict.tracker import Tracked
 from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.learn import TtftLearner
 from blockctl_agents.predictor.metrics import render_metrics
 from blockctl_agents.predictor.rls import RobustRls
 from blockctl_agents.predictor.settings import AgentSettings
-from blockctl_agents.predictor.tracker import Tracked
 from tests.predictor.helpers import PROFILE
 
 CONFIG = EngineConfig(max_num_seqs=8, max_model_len=512, num_gpu_blocks=10_000)

@@ -58,12 +58,16 @@ async def test_write_file_creates_it_private(ssh_server: SshServer, tmp_path: Pa
     target.parent.mkdir(parents=True)
     target.write_text("old")
     os.chmod(target, 0o644)
+    peek = tmp_path / "peek"  # another name for the old, world-readable file
+    os.link(target, peek)
     try:
         await conn.write_file(str(target), b"s3cret\n")
     finally:
         await conn.close()
     assert target.read_text() == "s3cret\n"
     assert target.stat().st_mode & 0o777 == 0o600
+    assert peek.read_text() == "old"  # the secret never went into the 0644 file
+    assert sorted(p.name for p in target.parent.iterdir()) == ["token"]  # no temporary file left
     assert "s3cret" not in (tmp_path / "l.log").read_text()
 
 

@@ -137,3 +137,14 @@ def test_probe_script_in_a_real_shell_reads_nvidia_smi(tmp_path: Path) -> None:
         subprocess.run(["bash", "-c", probe_script("/no/python")], capture_output=True, text=True).stdout
     )
     assert missing.python_version is None
+
+
+def test_engines_listen_on_loopback_and_take_a_key_only_through_files() -> None:
+    plain = spec()
+    _, (p,) = plan_host(plain, plain.hosts[0], probe(1))
+    assert "--host 127.0.0.1 " in p.engine_command and "--engine-api-key-file" not in p.agent_command
+    keyed = spec(engine={"api_key_file": "/secrets/engine.key"})
+    paths, (k,) = plan_host(keyed, keyed.hosts[0], probe(1))
+    assert "--host 127.0.0.1 " in k.engine_command
+    assert f"--engine-api-key-file {paths.engine_key}" in k.agent_command
+    assert paths.engine_key.startswith(paths.run) and "VLLM_API_KEY" not in k.engine_env  # set at bootstrap

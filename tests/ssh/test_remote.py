@@ -81,3 +81,11 @@ def test_wait_http_reports_death_and_timeout(tmp_path: Path) -> None:
         sleeper.kill()
         sleeper.wait()
     assert "no log at" in sh(remote.tail(str(tmp_path / "missing.log"))).stdout
+
+
+def test_tail_quotes_a_hostile_path_everywhere(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    hostile = f"{tmp_path}/x')$(touch {marker})('.log"  # would close the quote of the fallback echo
+    out = sh(remote.tail(hostile)).stdout
+    assert not marker.exists()
+    assert out.strip() == f"(no log at {hostile})"

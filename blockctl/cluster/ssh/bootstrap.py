@@ -9,6 +9,7 @@ stages once (they are idempotent); any other failure is final and reported as a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from blockctl.cluster.ssh.plan import InstancePlan, RemotePaths, plan_host
 from blockctl.cluster.ssh.probe import probe
 from blockctl.cluster.state import InstanceState
 from blockctl.errors import HostError
+from blockctl.secrets import read_secret_file
 
 AGENT_TIMEOUT_S = 60.0
 REACH_TIMEOUT_S = 15.0
@@ -154,6 +156,11 @@ async def _host_once(
             outcome.notes.append("install: " + await install(conn, spec.install, paths, found, wheel))
         with log.stage("token"):
             await conn.write_file(paths.token, (token + "\n").encode(), mode=0o600)
+            if spec.engine.api_key_file:  # the engine requires it (env file, 0600); the agent reads this file
+                key = read_secret_file(spec.engine.api_key_file, what="engine API key",
+                                       key="engine.api_key_file").strip()
+                await conn.write_file(paths.engine_key, (key + "\n").encode(), mode=0o600)
+                plans = [dataclasses.replace(p, engine_env={**p.engine_env, "VLLM_API_KEY": key}) for p in plans]
         return await _start_instances(conn, spec, paths, plans, outcome)
     except HostError as exc:
         if paths is not None and not isinstance(exc, TransportFailure):

@@ -7,6 +7,8 @@ connection itself — the only ones worth retrying; a command that ran and exite
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,16 +163,29 @@ class HostConn:
         return Completed(status, out, err)
 
     async def write_file(self, path: str, data: bytes, *, mode: int = 0o600) -> None:
-        """Write ``data`` to ``path`` by SFTP, created with ``mode`` (so a secret is never world-readable)."""
+        """Write ``data`` to ``path`` by SFTP so that it is never readable beyond ``mode``.
+
+        The bytes go to a new file (exclusive create) whose mode is set before anything is written, which
+        then replaces ``path`` by rename: an existing file with wider rights (or another link to it) never
+        holds the new content, and a reader never sees half of it.
+        """
         stage = self.log.current_stage
         self.log.write(f"sftp write {path} ({len(data)} bytes, mode {mode:o})")
+        tmp = f"{path}.tmp-{secrets.token_hex(6)}"
         try:
             async with self.conn.start_sftp_client() as sftp:
                 await sftp.makedirs(str(Path(path).parent), exist_ok=True)
                 attrs = asyncssh.SFTPAttrs(permissions=mode)
-                async with sftp.open(path, "wb", attrs) as f:
-                    await f.write(data)
-                await sftp.chmod(path, mode)  # the file may have existed with other rights
+                try:
+                    flags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
+                    async with sftp.open(tmp, flags, attrs, encoding=None) as f:
+                        await f.chmod(mode)  # the server's umask applied at create: make it exactly ``mode``
+                        await f.write(data)
+                    await _replace(sftp, tmp, path)
+                except BaseException:
+                    with contextlib.suppress(asyncssh.SFTPError, OSError):
+                        await sftp.remove(tmp)
+                    raise
         except asyncssh.SFTPError as exc:
             raise HostError(f"cannot write {path}: {exc.reason}", host=self.label, stage=stage) from None
         except (asyncssh.ConnectionLost, asyncssh.DisconnectError, asyncssh.ChannelOpenError, OSError) as exc:
@@ -193,6 +208,16 @@ class HostConn:
     async def close(self) -> None:
         self.conn.close()
         await self.conn.wait_closed()
+
+
+async def _replace(sftp: asyncssh.SFTPClient, src: str, dst: str) -> None:
+    """Rename ``src`` over ``dst`` (OpenSSH's posix-rename; plain SFTP rename refuses an existing target)."""
+    try:
+        await sftp.posix_rename(src, dst)
+    except asyncssh.SFTPOpUnsupported:
+        with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+            await sftp.remove(dst)
+        await sftp.rename(src, dst)
 
 
 def _text(value: Any) -> str:

@@ -43,6 +43,10 @@ class RemotePaths:
         return f"{self.run}/token"
 
     @property
+    def engine_key(self) -> str:
+        return f"{self.run}/engine_key"
+
+    @property
     def wheels(self) -> str:
         return f"{self.root}/wheels"
 
@@ -185,6 +189,7 @@ def plan_host(
                 q(paths.token),
                 "--name",
                 q(name),
+                *(["--engine-api-key-file", q(paths.engine_key)] if spec.engine.api_key_file else []),
                 *map(q, flags),
             ]
         )

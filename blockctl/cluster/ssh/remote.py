@@ -93,7 +93,7 @@ def wait_http(python: str, url: str, pid: int, timeout_s: float) -> str:
 
 def tail(path: str, lines: int = 40, *, follow: bool = False) -> str:
     flag = "-F" if follow else ""
-    return f"tail -n {lines} {flag} {q(path)} 2>/dev/null || echo '(no log at {path})'"
+    return f"tail -n {int(lines)} {flag} {q(path)} 2>/dev/null || echo {q(f'(no log at {path})')}"
 
 
 def write_private(path: str) -> str:
