@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 from blockctl.engine.types import Prediction
 from blockctl.errors import ClusterError, ConfigError
+from blockctl.predict.lengths import LengthDist
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class RouteRequest:
     prompt_tokens: int
     predicted_output_tokens: int
     true_output_tokens: int | None = None  # known only in simulation / oracle experiments
+    length: LengthDist | None = None  # the predicted length as a distribution, when the tagger gives one
 
 
 @dataclass(frozen=True, slots=True)

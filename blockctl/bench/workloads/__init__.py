@@ -80,7 +80,7 @@ def _sharegpt_split(spec: str, num_requests: int, seed: int) -> Workload:
     if split not in SPLITS:
         raise WorkloadError(f"unknown workload '{spec}': the split must be one of {', '.join(SPLITS)}")
     every = load_builtin_sharegpt()
-    pool = [i for i in every if split_of(i.prompt) == split]
+    pool = [i for i in every if i.prompt is not None and split_of(i.prompt) == split]
     items, notes = _take(pool, num_requests, seed, shuffle=True)
     note = f"{len(pool)} of ShareGPT's {len(every)} requests are in the tagger's {split} split"
     return Workload(spec, items, [note, *notes])
