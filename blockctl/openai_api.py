@@ -7,11 +7,16 @@ length, served model name) are checked by the server that knows them.
 
 from __future__ import annotations
 
+import hmac
 import json
+import re
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from starlette.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from blockctl.errors import BadRequest
 
@@ -24,8 +29,12 @@ __all__ = [
     "Kind",
     "StreamOptions",
     "bad_request_response",
+    "bearer_matches",
     "error_response",
+    "http_error_handlers",
+    "loads_json",
     "parse_completion_body",
+    "read_body",
 ]
 
 Kind = Literal["completions", "chat"]
@@ -108,6 +117,9 @@ class CompletionRequest(_Sampling):
             p = p[0]
         if len(p) == 0:
             raise ValueError("prompt: must not be empty")
+        bad = [t for t in p if isinstance(t, int) and not 0 <= t <= MAX_TOKEN_ID] if isinstance(p, list) else []
+        if bad:
+            raise ValueError(f"prompt: token id {bad[0]} is out of vocabulary")
         return self
 
 
@@ -126,14 +138,53 @@ class ChatCompletionRequest(_Sampling):
 
 
 _UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+MAX_TOKEN_ID = 2**31 - 1  # no vocabulary is larger; the engine checks its own size
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _lone_surrogate(data: Any) -> bool:
+    """Whether any string (key or value) in ``data`` holds a lone UTF-16 surrogate (not encodable as UTF-8)."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def loads_json(raw: bytes) -> Any:
+    """Parse a request body as strict JSON (RFC 8259); BadRequest for anything else.
+
+    Refused: invalid UTF-8, ``NaN``/``Infinity`` (Python's json would accept them), nesting deeper than the
+    interpreter's recursion limit (RecursionError), and lone surrogate escapes such as ``"\\ud800"``, which
+    decode to strings no UTF-8 encoder (tokenizer, log, hash) accepts.
+    """
+    try:
+        data = json.loads(raw, parse_constant=_no_constants)
+    except RecursionError:
+        raise BadRequest("request body is not valid JSON: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(raw) and _lone_surrogate(data):
+        raise BadRequest("request body holds a lone UTF-16 surrogate (\\ud800-\\udfff): not valid Unicode")
+    return data
 
 
 def parse_completion_body(raw: bytes, kind: Kind) -> CompletionRequest | ChatCompletionRequest:
     """Validate a raw request body for ``kind``; BadRequest (param = the offending field) if invalid."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    data = loads_json(raw)
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     model = CompletionRequest if kind == "completions" else ChatCompletionRequest
@@ -171,3 +222,54 @@ def bad_request_response(exc: BadRequest) -> JSONResponse:
     """Render a BadRequest; 404s get OpenAI's ``NotFoundError`` type, everything else is a request error."""
     kind = "NotFoundError" if exc.status == 404 else "invalid_request_error"
     return error_response(exc.status, exc.message, type=kind, param=exc.param, code=exc.code)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body; BadRequest 413 once it exceeds ``limit`` bytes (checked before reading it all)."""
+    declared = request.headers.get("content-length", "")
+    too_large = BadRequest(f"request body larger than {limit} bytes", status=413, code="request_too_large")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def bearer_matches(authorization: str, keys: Iterable[bytes]) -> bool:
+    """Whether an ``Authorization`` header carries one of ``keys`` as a Bearer token.
+
+    The scheme is case-insensitive (RFC 9110 §11.1): ``Bearer``, ``bearer`` and ``BEARER`` are the same.
+    Every key is compared in constant time.
+    """
+    scheme, _, token = authorization.partition(" ")
+    given = token.strip().encode() if scheme.lower() == "bearer" else b""
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given, key)
+    return found and given != b""
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no route) and 405 (wrong method) as OpenAI's error JSON, not plain text."""
+    assert isinstance(exc, HTTPException)
+    kind = "NotFoundError" if exc.status_code == 404 else "invalid_request_error"
+    message = str(exc.detail)
+    if exc.status_code in (404, 405):
+        message = f"{message}: {request.method} {request.url.path}"
+    return error_response(exc.status_code, message, type=kind, headers=dict(exc.headers or {}))
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    return error_response(500, f"internal server error ({type(exc).__name__})", type="server_error")
+
+
+def http_error_handlers(*, crash: bool = True) -> dict[Any, Any]:
+    """Starlette ``exception_handlers`` so every answer is OpenAI's error JSON: 404/405 and (``crash``) 500."""
+    handlers: dict[Any, Any] = {HTTPException: _http_error}
+    if crash:
+        handlers[Exception] = _crash
+    return handlers

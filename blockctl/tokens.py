@@ -37,6 +37,7 @@ class TokenCounter:
             enc = tiktoken.get_encoding(TIKTOKEN_ENCODING)
             self.name = TIKTOKEN_ENCODING
             self._encode: _Encoder = lambda text: enc.encode(text, disallowed_special=())
+            self.vocab_size: int = enc.n_vocab
             return
         path = Path(tokenizer_dir)
         if not path.is_dir():
@@ -54,6 +55,7 @@ class TokenCounter:
         self.name = str(path)
         hf = self._hf
         self._encode = lambda text: list(hf(text, add_special_tokens=True)["input_ids"])
+        self.vocab_size = len(hf)
 
     def encode(self, text: str) -> list[int]:
         return self._encode(text)

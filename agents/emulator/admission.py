@@ -25,6 +25,13 @@ def check_model(requested: str | None, served: Sequence[str]) -> None:
                          code="model_not_found")
 
 
+def check_vocabulary(token_ids: Sequence[int], vocab_size: int) -> None:
+    """vLLM refuses a prompt of token ids its tokenizer does not have (a 400, as any bad request)."""
+    top = max(token_ids, default=0)
+    if top >= vocab_size:
+        raise BadRequest(f"Token id {top} is out of vocabulary", param="prompt")
+
+
 def admit(
     body: CompletionRequest | ChatCompletionRequest, token_ids: Sequence[int], text: str, max_model_len: int
 ) -> Admission:

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from blockctl import __version__
-from blockctl.openai_api import error_response
-from blockctl.tokens import get_counter, prompt_token_ids
+from blockctl.errors import BadRequest
+from blockctl.openai_api import bad_request_response, http_error_handlers, read_body
+from blockctl.tokenize_api import tokenize_response
+from blockctl.tokens import get_counter
 from blockctl_agents.emulator import metrics
 from blockctl_agents.emulator.config import EmulatorSettings, resolve
 from blockctl_agents.emulator.serving import completions
@@ -50,19 +50,10 @@ async def tokenize(request: Request) -> Response:
     """vLLM's ``/tokenize``: ``{"prompt": str}`` or ``{"messages": [...]}`` -> count and token ids."""
     emu = _emu(request)
     try:
-        body = json.loads(await request.body())
-        if not isinstance(body, dict) or ("prompt" in body) == ("messages" in body):
-            raise ValueError("body must be a JSON object with either 'prompt' or 'messages'")
-        if "prompt" in body and not isinstance(body["prompt"], str):
-            raise ValueError("prompt: must be a string")
-        if "messages" in body and not (isinstance(body["messages"], list) and
-                                       all(isinstance(m, dict) for m in body["messages"])):
-            raise ValueError("messages: must be a list of objects")
-        ids = prompt_token_ids(body, emu.counter)
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:
-        return error_response(400, str(exc))
-    return JSONResponse({"count": len(ids), "max_model_len": emu.config.max_model_len, "tokens": ids,
-                         "token_strs": None})
+        raw = await read_body(request, emu.settings.max_body_bytes)
+    except BadRequest as exc:
+        return bad_request_response(exc)
+    return tokenize_response(raw, emu.counter, emu.config.max_model_len)
 
 
 async def prometheus(request: Request) -> Response:
@@ -73,12 +64,6 @@ async def prometheus(request: Request) -> Response:
 
 async def version(request: Request) -> Response:
     return JSONResponse({"version": f"blockctl-emulator {__version__}"})
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    kind = "NotFoundError" if exc.status_code == 404 else "invalid_request_error"
-    return error_response(exc.status_code, str(exc.detail), type=kind)
 
 
 def create_app(settings: EmulatorSettings | None = None, **overrides: Any) -> Starlette:
@@ -109,6 +94,6 @@ def create_app(settings: EmulatorSettings | None = None, **overrides: Any) -> St
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/version", version, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=http_error_handlers())
     app.state.emulator = emu
     return app

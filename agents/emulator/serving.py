@@ -15,9 +15,10 @@ from blockctl.openai_api import (
     bad_request_response,
     error_response,
     parse_completion_body,
+    read_body,
 )
 from blockctl.tokens import prompt_text, prompt_token_ids
-from blockctl_agents.emulator.admission import admit, check_model
+from blockctl_agents.emulator.admission import admit, check_model, check_vocabulary
 from blockctl_agents.emulator.responses import DONE, ResponseWriter
 from blockctl_agents.emulator.runner import EngineRunner, Tracked
 from blockctl_agents.emulator.state import Emulator
@@ -31,15 +32,15 @@ async def completions(request: Request) -> Response:
     if refusal is not None:
         return refusal
     kind = ENDPOINT_KIND[request.url.path]
-    raw = await request.body()
     try:
-        body = parse_completion_body(raw, kind)
+        body = parse_completion_body(await read_body(request, emu.settings.max_body_bytes), kind)
         check_model(body.model, emu.settings.served_model_name)
         ids = prompt_token_ids(body, emu.counter)
+        check_vocabulary(ids, emu.counter.vocab_size)
         adm = admit(body, ids, prompt_text(body), emu.config.max_model_len)
         writer = ResponseWriter(kind, body.model or emu.model_name)  # vLLM echoes the served name asked for
         tr = emu.runner.submit(writer.id, adm.prompt_tokens, adm.output_tokens, adm.finish_reason,
-                               adm.salt, notify_tokens=body.stream)
+                               adm.salt, notify_tokens=body.stream, token_ids=ids)
     except BadRequest as exc:
         return bad_request_response(exc)
     except EngineError as exc:  # e.g. the prompt needs more KV blocks than the instance has
@@ -89,13 +90,14 @@ async def _stream(
     """
     total, salt, sent = tr.req.output_tokens, tr.salt, 0
     try:
-        if writer.kind == "chat":
-            yield writer.role_chunk()
         while True:
             n = tr.produced
             if n > sent:
                 last = min(n, total - 1)
-                parts = [writer.token_chunk(token_json(salt, i)) for i in range(sent, last)]
+                # vLLM sends a chat stream's role-only chunk with the first token, not at admission: a client
+                # timing TTFT to the first chunk (vLLM's bench client does) must see queueing and prefill.
+                role = [writer.role_chunk()] if sent == 0 and writer.kind == "chat" else []
+                parts = role + [writer.token_chunk(token_json(salt, i)) for i in range(sent, last)]
                 if n == total:
                     parts.append(writer.finish_chunk(render(salt, total - 1, total), tr.finish_reason))
                 sent = n

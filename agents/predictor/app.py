@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -40,8 +38,15 @@ from starlette.routing import Route
 
 from blockctl.engine.profile import load_profile
 from blockctl.engine.steptime import StepTimeModel
-from blockctl.errors import EngineError
-from blockctl.openai_api import error_response
+from blockctl.errors import BadRequest, EngineError
+from blockctl.openai_api import (
+    bad_request_response,
+    bearer_matches,
+    error_response,
+    http_error_handlers,
+    loads_json,
+    read_body,
+)
 from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.metrics import render_metrics
 from blockctl_agents.predictor.observe import parse_metrics
@@ -55,11 +60,10 @@ def _guard(core: AgentCore, handler: Handler) -> Handler:
     token = core.settings.token
     if token is None:
         return handler
-    expected = f"Bearer {token}".encode()
+    expected = (token.encode(),)
 
     async def guarded(request: Request) -> Response:
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
+        if not bearer_matches(request.headers.get("authorization", ""), expected):
             return error_response(
                 401,
                 "missing or wrong bearer token",
@@ -72,10 +76,13 @@ def _guard(core: AgentCore, handler: Handler) -> Handler:
     return guarded
 
 
+_MAX_TOKENS = 2**31 - 1
+
+
 def _int_field(data: dict[str, Any], key: str) -> int:
     value = data.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{key}: must be an integer >= 1, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _MAX_TOKENS:
+        raise ValueError(f"{key}: must be an integer in [1, {_MAX_TOKENS}], got {value!r}")
     return value
 
 
@@ -103,12 +110,14 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
 
     async def predict(request: Request) -> Response:
         try:
-            data = json.loads(await request.body())
+            data = loads_json(await read_body(request, settings.max_body_bytes))
             if not isinstance(data, dict):
                 raise ValueError("body must be a JSON object")
             prompt, predicted = _int_field(data, "prompt_tokens"), _int_field(data, "predicted_output_tokens")
             now = time.monotonic()
             prediction, view = core.predict(prompt, predicted, now)
+        except BadRequest as exc:
+            return bad_request_response(exc)
         except (ValueError, EngineError) as exc:
             return error_response(400, str(exc))
         return JSONResponse(
@@ -180,6 +189,6 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=http_error_handlers())
     app.state.core = core
     return app

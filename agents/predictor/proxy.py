@@ -19,8 +19,15 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from blockctl.errors import BadRequest
-from blockctl.openai_api import ENDPOINT_KIND, bad_request_response, error_response, parse_completion_body
+from blockctl.openai_api import (
+    ENDPOINT_KIND,
+    bad_request_response,
+    error_response,
+    parse_completion_body,
+    read_body,
+)
 from blockctl.predict.tracker import Tracked, fallback_output_tokens
+from blockctl.sse import EventFramer, error_event
 from blockctl.tokens import count_prompt_tokens, get_counter
 from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.sse import SseTokenCounter
@@ -103,8 +110,8 @@ async def forward_models(core: AgentCore, client: httpx.AsyncClient) -> Response
 
 async def forward_completion(request: Request, core: AgentCore, client: httpx.AsyncClient) -> Response:
     path = request.url.path
-    raw = await request.body()
     try:
+        raw = await read_body(request, core.settings.max_body_bytes)
         body = parse_completion_body(raw, ENDPOINT_KIND[path])
         prompt_tokens = _positive_header(request, H_PROMPT)
         predicted = _positive_header(request, H_PREDICTED)
@@ -163,25 +170,25 @@ async def forward_completion(request: Request, core: AgentCore, client: httpx.As
 
 async def _relay(core: AgentCore, req_id: str, resp: httpx.Response) -> AsyncIterator[bytes]:
     counter = SseTokenCounter()
+    framer = EventFramer()  # whole events only, so an error event after a break starts on a boundary
     ok = False
     try:
         async for chunk in resp.aiter_raw():
             n = counter.feed(chunk)
             if n:
-                core.tracker.token(req_id, time.monotonic(), n)
-            yield chunk
+                core.token(req_id, time.monotonic(), n)
+            out = framer.feed(chunk)
+            if out:
+                yield out
+        if framer.held:
+            yield framer.flush()
         ok = counter.error is None
     except httpx.HTTPError as exc:
-        err = {
-            "error": {
-                "message": f"engine stream broke: {type(exc).__name__}",
-                "type": "bad_gateway",
-                "param": None,
-                "code": "engine_error",
-            }
-        }
-        yield f"data: {json.dumps(err)}\n\n".encode()
+        yield error_event(f"engine stream broke: {type(exc).__name__}", type="bad_gateway", code="engine_error")
     finally:
+        # A client may close as soon as it reads [DONE] (blockctl's load generator does), before upstream EOF:
+        # the stream was complete all the same.
+        ok = ok or (counter.done and counter.error is None)
         core.complete(req_id, time.monotonic(), ok=ok, output_tokens=counter.usage_completion_tokens)
         if not resp.is_closed:  # the client left mid-stream: close upstream so the engine aborts the request
             _close_later(resp)

@@ -23,6 +23,9 @@ class AgentSettings:
     scrape_interval_s: float = 0.5
     connect_retries: int = 2  # extra connection attempts to the engine, only before anything was sent
     tokenizer: str | None = None  # local HF tokenizer dir for counting prompts (else tiktoken), as the engine's
+    learn: bool = True  # learn step-time coefficients and the first-token overhead online (learn.py)
+    request_overhead_ms: float = 0.0  # the profile's per-request engine overhead: where TTFT learning starts
+    max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413 (they are held in memory)
 
 
 def engine_config_for(

@@ -21,13 +21,17 @@ def register(group: typer.Typer) -> None:
         requests: int = typer.Option(3000, "--requests", min=100, help="Requests in the fast-forward stream."),
         predicts: int = typer.Option(2000, "--predicts", min=100, help="What-if calls timed."),
         wall: bool = typer.Option(False, "--wall", help="Wall clock instead of the process's CPU time."),
+        prefix_hit: float = typer.Option(0.0, "--prefix-hit", min=0.0, max=1.0,
+                                         help="Prefix caching on; this fraction of every waiting and new prompt "
+                                              "is cached (what-if)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Engine-model speed: exact steps/s, fast-forward tokens/s, whatif.predict µs p50/p99."""
         from blockctl.engine.benchmark import measure
 
         prof = load_profile(profile)
-        speed = measure(prof, running=running, waiting=waiting, requests=requests, predicts=predicts, wall=wall)
+        speed = measure(prof, running=running, waiting=waiting, requests=requests, predicts=predicts, wall=wall,
+                        prefix_hit=prefix_hit)
         if as_json:
             print_json({"profile": prof.name, "clock": "wall" if wall else "cpu", **dataclasses.asdict(speed)})
             return
@@ -41,7 +45,8 @@ def register(group: typer.Typer) -> None:
         table.add_row("fast-forward generated tokens/s", f"{speed.ff_tokens_per_s:,.0f}")
         table.add_row("fast-forward simulated s per second spent", f"{speed.ff_sim_speedup:,.0f}")
         table.add_row("step-by-step generated tokens/s", f"{speed.stepwise_tokens_per_s:,.0f}")
-        table.add_row(f"whatif.predict at {running}+{waiting}: p50 / p99",
+        cached = f", {prefix_hit:.0%} of prompts cached" if prefix_hit else ""
+        table.add_row(f"whatif.predict at {running}+{waiting}{cached}: p50 / p99",
                       f"{speed.predict_p50_us:,.0f} / {speed.predict_p99_us:,.0f} µs")
         table.add_row("  (exact engine path, p50)", f"{speed.predict_exact_p50_us:,.0f} µs")
         console.print(table)

@@ -6,6 +6,7 @@ descheduled does not count), or ``time.perf_counter`` for wall clock.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -110,11 +111,17 @@ def stream(
 
 def predict_latency(
     config: EngineConfig, profile: Profile, running: int, waiting: int, n: int,
-    fn: Callable[..., object] = predict, clock: Callable[[], float] = time.process_time,
+    fn: Callable[..., object] = predict, clock: Callable[[], float] = time.process_time, prefix_hit: float = 0.0,
 ) -> list[float]:
+    """What-if latencies (µs); ``prefix_hit``: the fraction of each waiting and new prompt the instance's prefix
+    cache holds (whole blocks), as an agent with a shadow cache hands the what-if."""
     rng = random.Random(3)
     states = [decoding_state(rng, running, waiting) for _ in range(50)]
     news = [sample_request(rng, f"n{i}") for i in range(50)]
+    if prefix_hit > 0:
+        bs = config.block_size
+        for r in [*news, *(w for _, ws in states for w in ws)]:
+            r.prefix_hit = int(r.prompt_tokens * prefix_hit) // bs * bs
     out = []
     for i in range(n):
         run, wait = states[i % 50]
@@ -125,13 +132,15 @@ def predict_latency(
 
 
 def measure(profile: Profile, *, running: int = 48, waiting: int = 32, requests: int = 3000,
-            predicts: int = 2000, seconds: float = 1.0, wall: bool = False) -> EngineSpeed:
+            predicts: int = 2000, seconds: float = 1.0, wall: bool = False, prefix_hit: float = 0.0) -> EngineSpeed:
     config = profile.engine_defaults()
+    if prefix_hit > 0:  # the engine runs with vLLM's prefix cache on (requests carry no shared hashes)
+        config = dataclasses.replace(config, enable_prefix_caching=True)
     clock = time.perf_counter if wall else time.process_time
     steps_per_s, step_ms = exact_steps(config, profile, running, seconds, clock)
     tokens, sim_s, spent = stream(config, profile, requests, True, running, clock)
     tokens_slow, _, spent_slow = stream(config, profile, max(200, requests // 5), False, running, clock)
-    lat = predict_latency(config, profile, running, waiting, predicts, clock=clock)
+    lat = predict_latency(config, profile, running, waiting, predicts, clock=clock, prefix_hit=prefix_hit)
     lat_exact = predict_latency(config, profile, running, waiting, max(50, predicts // 20), predict_exact, clock)
     return EngineSpeed(
         running=running, waiting=waiting, steps_per_s=steps_per_s, emulated_step_ms=step_ms,

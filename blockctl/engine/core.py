@@ -2,7 +2,10 @@
 prefill, FCFS admission, preemption by recompute, and step times from a StepTimeModel.
 
 Invariant: a running request holds exactly ``ceil(num_computed_tokens / block_size)`` blocks between steps
-(while a plan is pending, also the blocks of its scheduled tokens); a waiting request holds none.
+(while a plan is pending, also the blocks of its scheduled tokens); a waiting request holds none. With prefix
+caching (``config.enable_prefix_caching``) blocks may be shared and freed blocks stay cached until evicted:
+``free_blocks`` is then the length of vLLM's free queue, kept by ``cache`` (engine/prefixcache.py). Without a
+cache, a request's ``prefix_hit`` stands in for what its first admission would find (the what-if's view).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from blockctl.engine.prefixcache import PrefixCache
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Phase, Request, StepResult, StepShape
 from blockctl.errors import ConfigError, EngineError
@@ -40,7 +44,7 @@ class Engine:
     """One engine instance: ``step()`` runs one step exactly; ``run_until`` fast-forwards."""
 
     __slots__ = (
-        "_bs", "_noise", "_pending", "_rng", "config", "fast_forward", "free_blocks", "model", "now",
+        "_bs", "_noise", "_pending", "_rng", "cache", "config", "fast_forward", "free_blocks", "model", "now",
         "num_blocks_total", "num_preemptions_total", "running", "waiting",
     )
 
@@ -63,6 +67,7 @@ class Engine:
         self.waiting: deque[Request] = deque()  # FCFS; preempted requests go back to the head
         self.num_blocks_total = config.num_gpu_blocks
         self.free_blocks = config.num_gpu_blocks
+        self.cache = PrefixCache(config.num_gpu_blocks, config.block_size) if config.enable_prefix_caching else None
         self.num_preemptions_total = 0
         self.fast_forward = True  # run_until may jump pure-decode stretches in closed form
         self._bs = config.block_size
@@ -128,6 +133,8 @@ class Engine:
             need = self.blocks_for(computed)
             if need <= self.free_blocks:
                 self.free_blocks -= need
+                if self.cache is not None:
+                    self.cache.grow(req, 0, computed)
                 req.phase = Phase.RUNNING
                 self.running.append(req)
                 return
@@ -145,19 +152,43 @@ class Engine:
                     for pr, n in zip(self._pending.reqs, self._pending.tokens, strict=True):
                         if pr is r:
                             held += n
-                self.free_blocks += self.blocks_for(held)
+                self._release(r, held, final=True)
                 r.phase = Phase.FINISHED
                 return r
         for i, r in enumerate(self.waiting):
             if r.req_id == req_id:
                 del self.waiting[i]
+                if self.cache is not None:
+                    self.cache.forget(r)
                 r.phase = Phase.FINISHED
                 return r
         return None
 
+    def _release(self, r: Request, held_tokens: int, *, final: bool) -> None:
+        """``r`` frees the blocks of its ``held_tokens`` (a final release also forgets it in the cache)."""
+        cache = self.cache
+        if cache is None:
+            self.free_blocks += -(-held_tokens // self._bs)
+            return
+        cache.release(r, -(-held_tokens // self._bs))
+        if final:
+            cache.forget(r)
+        self.free_blocks = cache.free
+
+    def admission_blocks(self, r: Request, budget: int) -> int:
+        """Free blocks that admitting waiting ``r`` with ``budget`` tokens left would take (as ``schedule``)."""
+        total = r.prompt_tokens + r.num_output_tokens
+        bs = self._bs
+        if self.cache is not None:
+            hit_blocks, evictable = self.cache.lookup(r)
+            hit = len(hit_blocks) * bs
+            return -(-(hit + min(total - hit, budget)) // bs) - len(hit_blocks) + evictable
+        hit = min(r.prefix_hit, total - 1) if r.prefix_hit > 0 and r.num_preemptions == 0 else 0
+        return -(-(hit + min(total - hit, budget)) // bs)
+
     def _preempt_last(self) -> Request:
         victim = self.running.pop()
-        self.free_blocks += self.blocks_for(victim.num_computed_tokens)
+        self._release(victim, victim.num_computed_tokens, final=False)
         victim.num_computed_tokens = 0
         victim.num_preemptions += 1
         victim.phase = Phase.WAITING
@@ -176,6 +207,7 @@ class Engine:
         budget = cfg.max_num_batched_tokens
         running = self.running
         free = self.free_blocks
+        cache = self.cache
         pt = ps = pc = db = dc = 0  # the step's shape, summed as requests are scheduled
         attn = 0.0
         for r in running:  # preemption pops from the end: the iteration stops at the new end
@@ -199,6 +231,8 @@ class Engine:
                 if r.phase != Phase.RUNNING:  # r preempted itself: nothing more runs this step
                     break
             free -= new_blocks
+            if cache is not None:
+                cache.grow(r, c, n)
             reqs.append(r)
             tokens.append(n)
             budget -= n
@@ -215,22 +249,38 @@ class Engine:
             max_seqs = cfg.max_num_seqs
             while waiting and budget > 0 and len(running) < max_seqs:
                 r = waiting[0]
-                n = r.prompt_tokens + r.num_output_tokens
-                if n > budget:
-                    n = budget
-                new_blocks = -(-n // bs)
+                total = r.prompt_tokens + r.num_output_tokens
+                if cache is not None:
+                    hit_blocks, evictable = cache.lookup(r)
+                    hit = len(hit_blocks) * bs
+                    n = total - hit
+                    if n > budget:
+                        n = budget
+                    new_blocks = -(-(hit + n) // bs) - len(hit_blocks) + evictable
+                else:
+                    hit = r.prefix_hit if r.prefix_hit > 0 and r.num_preemptions == 0 else 0
+                    if hit >= total:
+                        hit = total - 1  # the last token is always computed
+                    n = total - hit
+                    if n > budget:
+                        n = budget
+                    new_blocks = -(-(hit + n) // bs)  # hit blocks counted as taken from the free queue
                 if new_blocks > free:
                     break
                 waiting.popleft()
                 r.phase = Phase.RUNNING
                 running.append(r)
                 free -= new_blocks
+                if cache is not None:
+                    cache.admit(r, hit_blocks, n)
+                r.num_computed_tokens = hit
                 reqs.append(r)
                 tokens.append(n)
                 budget -= n
                 pt += n
                 ps += 1
-                attn += n * ((n + 1) * 0.5)
+                pc += hit
+                attn += n * (hit + (n + 1) * 0.5)
         self.free_blocks = free
         if not reqs and not preempted:
             return None
@@ -273,7 +323,7 @@ class Engine:
                 if o >= r.output_tokens:
                     r.phase = Phase.FINISHED
                     r.finish_time = end
-                    self.free_blocks += -(-c // self._bs)
+                    self._release(r, c, final=True)
                     finished.append(r)
         if finished:
             self.running = [r for r in self.running if r.phase == Phase.RUNNING]

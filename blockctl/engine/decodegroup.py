@@ -61,6 +61,8 @@ def simulate(
     longest = max([p + t for p, t in zip(prompt, out, strict=True)])
     if min(prompt) < 1 or longest > max_len or -(-(longest - 1) // bs) > total_blocks or used > total_blocks:
         return None
+    hits = [r.prefix_hit for r in waiting]  # prefix-cache hits at first admission (index - n_run)
+    hits.append(new.prefix_hit)
     fin = [t - o for t, o in zip(out[:batch], produced[:batch], strict=True)]
     heap = list(zip(fin, range(batch), strict=True))
     n_all = len(prompt)
@@ -118,13 +120,17 @@ def simulate(
                 pt, ps, cached, attn = n, 1, pre_c, n * (pre_c + (n + 1) * 0.5)
         n_running = batch + (1 if pre >= 0 else 0)
         while wi <= target and bud > 0 and n_running < max_seqs:
-            n = min(prompt[wi] + produced[wi], bud)
-            nb = -(-n // bs)
+            total = prompt[wi] + produced[wi]
+            h = hits[wi - n_run]
+            if h >= total:
+                h = total - 1
+            n = min(total - h, bud)
+            nb = -(-(h + n) // bs)
             if nb > free1:
                 break
             free1 -= nb
             bud -= n
-            chunks.append((wi, n, 0))
+            chunks.append((wi, n, h))
             order.append(wi)
             if wi == target:
                 t_sched = now
@@ -132,7 +138,8 @@ def simulate(
             n_running += 1
             pt += n
             ps += 1
-            attn += n * (n + 1) * 0.5
+            cached += h
+            attn += n * (h + (n + 1) * 0.5)
         if chunks:
             ctx = sumc0 + batch * g
             now += (gpu_ms_raw(pt, ps, attn, cached, batch + db, ctx + dc) + overhead) * 1e-3
@@ -197,6 +204,7 @@ def simulate(
         eng.restore(r)
     for i in range(wi, target + 1):
         reqs[i].num_output_tokens = produced[i]
+        reqs[i].prefix_hit = hits[i - n_run]
         eng.restore(reqs[i])
     tgt = reqs[target]
     tgt.first_scheduled_time = t_sched if t_sched >= 0 else None

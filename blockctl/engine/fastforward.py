@@ -96,10 +96,8 @@ def _try_jump(eng: Engine, t: float, finished: list[Request]) -> bool:
     free = eng.free_blocks
     offsets: list[int] | None = None
     if eng.waiting and batch < cfg.max_num_seqs and budget > batch:
-        head = eng.waiting[0]
-        n = min(head.prompt_tokens + head.num_output_tokens, budget - batch)
         offsets = [(r.num_computed_tokens - 1) % bs for r in running]
-        if -(-n // bs) <= free - blocks_needed(offsets, 1, bs):
+        if eng.admission_blocks(eng.waiting[0], budget - batch) <= free - blocks_needed(offsets, 1, bs):
             return False  # the head is admitted next step: not a constant stretch
     if batch * -(-k // bs) > free:
         if offsets is None:
@@ -122,11 +120,14 @@ def _try_jump(eng: Engine, t: float, finished: list[Request]) -> bool:
     end = eng.now + dur_ms * 1e-3
     used = 0
     done = False
+    cache = eng.cache
     for r in running:
         c = r.num_computed_tokens
         r.num_computed_tokens = c + k
         used += -(-(c + k) // bs) - (-(-c // bs))
         r.num_output_tokens += k
+        if cache is not None:  # the k steps take their blocks and cache the ones they fill, as steps would
+            cache.grow(r, c, k)
         if r.num_output_tokens >= r.output_tokens:
             r.phase = Phase.FINISHED
             r.finish_time = end
@@ -136,7 +137,7 @@ def _try_jump(eng: Engine, t: float, finished: list[Request]) -> bool:
         keep = []
         for r in running:
             if r.phase == Phase.FINISHED:
-                eng.free_blocks += -(-r.num_computed_tokens // bs)
+                eng._release(r, r.num_computed_tokens, final=True)
                 finished.append(r)
             else:
                 keep.append(r)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -15,6 +16,8 @@ class EngineConfig:
     max_num_seqs: int = 256  # most requests running at once
     max_num_batched_tokens: int = 2048  # token budget of one step (chunked prefill)
     max_model_len: int = 4096  # prompt + output must fit
+    enable_prefix_caching: bool = False  # vLLM's automatic prefix cache (engine/prefixcache.py); vLLM's
+    # default is on: the emulator turns it on unless --no-enable-prefix-caching
 
 
 class Phase(IntEnum):
@@ -43,6 +46,12 @@ class Request:
     num_preemptions: int = 0
     phase: Phase = Phase.WAITING
     first_scheduled_time: float | None = None  # start of the first step that computed any of its tokens
+    # Prefix caching. An Engine with a prefix cache hashes blocks by ``block_hashes`` (chained hashes of the
+    # request's full blocks, prompt and, when known, reply; prefixcache.block_hashes); blocks past them are
+    # private to the request. An Engine without one (a what-if) takes ``prefix_hit`` instead: the tokens its
+    # first admission finds cached (as the instance's cache holds them now).
+    block_hashes: Sequence[int] | None = None
+    prefix_hit: int = 0
 
 
 @dataclass(frozen=True, slots=True)

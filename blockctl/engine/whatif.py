@@ -19,6 +19,7 @@ def _copy(r: Request) -> Request:
         num_computed_tokens=min(max(0, r.num_computed_tokens), r.prompt_tokens + produced),
         num_output_tokens=produced,
         phase=r.phase,
+        prefix_hit=r.prefix_hit,
     )
 
 
@@ -32,7 +33,9 @@ def predict(
     """Simulate the instance from now (t=0) until ``new`` completes; mutates nothing.
 
     ``running`` in admission order and ``waiting`` in queue order carry ``output_tokens`` = the predicted
-    total output length and their progress fields (``num_computed_tokens``, ``num_output_tokens``). A running
+    total output length and their progress fields (``num_computed_tokens``, ``num_output_tokens``); waiting
+    requests and ``new`` carry ``prefix_hit``, the tokens the instance's prefix cache holds for them now
+    (their first chunk starts after it; eviction during the forecast is not modelled). A running
     request whose prediction is already overrun is assumed to need one more token. No noise is added.
     Raises EngineError when ``new`` can never fit this instance.
     """
@@ -60,7 +63,8 @@ def predict_exact(
         c.phase = Phase.WAITING
         eng.restore(c)
     free_now = eng.free_blocks
-    target = Request(req_id=new.req_id, prompt_tokens=new.prompt_tokens, output_tokens=new.output_tokens)
+    target = Request(req_id=new.req_id, prompt_tokens=new.prompt_tokens, output_tokens=new.output_tokens,
+                     prefix_hit=new.prefix_hit)
     eng.add(target)
     eng.run_until_finished(target)
     assert target.finish_time is not None and target.first_token_time is not None

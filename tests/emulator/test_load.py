@@ -38,14 +38,14 @@ async def test_metrics_match_engine_under_load() -> None:
     async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as http, scraper:
         client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused")
 
-        async def one() -> int:
+        async def one(i: int) -> int:  # distinct prompts: no prefix-cache hits relieve the KV pressure
             stream = await client.completions.create(
-                model="emulated", prompt=[7] * PROMPT, max_tokens=OUTPUT, stream=True,
+                model="emulated", prompt=[100 + i] * PROMPT, max_tokens=OUTPUT, stream=True,
                 extra_body={"ignore_eos": True},
             )
             return sum([1 async for c in stream if c.choices])
 
-        tasks = [asyncio.create_task(one()) for _ in range(N)]
+        tasks = [asyncio.create_task(one(i)) for i in range(N)]
         exact, scrapes, max_waiting = 0, 0, 0.0
         while not all(t.done() for t in tasks):
             s = parse((await scraper.get("/metrics")).text)
@@ -63,6 +63,9 @@ async def test_metrics_match_engine_under_load() -> None:
     assert e.num_preemptions_total > 0 and e.free_blocks == e.num_blocks_total
     assert value(s, "vllm:num_requests_running") == 0 and value(s, "vllm:kv_cache_usage_perc") == 0
     assert value(s, "vllm:prompt_tokens_total") == N * PROMPT
+    # counted once per request, at its first admission (re-admissions after preemption are not)
+    assert value(s, "vllm:prefix_cache_queries_total") == N * PROMPT
+    assert value(s, "vllm:prefix_cache_hits_total") == 0
     assert value(s, "vllm:generation_tokens_total") == N * OUTPUT
     assert value(s, "vllm:request_success_total", finished_reason="length") == N
     assert value(s, "vllm:time_to_first_token_seconds_count") == N

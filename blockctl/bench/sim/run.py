@@ -8,12 +8,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from blockctl.bench.capacity import Slo
 from blockctl.bench.metrics import RequestRecord
 from blockctl.bench.results import RunResult
 from blockctl.bench.sim.cluster import ClusterSim, SimRecord, simulate
 from blockctl.bench.sim.lengths import held_out_workload, parse_lengths, predicted_dists, predicted_lengths
+from blockctl.bench.steady import (
+    WARMUP_FRACTION,
+    AbortWindow,
+    ProbeOutcome,
+    evaluate,
+    stopped,
+    warmup_count,
+    window_throughput,
+)
 from blockctl.bench.workloads import WorkItem, arrival_times, load_workload
 from blockctl.engine.profile import DEFAULT_PROFILE, Profile, load_profile
 from blockctl.engine.types import EngineConfig
@@ -42,12 +52,15 @@ class SimSetup:
     seed: int = 0
     noise: bool = True  # step-time noise from the profile's measured spread
     time_scale: float = 1.0  # trace arrivals only
+    duration: float | None = None  # seconds of arrivals per run (then ``requests`` is not used)
 
     def validate(self) -> None:
         if self.instances < 1:
             raise ConfigError(f"must be at least 1, got {self.instances}", key="--instances")
         if self.requests < 1:
             raise ConfigError(f"must be at least 1, got {self.requests}", key="--requests")
+        if self.duration is not None and not (self.duration > 0 and math.isfinite(self.duration)):
+            raise ConfigError(f"must be a positive number of seconds, got {self.duration}", key="--duration")
         for key, value in (("--max-num-seqs", self.max_num_seqs),
                            ("--max-num-batched-tokens", self.max_num_batched_tokens),
                            ("--num-gpu-blocks", self.num_gpu_blocks)):
@@ -55,9 +68,15 @@ class SimSetup:
                 raise ConfigError(f"must be at least 1, got {value}", key=key)
         held_out_workload(self.workload, parse_lengths(self.lengths))
 
+    def requests_at(self, qps: float) -> int:
+        """Requests in a run at ``qps``: enough for ``duration`` seconds of arrivals, else ``requests``."""
+        if self.duration is None:
+            return self.requests
+        return max(2, math.ceil(self.duration * qps))
+
     def engine_config(self, profile: Profile) -> EngineConfig:
         base = profile.engine_defaults()
-        overrides = {k: v for k, v in (("max_num_seqs", self.max_num_seqs),
+        overrides: dict[str, Any] = {k: v for k, v in (("max_num_seqs", self.max_num_seqs),
                                        ("max_num_batched_tokens", self.max_num_batched_tokens),
                                        ("num_gpu_blocks", self.num_gpu_blocks)) if v is not None}
         return dataclasses.replace(base, **overrides)
@@ -87,10 +106,12 @@ class SimRun:
     meta: dict[str, object] = field(default_factory=dict)
 
 
-def prepare(setup: SimSetup) -> Prepared:
+def prepare(setup: SimSetup, requests: int | None = None) -> Prepared:
+    """The first ``requests`` (default ``setup.requests``) items of the setup's workload and their predicted
+    lengths; a longer preparation starts with the same items and lengths (one seed, one sequence)."""
     setup.validate()
     spec = parse_lengths(setup.lengths)
-    items = load_workload(held_out_workload(setup.workload, spec)[0], num_requests=setup.requests,
+    items = load_workload(held_out_workload(setup.workload, spec)[0], num_requests=requests or setup.requests,
                           seed=setup.seed)
     profile = _profile(setup.profile)
     config = setup.engine_config(profile)
@@ -113,11 +134,28 @@ def arrivals_for(setup: SimSetup, items: Sequence[WorkItem], qps: float) -> list
                                              seed=setup.seed, timestamps=stamps, time_scale=setup.time_scale)]
 
 
+_GROWN: dict[SimSetup, Prepared] = {}
+
+
+def prepared_for(setup: SimSetup, requests: int) -> Prepared:
+    """A preparation of at least ``requests`` items, kept per process and grown (by half again) when short."""
+    have = _GROWN.get(setup)
+    if have is None or len(have.items) < requests:
+        size = requests if have is None else max(requests, len(have.items) * 3 // 2)
+        _GROWN[setup] = have = prepare(setup, size)
+    return have
+
+
 def run_policy(
-    setup: SimSetup, prepared: Prepared, policy: str, qps: float, *, abort: Slo | None = None
+    setup: SimSetup, prepared: Prepared, policy: str, qps: float,
+    *, abort: Slo | Sequence[AbortWindow] | None = None,
 ) -> SimRun:
-    """Simulate ``policy`` at ``qps`` over the prepared workload (stopping early once ``abort`` breaks)."""
-    items = prepared.items
+    """Simulate ``policy`` at ``qps`` over the first ``setup.requests_at(qps)`` prepared requests (stopping
+    early once ``abort`` breaks); a preparation too short for them is grown first."""
+    n = setup.requests_at(qps)
+    if len(prepared.items) < n:
+        prepared = prepared_for(setup, n)
+    items = prepared.items[:n]
     arrivals = arrivals_for(setup, items, qps)
     sim = ClusterSim(
         setup.instances, prepared.config, prepared.profile.model, make_policy(policy),
@@ -125,8 +163,8 @@ def run_policy(
     )
     start = time.perf_counter()
     complete = simulate(
-        sim, [i.prompt_tokens for i in items], [i.output_tokens for i in items], prepared.predicted, arrivals,
-        abort=abort, lengths=prepared.lengths,
+        sim, [i.prompt_tokens for i in items], [i.output_tokens for i in items], prepared.predicted[:n], arrivals,
+        abort=abort, lengths=None if prepared.lengths is None else prepared.lengths[:n],
     )
     wall = time.perf_counter() - start
     ends = [r.finish_time for r in sim.records if r.finish_time is not None]
@@ -151,8 +189,29 @@ def slo_samples(run: SimRun, metric: str) -> list[float]:
     return out
 
 
-def slos_hold(run: SimRun, slos: Sequence[Slo]) -> bool:
-    return run.complete and all(s.holds(slo_samples(run, s.metric)) for s in slos)
+def judge(run: SimRun, slos: Sequence[Slo], *, warmup: float = WARMUP_FRACTION) -> ProbeOutcome:
+    """The run as a steady-state probe (:mod:`blockctl.bench.steady`): stable, and every SLO held after
+    warm-up and over the last third; a run stopped early is a break with nothing measured."""
+    if not run.complete:
+        return stopped(run.qps, len(run.records), slos)
+    return evaluate(run.qps, [r.arrival for r in run.records], [r.finish_time for r in run.records],
+                    {s: slo_samples(run, s.metric) for s in slos}, warmup=warmup)
+
+
+def steady_summary(run: SimRun) -> dict[str, object]:
+    """The run judged as steady state: arrival and completion rates after warm-up, whether it kept up, and
+    P50/P99 TTFT and E2E over the requests after warm-up (the first ``WARMUP_FRACTION`` left out)."""
+    recs = run.records
+    tp = window_throughput([r.arrival for r in recs], [r.finish_time for r in recs])
+    w = warmup_count(len(recs))
+    out: dict[str, object] = {"offered_rps": tp.offered_rps, "completed_rps": tp.completed_rps,
+                              "stable": tp.stable, "warmup_requests": w}
+    for metric in ("ttft", "e2e"):
+        xs = slo_samples(run, metric)[w:]
+        for stat in ("p50", "p99"):
+            v = Slo(metric, stat, 1.0).value(xs)
+            out[f"{metric}_{stat}_s"] = "inf" if math.isinf(v) else v
+    return out
 
 
 def to_records(run: SimRun) -> list[RequestRecord]:
@@ -184,10 +243,12 @@ def to_result(setup: SimSetup, prepared: Prepared, run: SimRun, *, label: str | 
     config = {
         **{k: getattr(setup, k) for k in setup.__dataclass_fields__},
         "workload_used": held_out_workload(setup.workload, parse_lengths(setup.lengths))[0],
+        "requests": len(run.records),
         "policy": run.policy,
         "qps": run.qps,
         "engine": dataclasses.asdict(prepared.config),
         "complete": run.complete,
         "wall_s": round(run.wall_s, 3),
+        "steady": steady_summary(run),
     }
     return RunResult.build(label or run.policy, "sim", config, to_records(run), duration_s=run.duration_s)
