@@ -26,6 +26,7 @@ from blockctl.openai_api import (
     http_error_handlers,
     parse_completion_body,
 )
+from blockctl.predict.lengths import format_atoms, prior
 from blockctl.scheduler import lengths
 from blockctl.scheduler.call import Flight
 from blockctl.scheduler.membership import Membership
@@ -178,6 +179,8 @@ class Scheduler:
             "x-blockctl-prompt-tokens": str(prompt_tokens),
             "x-blockctl-predicted-output-tokens": str(output_tokens),
         }
+        if source in ("tagger", "fallback"):  # one number stands for a distribution: let the agent know
+            headers["x-blockctl-predicted-output-quantiles"] = format_atoms(prior(output_tokens))
         done = None if self.request_log is None else self.request_log.done(
             prompt=prompt_text(body), prompt_tokens=prompt_tokens, predicted=output_tokens, source=source,
             model=body.model or "")

@@ -60,3 +60,15 @@ def test_the_agent_view_uses_each_requests_distribution() -> None:
                              last_token_at=99.99))
     a, b = core.view(100.0).running
     assert a.output_tokens == d.expected_total(300) and b.output_tokens == 450  # overrun: half again
+
+
+def test_what_the_agent_keeps_for_what_it_was_told() -> None:
+    from blockctl.predict.lengths import told_length
+
+    sent = format_atoms(dist([5, 50, 500]))
+    assert told_length(sent, predicted=185, hinted=True, ignore_eos=False, limit=None) is dist([5, 50, 500])
+    assert told_length(None, predicted=40, hinted=True, ignore_eos=False, limit=None) is None  # a hint: exact
+    assert told_length(None, predicted=64, hinted=False, ignore_eos=True, limit=64) is None  # ignore_eos: exact
+    assert told_length(None, predicted=256, hinted=False, ignore_eos=False, limit=None) is prior(256)  # nothing
+    with pytest.raises(ValueError):
+        told_length("1,x", predicted=1, hinted=True, ignore_eos=False, limit=None)
