@@ -97,6 +97,29 @@ def fit(predicted: Sequence[int], actual: Sequence[int], bins: int = 10) -> Cali
     return Calibration(tuple(edges), tuple(means), tuple(quantiles))
 
 
+def interval_coverage(
+    calibration: Calibration, predicted: Sequence[int], actual: Sequence[int], lo: float = 0.1, hi: float = 0.9
+) -> dict[str, float] | None:
+    """Share of ``actual`` lengths inside their calibrated [``lo``, ``hi``] quantile interval (on held-out
+    prompts this should be ``hi`` − ``lo``), and the interval's median width in tokens; None without
+    quantiles."""
+    from blockctl.predict.lengths import dist
+
+    if not calibration.quantiles or not predicted:
+        return None
+    inside = 0
+    widths = []
+    for p, a in zip(predicted, actual, strict=True):
+        atoms = calibration.atoms(p)
+        assert atoms is not None
+        d = dist(atoms)
+        low, high = d.quantile(lo), d.quantile(hi)
+        inside += low <= a <= high
+        widths.append(high - low)
+    widths.sort()
+    return {"lo": lo, "hi": hi, "coverage": inside / len(predicted), "median_width": widths[len(widths) // 2]}
+
+
 def _quantiles(values: list[int], k: int = QUANTILES) -> tuple[int, ...]:
     """``k`` quantiles of ``values`` at probabilities (i + ½)/k, linear between order statistics."""
     v = sorted(values)

@@ -77,3 +77,13 @@ def test_each_bin_keeps_the_distribution_of_its_true_lengths() -> None:
     assert calibration.Calibration.from_dict(json.loads(json.dumps(calib.as_dict()))) == calib
     with pytest.raises(TaggerError, match="one non-empty quantile list per bin"):
         calibration.Calibration.from_dict({"edges": [1], "means": [1.0, 2.0], "quantiles": [[1]]})
+
+
+def test_interval_coverage_counts_true_lengths_inside_p10_p90() -> None:
+    predicted = [10] * 100
+    actual = list(range(1, 101))
+    calib = calibration.fit(predicted, actual, bins=1)
+    cover = calibration.interval_coverage(calib, predicted, actual)
+    assert cover is not None and abs(cover["coverage"] - 0.8) <= 0.03
+    assert calibration.interval_coverage(calib, predicted, [1000] * 100)["coverage"] == 0.0  # type: ignore[index]
+    assert calibration.interval_coverage(calibration.Calibration((), (5.0,)), [1], [1]) is None
