@@ -80,8 +80,14 @@ class Policy(ABC):
         """Which instances to ask about this request: all of them by default."""
         return list(instances)
 
+    length_quantile: ClassVar[float | None] = None  # ask for this quantile of the length, not its mean
+
     def prediction_length(self, request: RouteRequest) -> int:
-        """Output length to ask predictions for: the predicted one (oracle overrides with the true one)."""
+        """Output length to ask predictions for: the predicted one (oracle overrides with the true one), or
+        the ``length_quantile`` of its distribution when the policy asks for one and the request has one."""
+        q = self.length_quantile
+        if q is not None and request.length is not None:
+            return max(1, math.ceil(request.length.quantile(q)))
         return request.predicted_output_tokens
 
     @abstractmethod
@@ -120,6 +126,14 @@ class BlockTTFT(_Predictive):
     @staticmethod
     def metric(p: Prediction) -> float:
         return p.ttft_s
+
+
+class BlockP90(Block):
+    """Block, cautious: the least predicted E2E with the new request at the P90 of its length distribution
+    (in-flight requests still at their expected remainder)."""
+
+    name = "block-p90"
+    length_quantile = 0.9
 
 
 class BlockPoK(_Predictive):
@@ -238,7 +252,7 @@ class INFaaS(Policy):
 POLICIES: dict[str, type[Policy]] = {
     cls.name: cls
     for cls in (
-        Block, BlockTTFT, BlockPo2, BlockPoK, RoundRobin, RandomChoice, LeastOutstanding, MinQPM, Llumnix,
+        Block, BlockTTFT, BlockP90, BlockPo2, BlockPoK, RoundRobin, RandomChoice, LeastOutstanding, MinQPM, Llumnix,
         INFaaS, Oracle,
     )
 }
