@@ -10,7 +10,7 @@ longer tag never maps to a shorter mean.
 Each bin also keeps ``QUANTILES`` quantiles of those true lengths: the calibrated distribution of the reply
 length given the tag (``blockctl.predict.lengths``), which the router passes on and the agent uses to
 expect the rest of a running reply given its age. Its P10–P90 interval is checked on the held-out test split
-(``tagger evaluate``).
+(``tagger eval``).
 """
 
 from __future__ import annotations
