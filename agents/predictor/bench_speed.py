@@ -10,6 +10,7 @@ import numpy as np
 
 from blockctl.bench.workloads import load_workload
 from blockctl.engine.profile import load_profile
+from blockctl.predict.lengths import prior
 from blockctl.predict.tracker import Tracked
 from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.settings import AgentSettings
@@ -26,9 +27,12 @@ class SpeedResult:
     waiting: int
 
 
-def synthetic_core(running: int, waiting: int, *, profile: str, seed: int = 0, now: float = 1000.0) -> AgentCore:
+def synthetic_core(
+    running: int, waiting: int, *, profile: str, seed: int = 0, now: float = 1000.0, distributions: bool = False
+) -> AgentCore:
     """An agent whose table holds ``running`` streaming requests part-way through (ShareGPT-like lengths)
-    and ``waiting`` more that have produced nothing yet."""
+    and ``waiting`` more that have produced nothing yet; with ``distributions`` each length is the prior
+    distribution at that mean (``blockctl.predict.lengths``), as the agent keeps for a tagger's number."""
     prof = load_profile(profile)
     settings = AgentSettings("http://127.0.0.1:1", "bench", prof.name, prof.engine_defaults())
     core = AgentCore(settings, prof.model)
@@ -36,7 +40,8 @@ def synthetic_core(running: int, waiting: int, *, profile: str, seed: int = 0, n
     rng = random.Random(seed)
     for i, item in enumerate(items):
         arrival = now - 30.0 + i * 0.01
-        t = Tracked(f"r{i}", arrival, item.prompt_tokens, item.output_tokens, stream=True)
+        t = Tracked(f"r{i}", arrival, item.prompt_tokens, item.output_tokens, stream=True,
+                    length_dist=prior(item.output_tokens) if distributions else None)
         if i < running:
             t.produced = rng.randint(1, item.output_tokens)
             t.first_token_at, t.last_token_at = arrival + 0.2, now - 0.01

@@ -26,6 +26,7 @@ from blockctl.openai_api import (
     parse_completion_body,
     read_body,
 )
+from blockctl.predict.lengths import told_length
 from blockctl.predict.tracker import Tracked, fallback_output_tokens
 from blockctl.sse import EventFramer, error_event
 from blockctl.tokens import count_prompt_tokens, get_counter
@@ -33,6 +34,7 @@ from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.sse import SseTokenCounter
 
 H_PREDICTED = "x-blockctl-predicted-output-tokens"
+H_QUANTILES = "x-blockctl-predicted-output-quantiles"  # the length's distribution (blockctl.predict.lengths)
 H_PROMPT = "x-blockctl-prompt-tokens"
 H_E2E_MS, H_TTFT_MS = "x-blockctl-predicted-e2e-ms", "x-blockctl-predicted-ttft-ms"
 _DROP_REQUEST = {
@@ -115,21 +117,26 @@ async def forward_completion(request: Request, core: AgentCore, client: httpx.As
         body = parse_completion_body(raw, ENDPOINT_KIND[path])
         prompt_tokens = _positive_header(request, H_PROMPT)
         predicted = _positive_header(request, H_PREDICTED)
+        limit = body.output_limit()
+        told = predicted if predicted is not None else fallback_output_tokens(limit, body.ignore_eos)
+        try:
+            length = told_length(request.headers.get(H_QUANTILES), predicted=told, hinted=predicted is not None,
+                                 ignore_eos=body.ignore_eos, limit=limit)
+        except ValueError as exc:
+            raise BadRequest(f"header {H_QUANTILES}: {exc}", param=H_QUANTILES) from None
         if prompt_tokens is None:
             prompt_tokens = max(1, count_prompt_tokens(body, get_counter(core.settings.tokenizer)))
     except BadRequest as exc:
         return bad_request_response(exc)
     except ValueError as exc:
         return error_response(400, str(exc), param="prompt")
-    limit = body.output_limit()
-    if predicted is None:
-        predicted = fallback_output_tokens(limit, body.ignore_eos)
     req_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     if req_id in core.tracker.inflight:
         req_id = f"{req_id}-{uuid.uuid4().hex[:8]}"
     now = time.monotonic()
     core.admit(
-        Tracked(req_id, now, prompt_tokens, predicted, stream=body.stream, max_tokens=limit), now, _dispatched(request)
+        Tracked(req_id, now, prompt_tokens, told, stream=body.stream, max_tokens=limit, length_dist=length), now,
+        _dispatched(request),
     )
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
     headers["accept-encoding"] = "identity"

@@ -50,13 +50,13 @@ def _emulator_state() -> tuple[Any, Any]:
 
 
 def measure(calls: int = 2000) -> list[Cost]:
+    from blockctl.predict.tracker import Tracked
     from blockctl.scheduler.metrics import SchedulerMetrics
     from blockctl_agents.emulator import metrics as emulator_metrics
     from blockctl_agents.predictor.core import AgentCore
     from blockctl_agents.predictor.metrics import render_metrics
     from blockctl_agents.predictor.observe import parse_metrics
     from blockctl_agents.predictor.settings import AgentSettings
-    from blockctl.predict.tracker import Tracked
 
     m, g = _emulator_state()
     emu_text = emulator_metrics.render("llama-2-7b", m, g)

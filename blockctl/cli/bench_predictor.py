@@ -38,14 +38,19 @@ def predictor(
     predictions: int = typer.Option(2000, help="Predictions to time."),
     profile: str = typer.Option("h100/llama-2-7b", help="Step-time profile."),
     process: bool = typer.Option(True, help="Also start an emulator + agent and measure the agent's RSS."),
+    distributions: bool = typer.Option(
+        False, "--distributions/--exact-lengths",
+        help="In-flight lengths as distributions (the prior at each mean), as the agent keeps a tagger's."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Microseconds per prediction (p50, p99) through the agent's own prediction function, and agent RSS."""
     from blockctl_agents.predictor.bench_speed import measure_agent_process, synthetic_core, time_predictions
     from blockctl_agents.predictor.launch import local_instance
 
-    speed = time_predictions(synthetic_core(running, waiting, profile=profile), predictions)
-    result: dict[str, Any] = {"profile": profile, "in_process": dataclasses.asdict(speed)}
+    speed = time_predictions(synthetic_core(running, waiting, profile=profile, distributions=distributions),
+                             predictions)
+    result: dict[str, Any] = {"profile": profile, "distributions": distributions,
+                              "in_process": dataclasses.asdict(speed)}
     if process:
         with (
             tempfile.TemporaryDirectory(prefix="blockctl-bench-") as tmp,

@@ -144,6 +144,9 @@ def eval_cmd(
         print_json(report)
         return
     console.print(eval_table(report))
+    for cover in report["intervals"]:
+        console.print(f"{cover['name']}: {cover['coverage'] * 100:.1f} % of the {report['split']} split's true lengths "
+                      f"inside the calibrated P10–P90 interval (median width {cover['median_width']:.0f} tokens)")
 
 
 @tagger_app.command("calibrate")

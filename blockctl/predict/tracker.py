@@ -10,6 +10,9 @@ Rules (documented here because the scheduler and the benchmarks rely on them):
   token). Non-streaming requests cannot be observed, so their progress is interpolated from the prediction the
   agent made at their arrival: no token before the predicted first-token time, then one token per predicted
   inter-token interval ``(e2e - ttft) / (L - 1)``, extrapolated at the same pace past the predicted finish.
+* Distribution: a request whose length is a distribution (``Tracked.length_dist``, see ``lengths.py``) is
+  run to its expected total given the ``p`` tokens it has produced, E[L | L > p]; past the last atom of the
+  distribution, or for an exact length, the overrun rule below applies.
 * Overrun: a request that has produced ``p >= L`` tokens (``L`` = its predicted length) is assumed to continue
   for ``min(OVERRUN_CAP, max(1, ceil(OVERRUN_FRACTION * p)))`` more tokens, then capped by ``max_tokens`` and
   ``max_model_len``, never below one token. Why: on ShareGPT the mean remaining length of a reply that has
@@ -27,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from blockctl.engine.types import Request
+from blockctl.predict.lengths import LengthDist
 
 DEFAULT_OUTPUT_TOKENS = 256  # fallback predicted length: about the mean ShareGPT reply
 OVERRUN_FRACTION = 0.5
@@ -52,6 +56,7 @@ class Tracked:
     overhead_s: float = 0.0  # the calibration included in those predictions (see accuracy.Calibration)
     tpot_factor: float = 1.0
     view_req: Request | None = None  # its engine-model Request, refreshed by view.build_view
+    length_dist: LengthDist | None = None  # its length as a distribution (lengths.py); None: exactly predicted
 
 
 def fallback_output_tokens(max_tokens: int | None, ignore_eos: bool, default: int = DEFAULT_OUTPUT_TOKENS) -> int:

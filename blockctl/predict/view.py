@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from blockctl.engine.types import EngineConfig, Phase, Request
+from blockctl.predict.lengths import LengthDist
 from blockctl.predict.observation import EngineObservation
 from blockctl.predict.tracker import Tracked, assumed_total_output, estimated_produced
 
@@ -52,9 +53,19 @@ def _blocks(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size)
 
 
-def run_length(produced: int, predicted: int, max_tokens: int | None, cap: int) -> int:
-    """Total output tokens the what-if runs an in-flight request to (``assumed_total_output``, with its
-    common case, the prediction not yet reached and within the caps, short-cut)."""
+def run_length(
+    produced: int, predicted: int, max_tokens: int | None, cap: int, length: LengthDist | None = None
+) -> int:
+    """Total output tokens the what-if runs an in-flight request to: with a distribution, its expected total
+    given ``produced`` (``LengthDist.expected_total``); past its atoms or without one, the tracker's
+    ``assumed_total_output`` (its common case, the prediction not yet reached and within the caps,
+    short-cut). Always capped by ``max_tokens`` and ``cap`` and at least one token beyond ``produced``."""
+    if length is not None and not length.exact:
+        total = length.expected_total(produced)
+        if total is not None:
+            if max_tokens is not None and total > max_tokens:
+                total = max_tokens
+            return max(min(total, cap), produced + 1)
     if produced < predicted <= cap and (max_tokens is None or predicted <= max_tokens):
         return predicted
     return assumed_total_output(produced, predicted, max_tokens, cap)
@@ -99,7 +110,7 @@ def build_view(
         produced = t.produced if t.stream else estimated_produced(t, now)
         if produced >= cap:
             produced = cap - 1
-        total = run_length(produced, t.predicted_output_tokens, t.max_tokens, cap)
+        total = run_length(produced, t.predicted_output_tokens, t.max_tokens, cap, t.length_dist)
         req = t.view_req
         if req is None:  # one Request per tracked request, refreshed in place (the what-if copies it)
             req = t.view_req = Request(t.req_id, prompt, total)

@@ -27,6 +27,7 @@ from blockctl.openai_api import (
     parse_completion_body,
     read_body,
 )
+from blockctl.predict.lengths import format_atoms, prior
 from blockctl.scheduler import lengths
 from blockctl.scheduler.call import Flight
 from blockctl.scheduler.membership import Membership
@@ -170,7 +171,8 @@ class Scheduler:
         if not serving:
             self.metrics.requests["no_instance"] += 1
             return error_response(503, NO_INSTANCE, type="service_unavailable")
-        route = RouteRequest(prompt_tokens, output_tokens, true_output_tokens=hint)
+        length = prior(output_tokens) if source in ("tagger", "fallback") else None
+        route = RouteRequest(prompt_tokens, output_tokens, true_output_tokens=hint, length=length)
         candidates = await self.router.candidates(route, serving, clients)
         self.metrics.routing_seconds.observe(time.perf_counter() - started)
         headers = {
@@ -179,6 +181,8 @@ class Scheduler:
             "x-blockctl-prompt-tokens": str(prompt_tokens),
             "x-blockctl-predicted-output-tokens": str(output_tokens),
         }
+        if length is not None:  # one number stands for a distribution: let the agent know
+            headers["x-blockctl-predicted-output-quantiles"] = format_atoms(length)
         done = None if self.request_log is None else self.request_log.done(
             prompt=prompt_text(body), prompt_tokens=prompt_tokens, predicted=output_tokens, source=source,
             model=body.model or "")

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 from blockctl.engine.types import Prediction
 from blockctl.errors import ClusterError, ConfigError
+from blockctl.predict.lengths import LengthDist
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class RouteRequest:
     prompt_tokens: int
     predicted_output_tokens: int
     true_output_tokens: int | None = None  # known only in simulation / oracle experiments
+    length: LengthDist | None = None  # the predicted length as a distribution, when the tagger gives one
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +80,14 @@ class Policy(ABC):
         """Which instances to ask about this request: all of them by default."""
         return list(instances)
 
+    length_quantile: ClassVar[float | None] = None  # ask for this quantile of the length, not its mean
+
     def prediction_length(self, request: RouteRequest) -> int:
-        """Output length to ask predictions for: the predicted one (oracle overrides with the true one)."""
+        """Output length to ask predictions for: the predicted one (oracle overrides with the true one), or
+        the ``length_quantile`` of its distribution when the policy asks for one and the request has one."""
+        q = self.length_quantile
+        if q is not None and request.length is not None:
+            return max(1, math.ceil(request.length.quantile(q)))
         return request.predicted_output_tokens
 
     @abstractmethod
@@ -118,6 +126,14 @@ class BlockTTFT(_Predictive):
     @staticmethod
     def metric(p: Prediction) -> float:
         return p.ttft_s
+
+
+class BlockP90(Block):
+    """Block, cautious: the least predicted E2E with the new request at the P90 of its length distribution
+    (in-flight requests still at their expected remainder)."""
+
+    name = "block-p90"
+    length_quantile = 0.9
 
 
 class BlockPoK(_Predictive):
@@ -236,7 +252,7 @@ class INFaaS(Policy):
 POLICIES: dict[str, type[Policy]] = {
     cls.name: cls
     for cls in (
-        Block, BlockTTFT, BlockPo2, BlockPoK, RoundRobin, RandomChoice, LeastOutstanding, MinQPM, Llumnix,
+        Block, BlockTTFT, BlockP90, BlockPo2, BlockPoK, RoundRobin, RandomChoice, LeastOutstanding, MinQPM, Llumnix,
         INFaaS, Oracle,
     )
 }

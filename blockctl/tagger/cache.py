@@ -1,4 +1,5 @@
-"""``predict_lengths``: a tagger's predictions for many prompts, cached on disk (used by the simulator)."""
+"""``predict_lengths``/``predict_raw``: a tagger's predictions for many prompts, cached on disk (used by the
+simulator)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,17 @@ def default_cache_dir() -> Path:
 
 
 def predict_lengths(model_dir: str | Path, prompts: Sequence[str], *, cache_dir: str | Path | None = None) -> list[int]:
-    """Predicted output tokens for each prompt, cached on disk by (model fingerprint, prompt sha256).
+    """Predicted output tokens for each prompt (the calibrated mean when the tagger has a calibration),
+    from :func:`predict_raw`'s cache."""
+    raw = predict_raw(model_dir, prompts, cache_dir=cache_dir)
+    calibration = Calibration.from_dict(read_config(model_dir).calibration)
+    return raw if calibration is None else [calibration(n) for n in raw]
 
-    The tagger's own predictions are cached, and its calibration (if any) is applied on the way out.
+
+def predict_raw(model_dir: str | Path, prompts: Sequence[str], *, cache_dir: str | Path | None = None) -> list[int]:
+    """The tagger's own (typical, uncalibrated) prediction for each prompt, cached on disk by (model
+    fingerprint, prompt sha256).
+
     The cache is one SQLite file in ``cache_dir`` (default ``$XDG_CACHE_HOME/blockctl/tagger``); only
     prompts not cached yet are run through the model, and the model is not loaded when all are cached.
     """
@@ -54,7 +63,4 @@ def predict_lengths(model_dir: str | Path, prompts: Sequence[str], *, cache_dir:
                 "INSERT OR REPLACE INTO lengths VALUES (?, ?, ?)",
                 [(config.fingerprint, h, n) for h, n in zip(todo.keys(), fresh, strict=True)],
             )
-    calibration = Calibration.from_dict(config.calibration)
-    if calibration is not None:
-        return [calibration(known[h]) for h in hashes]
     return [known[h] for h in hashes]

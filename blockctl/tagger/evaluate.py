@@ -11,6 +11,7 @@ from typing import Any
 from blockctl.errors import TaggerError
 from blockctl.tagger import dataset as ds
 from blockctl.tagger.baselines import MedianBaseline, NgramBaseline
+from blockctl.tagger.calibration import interval_coverage
 from blockctl.tagger.metrics import length_metrics
 
 
@@ -45,6 +46,7 @@ def evaluate(
         _row("median", "baseline", MedianBaseline.fit(parts["train"]).predict, held_out),
         _row("ngram-ridge", "baseline", NgramBaseline.fit(parts["train"]).predict, held_out),
     ]
+    intervals: list[dict[str, Any]] = []
     if model_dirs:
         from blockctl.tagger.predict import Tagger
 
@@ -55,6 +57,10 @@ def evaluate(
             rows.append(_row(label, "tagger", partial(tagger.predict, calibrated=False), held_out))
             if tagger.calibration is not None:  # the mean lengths routing uses: larger, so a worse MAE
                 rows.append(_row(f"{label} (mean)", "tagger", tagger.predict, held_out))
+                raw = tagger.predict([e.prompt for e in held_out], calibrated=False)
+                cover = interval_coverage(tagger.calibration, raw, [e.output_tokens for e in held_out])
+                if cover is not None:  # the calibrated distribution's P10–P90 on prompts it never saw
+                    intervals.append({"name": label, **cover})
     return {
         "data": source,
         "split": split,
@@ -62,4 +68,5 @@ def evaluate(
         "dataset_sha256": ds.dataset_sha256(examples),
         "train_examples": len(parts["train"]),
         "rows": rows,
+        "intervals": intervals,
     }

@@ -40,7 +40,7 @@ def choose(name: str, views: list[InstanceView], seed: int = 0, **params: object
 
 def test_registry_has_every_contract_name() -> None:
     assert set(POLICIES) == {
-        "block", "block-ttft", "block-po2", "block-pok", "round-robin", "random", "least-outstanding",
+        "block", "block-ttft", "block-p90", "block-po2", "block-pok", "round-robin", "random", "least-outstanding",
         "min-qpm", "llumnix", "infaas", "oracle",
     }
     for name, cls in POLICIES.items():
@@ -184,3 +184,12 @@ def test_every_policy_returns_one_of_the_views(loads: list[int], seed: int) -> N
     names = {v.instance for v in views}
     for name in POLICIES:
         assert choose(name, views, seed=seed) in names
+
+
+def test_a_quantile_policy_asks_for_that_quantile_of_the_length() -> None:
+    from blockctl.predict.lengths import dist
+
+    req = RouteRequest(100, 50, length=dist([10, 20, 30, 400]))
+    assert make_policy("block").prediction_length(req) == 50  # the mean it was told
+    assert make_policy("block-p90").prediction_length(req) == 400  # P90: the long tail
+    assert make_policy("block-p90").prediction_length(RouteRequest(100, 50)) == 50  # no distribution

@@ -63,3 +63,27 @@ def test_training_calibrates_and_routing_gets_the_mean(
     calib = calibrate(bare, str(synthetic_jsonl))
     assert Tagger(bare).predict(prompts) == [calib(n) for n in typical]
     assert json.loads((bare / "config.json").read_text())["fingerprint"] == config["fingerprint"]
+
+
+def test_each_bin_keeps_the_distribution_of_its_true_lengths() -> None:
+    predicted = [10] * 50 + [100] * 50
+    actual = list(range(1, 51)) + list(range(100, 600, 10))
+    calib = calibration.fit(predicted, actual, bins=2)
+    short, long = calib.atoms(3), calib.atoms(500)
+    assert short is not None and long is not None
+    assert len(short) == calibration.QUANTILES and list(short) == sorted(short)
+    assert short[0] <= 3 and short[-1] >= 48  # spans the bin's own lengths, and only those
+    assert long[0] >= 100 and long[-1] <= 590
+    assert calibration.Calibration.from_dict(json.loads(json.dumps(calib.as_dict()))) == calib
+    with pytest.raises(TaggerError, match="one non-empty quantile list per bin"):
+        calibration.Calibration.from_dict({"edges": [1], "means": [1.0, 2.0], "quantiles": [[1]]})
+
+
+def test_interval_coverage_counts_true_lengths_inside_p10_p90() -> None:
+    predicted = [10] * 100
+    actual = list(range(1, 101))
+    calib = calibration.fit(predicted, actual, bins=1)
+    cover = calibration.interval_coverage(calib, predicted, actual)
+    assert cover is not None and abs(cover["coverage"] - 0.8) <= 0.03
+    assert calibration.interval_coverage(calib, predicted, [1000] * 100)["coverage"] == 0.0  # type: ignore[index]
+    assert calibration.interval_coverage(calibration.Calibration((), (5.0,)), [1], [1]) is None

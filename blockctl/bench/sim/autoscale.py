@@ -96,7 +96,8 @@ def run_autoscaled(
             t = arrivals[i]
             activate(t)
             sim.advance(t)
-            sim.dispatch(i, t, items[i].prompt_tokens, items[i].output_tokens, predicted[i])
+            sim.dispatch(i, t, items[i].prompt_tokens, items[i].output_tokens, predicted[i],
+                         None if prepared.lengths is None else prepared.lengths[i])
             recent.append((t, items[i].prompt_tokens, predicted[i]))
             i += 1
             continue

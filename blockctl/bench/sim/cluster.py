@@ -14,6 +14,7 @@ from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Prediction, Request
 from blockctl.engine.whatif import predict
 from blockctl.errors import EngineError
+from blockctl.predict.lengths import LengthDist
 from blockctl.predict.view import EngineView
 from blockctl.scheduler.policies import InstanceView, Policy, RouteRequest, blank_view
 
@@ -123,10 +124,12 @@ class ClusterSim:
         return done
 
     def dispatch(
-        self, index: int, t: float, prompt_tokens: int, output_tokens: int, predicted: int
+        self, index: int, t: float, prompt_tokens: int, output_tokens: int, predicted: int,
+        length: LengthDist | None = None,
     ) -> SimRecord:
-        """Route a request arriving at ``t`` (after :meth:`advance` to ``t``) and hand it to an engine."""
-        route = RouteRequest(prompt_tokens, predicted, output_tokens)
+        """Route a request arriving at ``t`` (after :meth:`advance` to ``t``) and hand it to an engine;
+        ``length`` is its predicted length as a distribution (None: exactly ``predicted``)."""
+        route = RouteRequest(prompt_tokens, predicted, output_tokens, length)
         policy = self.policy
         names = policy.sample(self.names, self.rng)
         told = policy.prediction_length(route)
@@ -147,7 +150,7 @@ class ClusterSim:
         except EngineError as exc:
             rec.error = exc.message
             return rec
-        inst.agent.admit(req, told, t)
+        inst.agent.admit(req, told, t, length=length)
         inst.adds += 1
         self._inflight[req.req_id] = rec
         return rec
@@ -213,6 +216,7 @@ def simulate(
     *,
     abort: Slo | Sequence[AbortWindow] | None = None,
     check_every: int = 25,
+    lengths: Sequence[LengthDist | None] | None = None,
 ) -> bool:
     """Feed every request at its arrival time, then drain; False if stopped early because ``abort`` broke.
 
@@ -237,7 +241,8 @@ def simulate(
                 for k, w in enumerate(windows)
             ):
                 return False
-        rec = sim.dispatch(i, t, prompt_tokens[i], output_tokens[i], predicted[i])
+        rec = sim.dispatch(i, t, prompt_tokens[i], output_tokens[i], predicted[i],
+                           None if lengths is None else lengths[i])
         if rec.error is not None:
             for k, w in enumerate(windows):
                 over_done[k] += i >= w.start

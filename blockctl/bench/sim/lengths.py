@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from blockctl.errors import ConfigError
+from blockctl.predict.lengths import LengthDist
 
 KINDS = ("oracle", "noisy", "fixed", "tagger")
 
@@ -113,3 +114,32 @@ def _tagger_lengths(tagger_dir: str | None, prompts: Sequence[str | None]) -> li
     from blockctl.tagger.cache import predict_lengths  # cached on disk; loads torch only on a cache miss
 
     return [max(1, n) for n in predict_lengths(tagger_dir, texts)]
+
+
+def predicted_dists(
+    spec: LengthSpec, predicted: Sequence[int], prompts: Sequence[str | None]
+) -> list[LengthDist | None] | None:
+    """Each request's predicted length as a distribution, where the predictor gives one (None: exactly the
+    predicted number, as ``oracle`` and ``noisy:PCT`` say).
+
+    ``fixed:N`` says only "about N tokens": the prior (``blockctl.predict.lengths.prior``), ShareGPT's length
+    distribution scaled to mean N. ``tagger:DIR``: the calibrated distribution of the tagger's bin (true
+    lengths of validation prompts tagged alike), or the prior around its prediction without one.
+    """
+    from blockctl.predict.lengths import dist, prior
+
+    if spec.kind == "fixed":
+        return [prior(spec.tokens)] * len(predicted)
+    if spec.kind != "tagger" or spec.tagger_dir is None:
+        return None
+    from blockctl.tagger.cache import predict_raw
+    from blockctl.tagger.calibration import Calibration
+    from blockctl.tagger.config import read_config
+
+    calibration = Calibration.from_dict(read_config(spec.tagger_dir).calibration)
+    raw = predict_raw(spec.tagger_dir, [p for p in prompts if p is not None])
+    out: list[LengthDist | None] = []
+    for n, mean in zip(raw, predicted, strict=True):
+        atoms = None if calibration is None else calibration.atoms(n)
+        out.append(prior(mean) if atoms is None else dist(atoms))
+    return out

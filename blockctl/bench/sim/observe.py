@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from blockctl.engine.core import Engine
 from blockctl.engine.types import EngineConfig, Phase, Request
+from blockctl.predict.lengths import LengthDist
 from blockctl.predict.observation import EngineObservation
 from blockctl.predict.tracker import Tracked, Tracker
 from blockctl.predict.view import EngineView, build_view
@@ -41,10 +42,12 @@ class SimAgent:
         self.obs: EngineObservation | None = None
         self.looked = engine.now  # when the agent last brought its token counts up to date
 
-    def admit(self, req: Request, told: int, now: float, max_tokens: int | None = None) -> None:
-        """The agent proxies ``req`` (already added to the engine), told ``told`` output tokens."""
+    def admit(self, req: Request, told: int, now: float, max_tokens: int | None = None,
+              length: LengthDist | None = None) -> None:
+        """The agent proxies ``req`` (already added to the engine), told ``told`` output tokens (and their
+        distribution ``length``, when the router had one)."""
         self.reqs[req.req_id] = req
-        self.tracker.add(Tracked(req.req_id, now, req.prompt_tokens, told, True, max_tokens))
+        self.tracker.add(Tracked(req.req_id, now, req.prompt_tokens, told, True, max_tokens, length_dist=length))
 
     def finish(self, req: Request) -> None:
         self.reqs.pop(req.req_id, None)

@@ -14,7 +14,7 @@ from blockctl.bench.capacity import Slo
 from blockctl.bench.metrics import RequestRecord
 from blockctl.bench.results import RunResult
 from blockctl.bench.sim.cluster import ClusterSim, SimRecord, simulate
-from blockctl.bench.sim.lengths import held_out_workload, parse_lengths, predicted_lengths
+from blockctl.bench.sim.lengths import held_out_workload, parse_lengths, predicted_dists, predicted_lengths
 from blockctl.bench.steady import (
     WARMUP_FRACTION,
     AbortWindow,
@@ -28,6 +28,7 @@ from blockctl.bench.workloads import WorkItem, arrival_times, load_workload
 from blockctl.engine.profile import DEFAULT_PROFILE, Profile, load_profile
 from blockctl.engine.types import EngineConfig
 from blockctl.errors import ConfigError
+from blockctl.predict.lengths import LengthDist
 from blockctl.scheduler.policies import make_policy
 
 
@@ -89,6 +90,7 @@ class Prepared:
     predicted: list[int]  # the output length the scheduler is told for each item
     profile: Profile
     config: EngineConfig
+    lengths: list[LengthDist | None] | None = None  # ... and as a distribution (None: exactly ``predicted``)
 
 
 @dataclass(slots=True)
@@ -116,7 +118,8 @@ def prepare(setup: SimSetup, requests: int | None = None) -> Prepared:
     predicted = predicted_lengths(
         spec, [i.output_tokens for i in items], [i.prompt for i in items], seed=setup.seed + 7919
     )
-    return Prepared(items, predicted, profile, config)
+    prompts = [i.prompt for i in items]
+    return Prepared(items, predicted, profile, config, predicted_dists(spec, predicted, prompts))
 
 
 @lru_cache(maxsize=8)
@@ -161,7 +164,7 @@ def run_policy(
     start = time.perf_counter()
     complete = simulate(
         sim, [i.prompt_tokens for i in items], [i.output_tokens for i in items], prepared.predicted[:n], arrivals,
-        abort=abort,
+        abort=abort, lengths=None if prepared.lengths is None else prepared.lengths[:n],
     )
     wall = time.perf_counter() - start
     ends = [r.finish_time for r in sim.records if r.finish_time is not None]
