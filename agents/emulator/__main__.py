@@ -33,6 +33,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     p.add_argument("--startup-delay", type=float, default=0.0, help="seconds before /health turns 200")
     p.add_argument("--tokenizer", help="local HF tokenizer directory (default: tiktoken cl100k_base)")
     p.add_argument("--noise", type=float, help="relative step-time noise (default: the profile's spread)")
+    p.add_argument("--reply-lengths", help="reply-length table (blockctl bench reply-lengths): the workload's "
+                   "own reply length for each of its prompts")
     p.add_argument("--log-level", default="warning")
     args, unknown = p.parse_known_args(argv)
     if unknown and not unknown[0].startswith("--"):
@@ -63,9 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
             num_gpu_blocks_override=args.num_gpu_blocks_override, block_size=args.block_size,
             max_model_len=args.max_model_len, seed=args.seed, startup_delay=args.startup_delay,
-            tokenizer=args.tokenizer, noise=args.noise,
+            tokenizer=args.tokenizer, noise=args.noise, reply_lengths=args.reply_lengths,
         )
         app = create_app(settings)
+        if args.reply_lengths:
+            table = app.state.emulator.reply_lengths
+            print(f"emulator: reply lengths of {len(table)} prompts from {args.reply_lengths}", file=sys.stderr)
     except BlockctlError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

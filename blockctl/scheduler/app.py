@@ -143,6 +143,7 @@ class Scheduler:
             "accept-encoding": "identity",
             "x-blockctl-prompt-tokens": str(prompt_tokens),
             "x-blockctl-predicted-output-tokens": str(output_tokens),
+            "x-blockctl-length-source": source,
         }
         done = None if self.request_log is None else self.request_log.done(
             prompt=prompt_text(body), prompt_tokens=prompt_tokens, predicted=output_tokens, source=source,

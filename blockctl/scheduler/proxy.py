@@ -73,8 +73,9 @@ async def forward(
 
     ``headers`` go to the agent as given, plus ``x-blockctl-predicted-e2e-ms`` of the chosen instance. The
     client gets ``x-blockctl-instance``, ``x-blockctl-predicted-e2e-ms`` (when predicted) and
-    ``x-blockctl-predicted-output-tokens``. Non-streamed replies are read in full before anything is sent,
-    so any failure can be retried; streamed ones are committed at their first byte. ``done`` is called
+    ``x-blockctl-predicted-output-tokens`` with ``x-blockctl-length-source``. Non-streamed replies are read in
+    full before anything is sent, so any failure can be retried; streamed ones are committed at their first
+    byte. ``done`` is called
     once per request an instance answered, when its reply has been relayed (see ``reqlog``).
     """
     last_error = "no instance could be tried"
@@ -89,7 +90,8 @@ async def forward(
             metrics.retries += 1
         e2e = predicted_e2e_ms(view)
         out = {"x-blockctl-instance": view.instance,
-               "x-blockctl-predicted-output-tokens": headers["x-blockctl-predicted-output-tokens"]}
+               "x-blockctl-predicted-output-tokens": headers["x-blockctl-predicted-output-tokens"],
+               "x-blockctl-length-source": headers.get("x-blockctl-length-source", "")}
         send = dict(headers)
         if e2e is not None:
             out["x-blockctl-predicted-e2e-ms"] = send["x-blockctl-predicted-e2e-ms"] = e2e
