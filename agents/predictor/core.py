@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from dataclasses import asdict
 from typing import Any
 
@@ -13,7 +14,7 @@ from blockctl.errors import EngineError
 from blockctl_agents.predictor.accuracy import Calibration, PredictionErrors
 from blockctl_agents.predictor.observe import EngineObservation
 from blockctl_agents.predictor.settings import AgentSettings
-from blockctl_agents.predictor.tracker import Tracked, Tracker, estimated_produced
+from blockctl_agents.predictor.tracker import RECENT_WINDOW_S, Tracked, Tracker, estimated_produced
 from blockctl_agents.predictor.view import FRESH_S, EngineView, build_view
 
 NEW_ID = "blockctl-agent-new"
@@ -32,6 +33,8 @@ class AgentCore:
         self.predictions_total = 0
         self.scrape_failures = 0
         self.last_scrape_ok: float | None = None
+        # (first-token time, TTFT) of finished requests, for the autoscaler's observed P99 TTFT (RECENT_WINDOW_S)
+        self.recent_ttfts: deque[tuple[float, float]] = deque()
 
     def view(self, now: float) -> EngineView:
         tr = self.tracker
@@ -97,6 +100,8 @@ class AgentCore:
     def complete(self, req_id: str, now: float, *, ok: bool, output_tokens: int | None = None) -> Tracked | None:
         """Remove a request; for a successful one, score the arrival prediction against what happened."""
         t = self.tracker.finish(req_id, ok=ok, now=now)
+        if t is not None and t.first_token_at is not None:
+            self.recent_ttfts.append((t.first_token_at, t.first_token_at - t.arrival))
         if t is None or not ok:
             return t
         if output_tokens is not None:
@@ -123,9 +128,13 @@ class AgentCore:
         Stable keys others read: the ``/load`` fields; ``totals.{requests,completed,failed,predictions}``;
         ``errors.{ttft,e2e}.{count,mape_pct,p50_ape_pct,p90_ape_pct}``; ``calibration``; ``engine.metrics``;
         ``requests[]`` in arrival order with ``id, age_s, prompt_tokens, predicted_output_tokens, max_tokens,
-        stream, produced`` (estimated when not streaming) and ``phase`` (running | waiting, as the what-if
-        sees it: a preempted request is waiting with ``produced`` > 0).
+        stream, produced`` (estimated when not streaming), ``ttft_s`` (None before a streamed request's first
+        token) and ``phase`` (running | waiting, as the what-if sees it: a preempted request is waiting with
+        ``produced`` > 0); ``recent_ttfts``: ``[seconds ago, TTFT]`` of the first tokens of requests that
+        finished within ``RECENT_WINDOW_S``.
         """
+        while self.recent_ttfts and self.recent_ttfts[0][0] < now - RECENT_WINDOW_S:
+            self.recent_ttfts.popleft()
         view = self.view(now)
         obs = self.obs
         tracked = len(self.tracker.inflight)
@@ -156,6 +165,7 @@ class AgentCore:
                 "predictions": self.predictions_total,
             },
             "errors": {"ttft": self.errors.ttft.summary(), "e2e": self.errors.e2e.summary()},
+            "recent_ttfts": [[round(now - at, 3), round(ttft, 4)] for at, ttft in self.recent_ttfts],
             "requests": [
                 {
                     "id": t.req_id,
@@ -166,6 +176,7 @@ class AgentCore:
                     "stream": t.stream,
                     "produced": estimated_produced(t, now),
                     "phase": "running" if t.req_id in running_ids else "waiting",
+                    "ttft_s": None if t.first_token_at is None else round(t.first_token_at - t.arrival, 4),
                     "predicted_ttft_s": t.predicted_ttft_s,
                     "predicted_e2e_s": t.predicted_e2e_s,
                 }
