@@ -17,15 +17,9 @@ from dataclasses import dataclass, field, replace
 from blockctl.bench.sim.autoscale_cluster import ScalableSim
 from blockctl.bench.sim.cluster import SimRecord
 from blockctl.bench.sim.run import Prepared
+from blockctl.cluster import scaler
 from blockctl.cluster.projection import Load, project_ttft
-from blockctl.cluster.scaler import (
-    AutoscaleConfig,
-    Observation,
-    ScaleDecision,
-    make_scale_policy,
-    observed_ttft_p99,
-    projections,
-)
+from blockctl.cluster.scaler import AutoscaleConfig, Observation, ScaleDecision, make_scale_policy, projections
 from blockctl.scheduler.policies import make_policy
 
 
@@ -177,6 +171,6 @@ def _observe(
     return Observation(
         now=t, ready=len(sim.names), starting=len(pending), waiting=sum(sim.waiting(nm) for nm in sim.names),
         arrival_rate=rate, projected_ttft_s=proj,
-        ttft_p99_s=observed_ttft_p99([*firsts, *inflight], waiting, now=t, window_s=cfg.window_s),
+        ttft_p99_s=scaler.observed_ttft_p99([*firsts, *inflight], waiting, now=t, window_s=cfg.window_s),
         last_up_s=last_up, last_down_s=last_down,
     )
