@@ -36,6 +36,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     p.add_argument("--noise", type=float, help="relative step-time noise (default: the profile's spread)")
     p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True,
                    help="vLLM's automatic prefix caching (default: on, as vLLM V1)")
+    p.add_argument("--reply-lengths", help="reply-length table (blockctl bench reply-lengths): the workload's "
+                   "own reply length for each of its prompts")
     p.add_argument("--log-level", default="warning")
     p.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"),
                    help="require this key on /v1 routes, as vLLM does (default: $VLLM_API_KEY)")
@@ -69,9 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_gpu_blocks_override=args.num_gpu_blocks_override, block_size=args.block_size,
             max_model_len=args.max_model_len, seed=args.seed, startup_delay=args.startup_delay,
             tokenizer=args.tokenizer, noise=args.noise, enable_prefix_caching=args.enable_prefix_caching,
-            api_key=args.api_key or None,
+            api_key=args.api_key or None, reply_lengths=args.reply_lengths,
         )
         app = create_app(settings)
+        if args.reply_lengths:
+            table = app.state.emulator.reply_lengths
+            print(f"emulator: reply lengths of {len(table)} prompts from {args.reply_lengths}", file=sys.stderr)
     except BlockctlError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

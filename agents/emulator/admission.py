@@ -33,9 +33,14 @@ def check_vocabulary(token_ids: Sequence[int], vocab_size: int) -> None:
 
 
 def admit(
-    body: CompletionRequest | ChatCompletionRequest, token_ids: Sequence[int], text: str, max_model_len: int
+    body: CompletionRequest | ChatCompletionRequest, token_ids: Sequence[int], text: str, max_model_len: int,
+    *, reply_tokens: int | None = None,
 ) -> Admission:
-    """Decide the request's lengths; BadRequest when prompt and limit do not fit ``max_model_len``."""
+    """Decide the request's lengths; BadRequest when prompt and limit do not fit ``max_model_len``.
+
+    ``reply_tokens``: the workload's own reply length for this prompt (a reply-length table), which then
+    replaces the emulator's natural length; ``max_tokens``, ``ignore_eos`` and the model length apply as ever.
+    """
     n_prompt = len(token_ids)
     limit = body.output_limit()
     is_chat = isinstance(body, ChatCompletionRequest)
@@ -49,7 +54,7 @@ def admit(
             param="max_tokens" if limit is not None and n_prompt < max_model_len else where,
         )
     cap = max_model_len - n_prompt if limit is None else limit
-    natural = natural_length(text, token_ids)
+    natural = reply_tokens if reply_tokens is not None else natural_length(text, token_ids)
     out, reason = output_length(natural, cap, ignore_eos=body.ignore_eos, min_tokens=body.min_tokens)
     key = text.encode() if text else bytes(str(list(token_ids)), "ascii")
     return Admission(n_prompt, out, reason, zlib.crc32(key))

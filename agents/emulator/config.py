@@ -28,6 +28,7 @@ class EmulatorSettings:
     enable_prefix_caching: bool = True  # vLLM V1's default
     max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413 (they are held in memory)
     api_key: str | None = None  # as vLLM's --api-key: /v1 routes need "Authorization: Bearer <key>"
+    reply_lengths: str | None = None  # a blockctl.replytable file: the workload's reply length per prompt
 
     def __post_init__(self) -> None:
         if not self.served_model_name or not all(self.served_model_name):

@@ -37,7 +37,7 @@ async def completions(request: Request) -> Response:
         check_model(body.model, emu.settings.served_model_name)
         ids = prompt_token_ids(body, emu.counter)
         check_vocabulary(ids, emu.counter.vocab_size)
-        adm = admit(body, ids, prompt_text(body), emu.config.max_model_len)
+        adm = admit(body, ids, prompt_text(body), emu.config.max_model_len, reply_tokens=emu.reply_tokens(body))
         writer = ResponseWriter(kind, body.model or emu.model_name)  # vLLM echoes the served name asked for
         tr = emu.runner.submit(writer.id, adm.prompt_tokens, adm.output_tokens, adm.finish_reason,
                                adm.salt, notify_tokens=body.stream, token_ids=ids)

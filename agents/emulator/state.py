@@ -6,6 +6,7 @@ import asyncio
 
 from starlette.responses import Response
 
+from blockctl import replytable
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig
 from blockctl.openai_api import error_response
@@ -27,8 +28,19 @@ class Emulator:
         self.counter = counter
         self.noise = noise
         self.runner = EngineRunner(config, model, noise=noise, seed=settings.seed)
+        self.reply_lengths = replytable.load(settings.reply_lengths) if settings.reply_lengths else {}
+        self.reply_table_hits = 0  # requests whose length came from the table
         self.stopping = False
         self._ready_at = float("inf")
+
+    def reply_tokens(self, body: object) -> int | None:
+        """The workload's reply length for this request's prompt, when the reply-length table has it."""
+        if not self.reply_lengths:
+            return None
+        text = replytable.client_prompt(body)
+        found = None if text is None else self.reply_lengths.get(replytable.prompt_key(text))
+        self.reply_table_hits += found is not None
+        return found
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from dataclasses import asdict
 from typing import Any
 
@@ -11,7 +12,7 @@ from blockctl.engine.types import Prediction, Request, StepShape
 from blockctl.engine.whatif import predict as whatif_predict
 from blockctl.errors import EngineError
 from blockctl.predict.observation import EngineObservation
-from blockctl.predict.tracker import Tracked, Tracker, estimated_produced
+from blockctl.predict.tracker import RECENT_WINDOW_S, Tracked, Tracker, estimated_produced
 from blockctl.predict.view import FRESH_S, EngineView, build_view
 from blockctl_agents.predictor.accuracy import Calibration, PredictionErrors
 from blockctl_agents.predictor.learn import StepLearner, TtftLearner
@@ -37,6 +38,8 @@ class AgentCore:
         self.step_learner = StepLearner(model, settings.engine_config) if learn else None
         self.ttft_learner = TtftLearner(settings.request_overhead_ms) if learn else None
         self._admitted_step: dict[str, tuple[int, float]] = {}  # req_id -> (batch, its decode step then)
+        # (first-token time, TTFT) of finished requests, for the autoscaler's observed P99 TTFT (RECENT_WINDOW_S)
+        self.recent_ttfts: deque[tuple[float, float]] = deque()
 
     def token(self, req_id: str, now: float, n: int = 1) -> None:
         """A stream of ``req_id`` carried ``n`` tokens: learn the step it ends, then count them."""
@@ -123,6 +126,8 @@ class AgentCore:
         """Remove a request; for a successful one, score the arrival prediction against what happened."""
         t = self.tracker.finish(req_id, ok=ok, now=now)
         admitted_step = self._admitted_step.pop(req_id, None)
+        if t is not None and t.first_token_at is not None:
+            self.recent_ttfts.append((t.first_token_at, t.first_token_at - t.arrival))
         if t is None or not ok:
             return t
         if output_tokens is not None:
@@ -161,10 +166,14 @@ class AgentCore:
         Stable keys others read: the ``/load`` fields; ``totals.{requests,completed,failed,predictions}``;
         ``errors.{ttft,e2e}.{count,mape_pct,p50_ape_pct,p90_ape_pct}``; ``calibration``; ``engine.metrics``;
         ``requests[]`` in arrival order with ``id, age_s, prompt_tokens, predicted_output_tokens, max_tokens,
-        stream, produced`` (estimated when not streaming), ``phase`` (running | waiting, as the what-if
-        sees it: a preempted request is waiting with ``produced`` > 0) and ``what_if_output_tokens`` (the total
-        output the what-if runs it to; null when it cannot run here).
+        stream, produced`` (estimated when not streaming), ``ttft_s`` (None before a streamed request's first
+        token), ``phase`` (running | waiting, as the what-if sees it: a preempted request is waiting with
+        ``produced`` > 0) and ``what_if_output_tokens`` (the total output the what-if runs it to; null when it
+        cannot run here); ``recent_ttfts``: ``[seconds ago, TTFT]`` of the first tokens of requests that
+        finished within ``RECENT_WINDOW_S``.
         """
+        while self.recent_ttfts and self.recent_ttfts[0][0] < now - RECENT_WINDOW_S:
+            self.recent_ttfts.popleft()
         view = self.view(now)
         obs = self.obs
         tracked = len(self.tracker.inflight)
@@ -197,6 +206,7 @@ class AgentCore:
                 "predictions": self.predictions_total,
             },
             "errors": {"ttft": self.errors.ttft.summary(), "e2e": self.errors.e2e.summary()},
+            "recent_ttfts": [[round(now - at, 3), round(ttft, 4)] for at, ttft in self.recent_ttfts],
             "requests": [
                 {
                     "id": t.req_id,
@@ -208,6 +218,7 @@ class AgentCore:
                     "produced": estimated_produced(t, now),
                     "phase": "running" if t.req_id in running_ids else "waiting",
                     "what_if_output_tokens": runs_to.get(t.req_id),
+                    "ttft_s": None if t.first_token_at is None else round(t.first_token_at - t.arrival, 4),
                     "predicted_ttft_s": t.predicted_ttft_s,
                     "predicted_e2e_s": t.predicted_e2e_s,
                 }

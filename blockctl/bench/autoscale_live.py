@@ -26,8 +26,10 @@ from blockctl.cluster.state import load_state
 
 
 def _sim_record(rec: RequestRecord, item: WorkItem) -> SimRecord:
-    out = SimRecord(rec.index, rec.instance or "?", rec.scheduled_s, item.prompt_tokens, item.output_tokens,
-                    rec.predicted_output_tokens or item.output_tokens)
+    # the reply's real length (the load generator sends none: the engine decides, see bench.livelengths)
+    real = rec.output_tokens if rec.error is None else item.output_tokens
+    out = SimRecord(rec.index, rec.instance or "?", rec.scheduled_s, item.prompt_tokens, real,
+                    rec.predicted_output_tokens or real)
     if rec.error is None and rec.ttft_s is not None and rec.e2e_s is not None:
         sent = rec.sent_s if rec.sent_s is not None else rec.scheduled_s
         out.first_token_time = sent + rec.ttft_s  # latency counted from the schedule, as the sim does

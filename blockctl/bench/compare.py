@@ -101,6 +101,7 @@ class LiveSetup:
     arrival: str = "poisson"
     seed: int = 0
     timeout_s: float = 600.0
+    lengths: str = "none"  # what the load generator tells about reply lengths (blockctl.bench.wire LENGTH_MODES)
     duration: float | None = None  # seconds of arrivals per run (then ``requests`` is not used)
 
     def requests_at(self, qps: float) -> int:
@@ -113,10 +114,10 @@ def live_probe(live: LiveSetup, policy: str, qps: float) -> RunResult:
     n = live.requests_at(qps)
     loaded = read_workload(live.workload, num_requests=n, seed=live.seed)
     spec = LoadSpec(endpoint=live.endpoint, model="", concurrency=arrival.concurrency,
-                    request_timeout_s=live.timeout_s, seed=live.seed)
+                    request_timeout_s=live.timeout_s, seed=live.seed, lengths=live.lengths)
     times = send_schedule(loaded.items, arrival, qps, live.seed)
     config = {"workload": live.workload, "requests": n, "qps": qps, "arrival": live.arrival,
-              "seed": live.seed, "policy": policy, "workload_notes": loaded.notes}
+              "seed": live.seed, "policy": policy, "lengths": live.lengths, "workload_notes": loaded.notes}
     return asyncio.run(run_live(loaded.items, times, spec, label=policy, config=config))
 
 

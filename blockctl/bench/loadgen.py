@@ -80,6 +80,7 @@ async def send_one(
             fields["predicted_e2e_s"] = _header_float(resp, "x-blockctl-predicted-e2e-ms", 1e-3)
             hint = _header_float(resp, "x-blockctl-predicted-output-tokens")
             fields["predicted_output_tokens"] = None if hint is None else int(hint)
+            fields["length_source"] = resp.headers.get("x-blockctl-length-source")
             if resp.status_code >= 400:
                 state.error = error_message(resp.status_code, await resp.aread())
             elif resp.headers.get("content-type", "").startswith("application/json"):
@@ -152,6 +153,8 @@ async def run_load(
     Cancelling the run (Ctrl-C under ``asyncio.run``) is not an error: requests in flight end with error
     INTERRUPTED, those not yet sent with NOT_SENT, and the records are returned all the same.
     """
+    if spec.lengths == "none" and spec.max_tokens_cap is None and items:
+        spec = dataclasses.replace(spec, max_tokens_cap=max(item.output_tokens for item in items))
     own = client is None
     http = client or make_client(spec)
     records: list[RequestRecord | None] = [None] * len(items)

@@ -35,7 +35,7 @@ class RequestRecord:
     index: int  # position in the workload
     prompt_tokens: int
     output_tokens: int  # tokens actually received (usage if the server reports it, else content chunks)
-    expected_output_tokens: int | None = None  # the workload's reference length (forced with max_tokens)
+    expected_output_tokens: int | None = None  # the workload's reference length
     scheduled_s: float = 0.0  # when the arrival process said to send it
     sent_s: float | None = None  # when it was actually sent (lateness = sent_s - scheduled_s)
     ttft_s: float | None = None
@@ -44,6 +44,7 @@ class RequestRecord:
     instance: str | None = None  # who served it (x-blockctl-instance), when known
     predicted_e2e_s: float | None = None  # the scheduler's prediction (x-blockctl-predicted-e2e-ms)
     predicted_output_tokens: int | None = None  # the length the scheduler assumed
+    length_source: str | None = None  # where it came from: header | tagger | ignore_eos | fallback
     error: str | None = None
 
     @property

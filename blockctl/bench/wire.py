@@ -10,7 +10,14 @@ from blockctl.bench.workloads import WorkItem, synth_prompt
 from blockctl.tokens import flatten_messages, get_counter
 
 APIS = ("completions", "chat")
-HINT_HEADER = "x-blockctl-output-tokens"  # the true length, for oracle experiments (--send-length-hint)
+HINT_HEADER = "x-blockctl-output-tokens"  # the true length, for oracle experiments (--lengths oracle)
+# What the load generator tells the server about each reply's length:
+#   none   nothing per request (production): the engine decides (an emulator with a reply-length table replies
+#          with the workload's length; see blockctl.replytable), the router predicts it (tagger or fallback).
+#          Every request carries the same max_tokens, the workload's longest reply, as a client sets a
+#          generous cap (vLLM's completions default is 16 tokens);
+#   oracle the true length: max_tokens = it with ignore_eos, and the x-blockctl-output-tokens header.
+LENGTH_MODES = ("none", "oracle")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +28,8 @@ class LoadSpec:
     model: str
     api: str = "completions"  # completions | chat
     api_key: str | None = None
-    send_length_hint: bool = False
+    lengths: str = "none"  # LENGTH_MODES
+    max_tokens_cap: int | None = None  # lengths="none": max_tokens of every request (run_load: longest reply)
     concurrency: int | None = None
     request_timeout_s: float = 600.0
     seed: int = 0  # for synthesised prompts
@@ -44,15 +52,14 @@ def prompt_text(item: WorkItem, index: int, spec: LoadSpec) -> str:
 
 
 def request_body(item: WorkItem, prompt: str, spec: LoadSpec) -> dict[str, Any]:
-    """The JSON body: streamed, with usage, the reference length forced by max_tokens + ignore_eos."""
-    body: dict[str, Any] = {
-        "model": spec.model,
-        "max_tokens": item.output_tokens,
-        "ignore_eos": True,
-        "temperature": 0.0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    """The JSON body: streamed, with usage; with ``lengths="oracle"`` the reference length is forced
+    (max_tokens + ignore_eos), else no length information at all."""
+    body: dict[str, Any] = {"model": spec.model}
+    if spec.lengths == "oracle":
+        body.update(max_tokens=item.output_tokens, ignore_eos=True)
+    elif spec.max_tokens_cap is not None:
+        body["max_tokens"] = spec.max_tokens_cap
+    body.update(temperature=0.0, stream=True, stream_options={"include_usage": True})
     if spec.api == "chat":
         body["messages"] = [{"role": "user", "content": prompt}]
     else:
@@ -64,7 +71,7 @@ def request_headers(item: WorkItem, spec: LoadSpec) -> dict[str, str]:
     headers = {"content-type": "application/json"}
     if spec.api_key:
         headers["authorization"] = f"Bearer {spec.api_key}"
-    if spec.send_length_hint:
+    if spec.lengths == "oracle":
         headers[HINT_HEADER] = str(item.output_tokens)
     return headers
 

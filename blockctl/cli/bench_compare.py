@@ -19,6 +19,7 @@ from blockctl.bench.compare import (
     parse_qps,
     write_outputs,
 )
+from blockctl.bench.livelengths import check_length_mode, lengths_note
 from blockctl.bench.report import comparison_table
 from blockctl.bench.results import jsonable
 from blockctl.bench.sim.lengths import held_out_workload, parse_lengths
@@ -56,6 +57,11 @@ def _warn_short(requests: int, duration: float | None, rates: list[float]) -> No
         err_console.print(
             f"[yellow]![/yellow] --requests {requests} at {', '.join(f'{q:g}' for q in short)} QPS is under "
             f"{SHORT_RUN_S:.0f} s of arrivals: too short for queues to reach steady state; use --duration")
+
+
+LENGTHS_HELP = ("What the router is told of reply lengths. Sim: oracle (default) | noisy:PCT | fixed:N | "
+                "tagger:DIR. Live: none (default: it predicts them, tagger or fallback) | oracle (the true "
+                "length is sent).")
 
 
 def _sim_setup(
@@ -103,7 +109,7 @@ def register(group: typer.Typer) -> None:
         max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", help="Sim: engine setting."),
         max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens", help="Sim."),
         num_gpu_blocks: int | None = typer.Option(None, "--num-gpu-blocks", help="Sim: KV blocks."),
-        lengths: str = typer.Option("oracle", "--lengths", help="Sim: oracle | noisy:PCT | fixed:N | tagger:DIR."),
+        lengths: str | None = typer.Option(None, "--lengths", help=LENGTHS_HELP),
         noise: bool = typer.Option(True, "--noise/--no-noise", help="Sim: step-time noise from the profile."),
         jobs: int | None = typer.Option(None, "--jobs", min=1, help="Sim: processes (default: CPU cores)."),
         out: Path | None = typer.Option(None, "--out", help="Directory for results JSON and PNG plots."),
@@ -118,11 +124,11 @@ def register(group: typer.Typer) -> None:
         if sim:
             setup = _sim_setup(instances=instances, profile=profile, max_num_seqs=max_num_seqs,
                                max_num_batched_tokens=max_num_batched_tokens, num_gpu_blocks=num_gpu_blocks,
-                               workload=workload, requests=count, arrival=arrival, lengths=lengths, seed=seed,
-                               noise=noise, duration=seconds)
+                               workload=workload, requests=count, arrival=arrival, lengths=lengths or "oracle",
+                               seed=seed, noise=noise, duration=seconds)
             result = compare_sim(setup, names, rates, jobs=jobs, progress=say)
         else:
-            result = compare_live(_live_setup(endpoint, state_dir, workload, count, arrival, seed, seconds),
+            result = compare_live(_live_setup(endpoint, state_dir, workload, count, arrival, seed, seconds, lengths),
                                   names, rates, progress=say)
         out_dir = _out_dir(out, "compare")
         written = write_outputs(result, out_dir)
@@ -148,7 +154,7 @@ def register(group: typer.Typer) -> None:
         max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", help="Sim: engine setting."),
         max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens", help="Sim."),
         num_gpu_blocks: int | None = typer.Option(None, "--num-gpu-blocks", help="Sim: KV blocks."),
-        lengths: str = typer.Option("oracle", "--lengths", help="Sim: oracle | noisy:PCT | fixed:N | tagger:DIR."),
+        lengths: str | None = typer.Option(None, "--lengths", help=LENGTHS_HELP),
         noise: bool = typer.Option(True, "--noise/--no-noise", help="Sim: step-time noise from the profile."),
         resolution: float = typer.Option(0.1, "--resolution", help="Stop when the bracket is this narrow (QPS)…"),
         rel_resolution: float = typer.Option(0.01, "--rel-resolution", help="…or this fraction of the answer."),
@@ -178,14 +184,14 @@ def register(group: typer.Typer) -> None:
         if sim:
             setup = _sim_setup(instances=instances, profile=profile, max_num_seqs=max_num_seqs,
                                max_num_batched_tokens=max_num_batched_tokens, num_gpu_blocks=num_gpu_blocks,
-                               workload=workload, requests=count, arrival=arrival, lengths=lengths, seed=seed,
-                               noise=noise, duration=seconds)
+                               workload=workload, requests=count, arrival=arrival, lengths=lengths or "oracle",
+                               seed=seed, noise=noise, duration=seconds)
             spec = SearchSpec(slos, resolution, rel_resolution, start, max_qps, saturation_s)
             found = capacities(setup, names, spec, jobs=jobs, progress=say)
         else:
             from blockctl.bench.capacity import live_capacities
 
-            live = _live_setup(endpoint, state_dir, workload, count, arrival, seed, seconds)
+            live = _live_setup(endpoint, state_dir, workload, count, arrival, seed, seconds, lengths)
             found = live_capacities(live, names, slos, resolution=resolution, rel_resolution=rel_resolution,
                                     start=start or 1.0, max_qps=max_qps, saturation_s=saturation_s, progress=say)
         elapsed = time.perf_counter() - t0
@@ -212,9 +218,10 @@ def _probe_line(policy: str, out: ProbeOutcome, saturation: bool) -> None:
 
 
 def _live_setup(endpoint: str | None, state_dir: Path | None, workload: str, requests: int, arrival: str,
-                seed: int, duration: float | None = None) -> LiveSetup:
+                seed: int, duration: float | None = None, lengths: str | None = None) -> LiveSetup:
     from blockctl.cluster.state import default_state_dir, load_state
 
+    mode = check_length_mode(lengths or "none")
     sdir = state_dir or default_state_dir()
     if endpoint is None:
         state = load_state(sdir)
@@ -222,7 +229,7 @@ def _live_setup(endpoint: str | None, state_dir: Path | None, workload: str, req
             raise ConfigError(f"no cluster recorded in {sdir}", key="--state-dir",
                               hint="blockctl up --local, or pass --sim for a simulated cluster")
         endpoint = state.schedulers[0].url
-    return LiveSetup(endpoint, sdir, workload, requests, arrival, seed, duration=duration)
+    return LiveSetup(endpoint, sdir, workload, requests, arrival, seed, duration=duration, lengths=mode)
 
 
 def _print_comparison(cmp: Comparison, out_dir: Path, written: list[Path], kind: str, as_json: bool) -> None:
@@ -235,6 +242,9 @@ def _print_comparison(cmp: Comparison, out_dir: Path, written: list[Path], kind:
         return
     for q, results in sorted(cmp.runs.items()):
         console.print(comparison_table(results, title=f"{kind}: {q:g} QPS"))
+        if kind == "live":  # what the router knew: a live comparison is oracle only when it says so
+            for r in results:
+                console.print(f"{r.label}: {lengths_note(r.records)}")
     plots = [p for p in written if p.suffix == ".png"]
     ok(f"results and {len(plots)} plot(s) in {out_dir}")
 

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from blockctl.bench.livelengths import check_length_mode
 from blockctl.bench.loadgen import APIS, INTERRUPTED, NOT_SENT, LoadSpec, run_live, send_schedule
 from blockctl.bench.metrics import RequestRecord, RequestSlo, parse_request_slo
 from blockctl.bench.report import comparison_table, errors_table
@@ -46,8 +47,9 @@ def register(group: typer.Typer) -> None:
         api_key: str | None = typer.Option(
             None, "--api-key", envvar="BLOCKCTL_API_KEY", help="Bearer token for the endpoint."
         ),
-        send_length_hint: bool = typer.Option(
-            False, "--send-length-hint", help="Send the true length as x-blockctl-output-tokens (oracle)."
+        lengths: str = typer.Option(
+            "none", "--lengths", help="none: no length information (as production); oracle: the true length "
+            "(max_tokens + ignore_eos, and the x-blockctl-output-tokens header)."
         ),
         label: str = typer.Option("", "--label", help="Name of this run in reports (default: the endpoint)."),
         timeout: float = typer.Option(600.0, "--timeout", min=1.0, help="Seconds one request may take."),
@@ -57,6 +59,7 @@ def register(group: typer.Typer) -> None:
             raise ConfigError(f"'{api}': expected one of {', '.join(APIS)}", key="--api")
         if not qps > 0:
             raise ConfigError(f"must be > 0 (got {qps})", key="--qps")
+        check_length_mode(lengths)
         arrival_spec = parse_arrival(arrival)
         request_slo = parse_request_slo(slo) if slo else None
         loaded = read_workload(workload, num_requests=requests, seed=seed)
@@ -66,7 +69,7 @@ def register(group: typer.Typer) -> None:
             model=model,
             api=api,
             api_key=api_key,
-            send_length_hint=send_length_hint,
+            lengths=lengths,
             concurrency=arrival_spec.concurrency,
             request_timeout_s=timeout,
             seed=seed,
@@ -77,7 +80,7 @@ def register(group: typer.Typer) -> None:
             "qps": None if math.isinf(qps) else qps,
             "arrival": arrival,
             "seed": seed,
-            "send_length_hint": send_length_hint,
+            "lengths": lengths,
             "workload_notes": loaded.notes,
         }
         if not as_json:

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from blockctl.cli.ui import console, handle_errors, metric_table, ok, print_json
+from blockctl.tagger.online import DAEMON_THREADS
 
 P50_TARGET_MS = 10.0
 
@@ -35,7 +36,8 @@ def tagger(
     max_batch: int = typer.Option(16, "--max-batch", min=1),
     max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", min=0.0, help="An idle worker waits this for company."),
     deadline_ms: float = typer.Option(1000.0, "--deadline-ms", min=0.1, help="Answers later than this miss."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads [default: torch's]."),
+    threads: int = typer.Option(DAEMON_THREADS, "--threads", min=1,
+                                help="torch CPU threads (default: what the scheduler daemon uses)."),
     seed: int = typer.Option(0, "--seed"),
     module: bool = typer.Option(False, "--module", help="Time the Hugging Face module, not the lean forward."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -72,14 +74,17 @@ def tagger(
         ("p99_ms", "p99 latency", "{:.1f} ms"),
         ("max_ms", "max latency", "{:.1f} ms"),
         ("mean_batch", "mean batch", "{:.2f}"),
-        ("cpu_ms_per_batch", "inference CPU / batch", "{:.1f} ms"),
+        ("process_cpu_ms_per_request", "process CPU / request", "{:.1f} ms"),
+        ("process_cpu_ms_per_batch", "process CPU / batch", "{:.1f} ms"),
+        ("cpu_ms_per_batch", "inference thread CPU / batch", "{:.1f} ms"),
         ("wall_ms_per_batch", "inference wall / batch", "{:.1f} ms"),
         ("batches", "batches", "{}"),
         ("missed_deadline", "missed deadline", "{}"),
         ("achieved_rate", "achieved rate", "{:.1f} req/s"),
     )
     rows = [(label, fmt.format(result[key])) for key, label, fmt in fields]
-    title = f"online tagging · {rate:g} req/s · {requests} requests · {summary.forward or 'custom'} forward"
+    title = (f"online tagging · {rate:g} req/s · {requests} requests · {summary.forward or 'custom'} forward · "
+             f"{summary.threads} torch thread{'s' if summary.threads != 1 else ''}")
     console.print(metric_table(title, rows))
     if summary.p50_ms <= P50_TARGET_MS:
         ok(f"p50 {summary.p50_ms:.1f} ms meets the {P50_TARGET_MS:g} ms target")

@@ -118,6 +118,9 @@ def register(app: typer.Typer) -> None:
         block_size: int | None = typer.Option(None, help="Engine flag, as vLLM's."),
         max_model_len: int | None = typer.Option(None, help="Engine flag, as vLLM's."),
         seed: int = typer.Option(0, help="Seed of the emulators (instance i uses seed + i)."),
+        reply_lengths: Path | None = typer.Option(
+            None, help="The emulators reply to the workload's prompts with its own lengths (a table from "
+            "`blockctl bench reply-lengths`); the schedulers never see it."),
         timeout: float = typer.Option(90.0, help="Seconds to wait for every process to be healthy."),
         state_dir: Path | None = typer.Option(None, help=STATE_DIR_HELP),
     ) -> None:
@@ -139,6 +142,7 @@ def register(app: typer.Typer) -> None:
             scheduler_host=host, seed=seed, request_log=str(request_log) if request_log else None,
             request_log_enabled=not no_request_log, request_log_max_mb=request_log_max_mb,
             request_log_backups=request_log_backups, log_prompts=log_prompts,
+            reply_lengths=_reply_table(reply_lengths),
         )
         with console.status("bringing the local cluster up"):
             state = local.up(spec, sd, timeout_s=timeout, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
@@ -193,3 +197,13 @@ def register(app: typer.Typer) -> None:
         if bad:  # exit 1 either way, so scripts can rely on it
             fail(f"not healthy: {', '.join(bad)}", "blockctl up --local (converges: restarts what is down)")
             raise typer.Exit(1)
+
+
+def _reply_table(path: Path | None) -> str | None:
+    """The table's absolute path, checked now so that ``up`` fails before it starts anything."""
+    if path is None:
+        return None
+    from blockctl import replytable
+
+    replytable.load(path)
+    return str(path.expanduser().resolve())

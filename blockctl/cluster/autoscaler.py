@@ -7,8 +7,14 @@ appends the decision to ``autoscaler.jsonl`` in the state dir and, unless adviso
 blocking until they serve). Started by ``blockctl scale --auto`` (PID and config in
 ``autoscaler.json``), stopped by ``blockctl scale --stop`` or ``blockctl down``.
 
-Live, the reactive policy's "observed P99 TTFT" is the longest wait of a request still queued for its first
-token (a lower bound on its TTFT; agents do not report finished requests' TTFTs).
+The reactive policy's "observed P99 TTFT" is :func:`blockctl.cluster.scaler.observed_ttft_p99`, as in the
+simulator: over the first tokens of the window (the agents report each in-flight request's TTFT and those of
+requests that finished in the last minute) and the requests still waiting for one, at their wait so far.
+Live it misses non-streamed requests, whose first token the agent cannot see.
+
+An agent whose ``/state`` fails (refused, timed out, not 200, not JSON) is counted and logged, per agent and in
+a row, in the controller's log and in each decision line (``state_failures``); its request counter keeps its
+history, so the arrival rate neither resets nor jumps when it answers again.
 """
 
 from __future__ import annotations
@@ -33,7 +39,14 @@ import psutil
 
 from blockctl.cluster import autoscale_local as ops
 from blockctl.cluster.projection import Load, Queues, project_ttft
-from blockctl.cluster.scaler import AutoscaleConfig, Observation, ScaleDecision, make_scale_policy, projections
+from blockctl.cluster.scaler import (
+    AutoscaleConfig,
+    Observation,
+    ScaleDecision,
+    make_scale_policy,
+    observed_ttft_p99,
+    projections,
+)
 from blockctl.cluster.state import ClusterState, load_state, logs_dir, read_token
 from blockctl.engine.profile import load_profile
 from blockctl.engine.types import EngineConfig, Request
@@ -64,11 +77,20 @@ def queues_from_state(doc: Mapping[str, Any]) -> Queues:
     return running, waiting
 
 
-def oldest_wait(docs: Sequence[Mapping[str, Any]]) -> float | None:
-    """Pure: the longest a request still without its first token has waited (0 when none waits, None when
-    no agent answered)."""
-    ages = [float(r["age_s"]) for d in docs for r in d.get("requests", []) if int(r.get("produced", 0)) == 0]
-    return max(ages) if ages else (0.0 if docs else None)
+def first_tokens(docs: Sequence[Mapping[str, Any]], now: float) -> tuple[list[tuple[float, float]], list[float]]:
+    """Pure: from agents' ``/state``, the (first-token time on ``now``'s clock, TTFT) pairs they know (in-flight
+    and recently finished requests), and the waits so far of requests without a first token."""
+    firsts: list[tuple[float, float]] = []
+    waiting: list[float] = []
+    for d in docs:
+        firsts += [(now - float(ago), float(ttft)) for ago, ttft in d.get("recent_ttfts", [])]
+        for r in d.get("requests", []):
+            age, ttft = float(r["age_s"]), r.get("ttft_s")
+            if ttft is not None:
+                firsts.append((now - age + float(ttft), float(ttft)))
+            elif int(r.get("produced", 0)) == 0:
+                waiting.append(age)
+    return firsts, waiting
 
 
 class Controller:
@@ -83,7 +105,10 @@ class Controller:
         self.startup_delay_s = startup_delay_s
         self.rates: deque[tuple[float, float]] = deque()  # (time, req/s over the agents' 60 s window)
         self.last_up: float | None = None
-        self.totals: deque[tuple[float, int, frozenset[str]]] = deque()  # (time, requests ever, agents)
+        self.totals: dict[str, deque[tuple[float, int]]] = {}  # per agent: (time, requests ever)
+        self.agent_rates: dict[str, tuple[float, float]] = {}  # per agent: (when computed, req/s)
+        self.state_failures: dict[str, int] = {}  # per agent: /state failures in a row (0: answered)
+        self.state_failures_total = 0
         self.seen: dict[str, float] = {}  # request ids already counted in ``lengths``
         self.lengths: deque[tuple[float, int, int]] = deque()  # (first seen, prompt, predicted output)
         self.last_down: float | None = None
@@ -92,28 +117,56 @@ class Controller:
         token = read_token(self.state_dir)
         headers = {"authorization": f"Bearer {token}"} if token else {}
         docs = []
+        serving = state.serving()
         with httpx.Client(timeout=2.0, headers=headers) as http:
-            for inst in state.serving():
-                with contextlib.suppress(httpx.HTTPError, ValueError):
+            for inst in serving:
+                try:
                     resp = http.get(f"{inst.agent_url}/state")
-                    if resp.status_code == 200:
-                        docs.append(resp.json())
+                    if resp.status_code != 200:
+                        raise ValueError(f"HTTP {resp.status_code}")
+                    doc = resp.json()
+                    if not isinstance(doc, dict):
+                        raise ValueError("not a JSON object")
+                except (httpx.HTTPError, ValueError) as exc:
+                    self._state_failed(inst.name, exc)
+                    continue
+                self.state_failures[inst.name] = 0
+                docs.append({**doc, "instance": doc.get("instance", inst.name)})
+        gone = set(self.state_failures) - {i.name for i in serving}
+        for name in gone:  # no longer serving: forget it (its traffic goes elsewhere now)
+            self.state_failures.pop(name, None)
+            self.totals.pop(name, None)
+            self.agent_rates.pop(name, None)
         return docs
 
+    def _state_failed(self, name: str, exc: Exception) -> None:
+        self.state_failures[name] = self.state_failures.get(name, 0) + 1
+        self.state_failures_total += 1
+        print(f"{time.strftime('%H:%M:%S')} agent {name}: /state failed ({type(exc).__name__}: {exc}); "
+              f"{self.state_failures[name]} in a row, {self.state_failures_total} in all", flush=True)
+
     def _rate(self, now: float, docs: Sequence[Mapping[str, Any]]) -> float:
-        """Requests/s over the window from the agents' request counters (their 60 s count until the window
-        has filled, or when the set of agents changed: a counter reset is not a negative rate)."""
-        total = sum(int(d.get("totals", {}).get("requests", 0)) for d in docs)
-        names = frozenset(str(d.get("instance")) for d in docs)
-        if self.totals and self.totals[-1][2] != names:
-            self.totals.clear()
-        self.totals.append((now, total, names))
-        while len(self.totals) > 1 and self.totals[1][0] <= now - self.config.window_s:
-            self.totals.popleft()
-        t0, n0, _ = self.totals[0]
-        if now - t0 >= 0.5 * self.config.window_s:
-            return max(0.0, (total - n0) / (now - t0))
-        return sum(int(d.get("recent_requests", 0)) for d in docs) / RECENT_WINDOW_S
+        """Requests/s over the window: per agent, from its request counter (its own 60 s count until its
+        history spans half the window; a counter that went back, a restarted agent, restarts only its own
+        history). An agent that did not answer this time keeps its last rate for one window."""
+        for d in docs:
+            name = str(d.get("instance"))
+            total = int(d.get("totals", {}).get("requests", 0))
+            hist = self.totals.setdefault(name, deque())
+            if hist and total < hist[-1][1]:
+                hist.clear()
+            hist.append((now, total))
+            while len(hist) > 1 and hist[1][0] <= now - self.config.window_s:
+                hist.popleft()
+            t0, n0 = hist[0]
+            if now - t0 >= 0.5 * self.config.window_s:
+                rate = max(0.0, (total - n0) / (now - t0))
+            else:
+                rate = int(d.get("recent_requests", 0)) / RECENT_WINDOW_S
+            self.agent_rates[name] = (now, rate)
+        fresh = {k: v for k, v in self.agent_rates.items() if v[0] >= now - self.config.window_s}
+        self.agent_rates = fresh
+        return sum(rate for _, rate in fresh.values())
 
     def observe(self, now: float) -> Observation:
         state = load_state(self.state_dir)
@@ -151,7 +204,9 @@ class Controller:
                                ready + len(starting), cfg)
         return Observation(now=now, ready=ready, starting=len(starting),
                            waiting=sum(int(d.get("waiting", 0)) for d in docs), arrival_rate=rate,
-                           ttft_p99_s=oldest_wait(docs), projected_ttft_s=proj, last_up_s=self.last_up,
+                           ttft_p99_s=observed_ttft_p99(*first_tokens(docs, now), now=now,
+                                                        window_s=self.config.window_s),
+                           projected_ttft_s=proj, last_up_s=self.last_up,
                            last_down_s=self.last_down)
 
     def tick(self) -> tuple[Observation, ScaleDecision]:
@@ -187,7 +242,9 @@ class Controller:
         line = {"time": time.time(), "advisory": self.advisory, **decision.to_json(), "ready": obs.ready,
                 "starting": obs.starting, "rate": round(obs.arrival_rate, 3),
                 "projected_ttft_s": {str(k): round(v, 4) for k, v in obs.projected_ttft_s.items()},
-                "observed_ttft_s": obs.ttft_p99_s}
+                "observed_ttft_s": obs.ttft_p99_s,
+                "state_failures": {k: v for k, v in self.state_failures.items() if v},
+                "state_failures_total": self.state_failures_total}
         with open(self.state_dir / DECISIONS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
 

@@ -52,6 +52,7 @@ class LocalSpec:
     log_prompts: bool = False
     served_model_name: str = "emulated"
     seed: int = 0  # instance i's emulator uses seed + i
+    reply_lengths: str | None = None  # the emulators' reply-length table (blockctl.replytable), never the router's
 
     def validate(self) -> None:
         for key, value, low, high in (
@@ -98,6 +99,8 @@ def instance_plans(spec: LocalSpec) -> list[InstancePlan]:
             "served_model_name": spec.served_model_name,
             "engine_flags": dict(sorted(spec.engine_flags.items())),
         }
+        if spec.reply_lengths is not None:
+            settings["reply_lengths"] = spec.reply_lengths
         plans.append(InstancePlan(f"i{i}", engine_port, agent_port, settings))
     return plans
 
@@ -152,6 +155,7 @@ def argv_for(plan: InstancePlan, state_dir: Path) -> tuple[list[str], list[str]]
         "--seed",
         str(s["seed"]),
         *common,
+        *(["--reply-lengths", s["reply_lengths"]] if s.get("reply_lengths") else []),
     ]
     agent = [
         sys.executable,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
@@ -96,7 +96,7 @@ class Observation:
 
     ``projected_ttft_s`` maps candidate instance counts to the TTFT a typical new request would see once an
     instance started now is ready (predictive only; see :func:`projections`). ``ttft_p99_s`` is the observed
-    P99 TTFT of first tokens within the window (None when none came).
+    P99 TTFT as :func:`observed_ttft_p99` defines it, live and in the simulator alike.
     """
 
     now: float
@@ -112,6 +112,25 @@ class Observation:
     @property
     def current(self) -> int:
         return self.ready + self.starting
+
+
+def observed_ttft_p99(
+    firsts: Iterable[tuple[float, float]], waiting_ages: Iterable[float], *, now: float, window_s: float
+) -> float | None:
+    """The reactive policy's observed P99 TTFT (one definition for the live controller and the simulator).
+
+    The 99th percentile (linear interpolation) over the requests whose first token came within the last
+    ``window_s`` (``firsts``: (first-token time, TTFT) pairs), each at its TTFT, and the requests still
+    waiting for a first token (``waiting_ages``), each at its wait so far, a lower bound on its TTFT: a queue
+    that has stopped moving raises it at once. None when there is neither.
+    """
+    values = sorted([ttft for at, ttft in firsts if at > now - window_s] + [float(a) for a in waiting_ages])
+    if not values:
+        return None
+    rank = 0.99 * (len(values) - 1)
+    lo = math.floor(rank)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (rank - lo)
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,6 +180,7 @@ class Scheduler:
             "accept-encoding": "identity",
             "x-blockctl-prompt-tokens": str(prompt_tokens),
             "x-blockctl-predicted-output-tokens": str(output_tokens),
+            "x-blockctl-length-source": source,
         }
         if length is not None:  # one number stands for a distribution: let the agent know
             headers["x-blockctl-predicted-output-quantiles"] = format_atoms(length)

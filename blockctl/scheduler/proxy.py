@@ -115,8 +115,9 @@ async def forward(
 
     ``headers`` go to the agent as given, plus ``x-blockctl-predicted-e2e-ms`` and ``-ttft-ms`` of the chosen
     instance. The client gets ``x-blockctl-instance``, ``x-blockctl-predicted-e2e-ms`` (when predicted) and
-    ``x-blockctl-predicted-output-tokens``. ``flight.abort`` (client gone, drain) cuts the request wherever it
-    is. ``done`` is called once per request an instance answered, when its reply has been relayed.
+    ``x-blockctl-predicted-output-tokens`` with ``x-blockctl-length-source``. ``flight.abort`` (client gone,
+    drain) cuts the request wherever it is. ``done`` is called once per request an instance answered, when its
+    reply has been relayed.
     """
     last_error = "no instance could be tried"
     rerouted = False
@@ -136,7 +137,8 @@ async def forward(
                 metrics.retries += 1
             e2e = predicted_e2e_ms(view)
             out = {"x-blockctl-instance": view.instance,
-                   "x-blockctl-predicted-output-tokens": headers["x-blockctl-predicted-output-tokens"]}
+                   "x-blockctl-predicted-output-tokens": headers["x-blockctl-predicted-output-tokens"],
+                   "x-blockctl-length-source": headers.get("x-blockctl-length-source", "")}
             send = dict(headers)
             if e2e is not None and view.prediction is not None:
                 out["x-blockctl-predicted-e2e-ms"] = send["x-blockctl-predicted-e2e-ms"] = e2e

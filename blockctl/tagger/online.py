@@ -21,6 +21,10 @@ from typing import Protocol
 
 from blockctl.tagger.config import read_config, require_runtime
 
+# torch CPU threads of the scheduler daemon's tagger (torch's default is one per core): the daemon's event loop
+# needs a core of its own, and `bench tagger` times the tagger with this same setting.
+DAEMON_THREADS = 1
+
 
 class BatchPredictor(Protocol):
     def predict(self, prompts: Sequence[str]) -> list[int]: ...
@@ -35,9 +39,10 @@ class OnlineStats:
     batches: int = 0
     batched_prompts: int = 0
     errors: int = 0  # batches whose inference raised (their callers got None)
-    inference_cpu_s: float = 0.0  # CPU time of the inference thread (all of it with torch threads = 1)
+    inference_cpu_s: float = 0.0  # CPU time of the inference thread (not torch's other threads)
     inference_wall_s: float = 0.0
     forward: str = ""  # how a tagger directory computes: "lean" or "module" (lean.verified decides)
+    threads: int = 0  # torch intra-op threads of the inference thread (OpenMP's setting is per thread)
 
     @property
     def mean_batch(self) -> float:
@@ -61,7 +66,7 @@ class OnlineTagger:
         max_batch: int = 16,
         max_wait_ms: float = 0.0,
         deadline_ms: float = 50.0,
-        threads: int | None = None,
+        threads: int | None = DAEMON_THREADS,
         lean: bool = True,
     ) -> None:
         if max_batch < 1 or max_wait_ms < 0 or deadline_ms <= 0:
@@ -86,6 +91,9 @@ class OnlineTagger:
         tagger = Tagger(self._source, threads=self._threads, lean=self._lean)
         tagger.predict(["warm-up"])  # the first call through torch is slow; pay it before serving
         self.stats.forward = tagger.path
+        import torch  # loaded by Tagger; asked here, in the thread that runs inference
+
+        self.stats.threads = torch.get_num_threads()
         return tagger
 
     async def start(self) -> None:

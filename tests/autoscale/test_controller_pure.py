@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from blockctl.bench.autoscale_live import to_run
 from blockctl.bench.sim.cluster import SimRecord
-from blockctl.cluster.autoscaler import _slope, oldest_wait, queues_from_state
-from blockctl.cluster.scaler import ScaleDecision
+from blockctl.cluster.autoscaler import Controller, _slope, first_tokens, queues_from_state
+from blockctl.cluster.scaler import AutoscaleConfig, ScaleDecision, observed_ttft_p99
 from blockctl.engine.types import Phase
+from tests.conftest import free_port
+from tests.scheduler.fakes import write_cluster
 
 DOC = {"requests": [
     {"id": "a", "age_s": 3.0, "prompt_tokens": 100, "predicted_output_tokens": 50, "max_tokens": None,
@@ -32,10 +37,20 @@ def test_queues_from_state_rebuild_the_agents_own_view() -> None:
     assert (c.req_id, c.prompt_tokens, c.output_tokens, c.num_computed_tokens) == ("c", 70, 90, 0)
 
 
-def test_oldest_wait_and_slope() -> None:
-    assert oldest_wait([DOC]) == 1.5
-    assert oldest_wait([{"requests": []}]) == 0.0
-    assert oldest_wait([]) is None
+def test_one_p99_definition_first_tokens_in_the_window_and_waits_so_far() -> None:
+    """Live and simulated alike: TTFTs of the window's first tokens, plus the waits of requests without one."""
+    firsts = [(100.0 - i * 0.1, 0.2) for i in range(99)] + [(99.0, 4.0), (50.0, 30.0)]  # (50, 30): out of window
+    assert observed_ttft_p99(firsts, [], now=100.0, window_s=30.0) == pytest.approx(0.2 + 3.8 * 0.01)
+    assert observed_ttft_p99(firsts[:99], [9.0, 9.0], now=100.0, window_s=30.0) == pytest.approx(9.0)
+    assert observed_ttft_p99([], [], now=1.0, window_s=30.0) is None
+    assert observed_ttft_p99([], [2.5], now=1.0, window_s=30.0) == 2.5  # a stuck queue shows at once
+    doc = {"recent_ttfts": [[4.0, 0.3]], "requests": [
+        {"id": "a", "age_s": 3.0, "ttft_s": 0.5, "produced": 10},
+        {"id": "c", "age_s": 1.5, "ttft_s": None, "produced": 0}]}
+    assert first_tokens([doc], now=100.0) == ([(96.0, 0.3), (97.5, 0.5)], [1.5])
+
+
+def test_slope() -> None:
     assert _slope([(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]) == pytest.approx(2.0)
     assert _slope([(0.0, 1.0), (1.0, 3.0)]) == 0.0
 
@@ -62,3 +77,28 @@ def test_next_plans_copy_settings_at_free_indexes() -> None:
     assert [(p.name, p.engine_port, p.agent_port) for p in plans] == [("i2", 9102, 9202), ("i3", 9103, 9203)]
     assert plans[0].settings["seed"] == 9 and plans[0].settings["engine_flags"] == {"max_num_seqs": 4}
     assert plans[0].settings["startup_delay"] == 3.0
+
+
+def _doc(name: str, requests: int) -> dict:  # type: ignore[type-arg]
+    return {"instance": name, "totals": {"requests": requests}, "recent_requests": 0, "requests": []}
+
+
+def test_rate_history_survives_an_agent_that_stops_answering(tmp_path: Path) -> None:
+    ctl = Controller(tmp_path, AutoscaleConfig(window_s=30.0))
+    for t in range(0, 21, 5):  # two agents, 10 and 2 requests/s
+        rate = ctl._rate(float(t), [_doc("a", 10 * t), _doc("b", 2 * t)])
+    assert rate == pytest.approx(12.0)
+    assert ctl._rate(25.0, [_doc("a", 250)]) == pytest.approx(12.0)  # b missed one poll: its last rate stays
+    assert ctl._rate(30.0, [_doc("a", 300), _doc("b", 60)]) == pytest.approx(12.0)  # and it is back, no jump
+    assert ctl._rate(35.0, [_doc("a", 350), _doc("b", 3)]) == pytest.approx(10.0)  # b restarted: only b resets
+
+
+def test_state_failures_are_counted_and_logged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_cluster(tmp_path, {"dead": f"http://127.0.0.1:{free_port()}"})
+    ctl = Controller(tmp_path, AutoscaleConfig(policy="reactive"), advisory=True)
+    ctl.tick()
+    ctl.tick()
+    assert ctl.state_failures == {"dead": 2} and ctl.state_failures_total == 2
+    assert "agent dead: /state failed (ConnectError" in capsys.readouterr().out
+    line = json.loads((tmp_path / "autoscaler.jsonl").read_text().splitlines()[-1])
+    assert line["state_failures"] == {"dead": 2} and line["state_failures_total"] == 2

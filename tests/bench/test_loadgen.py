@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from blockctl import replytable
+from blockctl.bench.livelengths import items_table
 from blockctl.bench.loadgen import INTERRUPTED, NOT_SENT, LoadSpec, run_live, run_load, send_schedule
 from blockctl.bench.metrics import RequestSlo
 from blockctl.bench.workloads import WorkItem, parse_arrival
@@ -30,9 +32,11 @@ def _items() -> list[WorkItem]:
     return items
 
 
-async def test_against_the_emulator_counts_a_failed_request() -> None:
-    app = create_emulator(max_model_len=MAX_MODEL_LEN, num_gpu_blocks_override=256, seed=1)
+async def test_against_the_emulator_counts_a_failed_request(tmp_path: Path) -> None:
     items = _items()
+    replytable.save(tmp_path / "replies.json", items_table(items), source={})
+    app = create_emulator(max_model_len=MAX_MODEL_LEN, num_gpu_blocks_override=256, seed=1,
+                          reply_lengths=str(tmp_path / "replies.json"))
     times = send_schedule(items, parse_arrival("poisson"), qps=40.0, seed=0)
     async with serve_app(app) as url:
         spec = LoadSpec(endpoint=url + "/v1", model="", api="completions")
@@ -45,7 +49,7 @@ async def test_against_the_emulator_counts_a_failed_request() -> None:
     assert list(s.errors.values()) == [1]
     for rec in result.records:
         if rec.ok:
-            assert rec.output_tokens == rec.expected_output_tokens  # forced with max_tokens + ignore_eos
+            assert rec.output_tokens == rec.expected_output_tokens  # from the table: no length was sent
             assert rec.ttft_s is not None and rec.e2e_s is not None and 0 < rec.ttft_s <= rec.e2e_s
             assert len(rec.itl_s) == rec.output_tokens - 1
             if items[rec.index].prompt is None:  # a synthesised prompt has exactly the wanted length
@@ -102,7 +106,7 @@ async def test_dispatch_stays_on_schedule_while_requests_are_slow() -> None:
     items = [WorkItem(f"prompt {i}", 3, 5) for i in range(10)]
     times = send_schedule(items, parse_arrival("constant"), qps=20.0, seed=0)  # 0.05 s apart
     async with serve_app(_slow_app(0.25, 5, seen, inflight)) as url:
-        spec = LoadSpec(endpoint=url, model="m", api="chat", api_key="sk-test", send_length_hint=True)
+        spec = LoadSpec(endpoint=url, model="m", api="chat", api_key="sk-test", lengths="oracle")
         records = await run_load(items, times, spec)
     assert all(r.ok for r in records)
     assert inflight[1] >= 8  # each takes ~1.25 s, so nearly all ten were in flight together

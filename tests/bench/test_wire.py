@@ -10,6 +10,7 @@ from blockctl.bench.wire import (
     feed,
     prompt_text,
     request_body,
+    request_headers,
 )
 from blockctl.bench.workloads import WorkItem
 from blockctl.tokens import count_prompt_tokens
@@ -39,11 +40,18 @@ def test_error_message_prefers_openai_error_json() -> None:
     assert error_message(503, b"") == "HTTP 503"
 
 
-def test_bodies_force_the_length_and_chat_prompts_keep_the_token_count() -> None:
+def test_bodies_tell_the_length_only_as_oracle_and_chat_prompts_keep_the_token_count() -> None:
     assert base_url("http://h:1/v1/") == "http://h:1" and base_url("http://h:1") == "http://h:1"
     item = WorkItem(None, 40, 17)
     for api in ("completions", "chat"):
         spec = LoadSpec(endpoint="http://h", model="m", api=api)
         body = request_body(item, prompt_text(item, 3, spec), spec)
-        assert body["max_tokens"] == 17 and body["ignore_eos"] is True and body["stream"] is True
+        assert "max_tokens" not in body and "ignore_eos" not in body and body["stream"] is True
+        capped = LoadSpec(endpoint="http://h", model="m", api=api, max_tokens_cap=900)  # one cap for every request
+        assert request_body(item, "x", capped)["max_tokens"] == 900
+        assert request_headers(item, spec) == {"content-type": "application/json"}
         assert count_prompt_tokens(body) == 40  # what the scheduler, agents and emulator will count
+        oracle = LoadSpec(endpoint="http://h", model="m", api=api, lengths="oracle")
+        body = request_body(item, prompt_text(item, 3, oracle), oracle)
+        assert body["max_tokens"] == 17 and body["ignore_eos"] is True
+        assert request_headers(item, oracle)["x-blockctl-output-tokens"] == "17"

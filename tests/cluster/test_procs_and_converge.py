@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from blockctl.cluster import procs
-from blockctl.cluster.local_plan import LocalSpec, converge, instance_plans
+from blockctl.cluster.local_plan import LocalSpec, argv_for, converge, instance_plans
 from blockctl.cluster.state import InstanceState
 from blockctl.errors import ClusterError, ConfigError
 
@@ -99,3 +99,14 @@ def test_spec_validation_names_the_option(spec: LocalSpec, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         spec.validate()
     assert info.value.key == key
+
+
+def test_reply_lengths_go_to_the_emulators_only(tmp_path: Path) -> None:
+    """The table tells the emulators each reply's length; the agents (and so the router) never get it."""
+    plans = instance_plans(LocalSpec(instances=2, base_port=9000, reply_lengths="/data/replies.json"))
+    for plan in plans:
+        engine, agent = argv_for(plan, tmp_path)
+        assert engine[engine.index("--reply-lengths") + 1] == "/data/replies.json"
+        assert "--reply-lengths" not in agent
+    plain = instance_plans(LocalSpec(instances=1, base_port=9000))[0]
+    assert "reply_lengths" not in plain.settings and "--reply-lengths" not in argv_for(plain, tmp_path)[0]

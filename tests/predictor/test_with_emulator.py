@@ -62,8 +62,11 @@ async def test_streaming_completion_is_relayed_and_counted(stack: Stack) -> None
     (req,) = seen_mid["requests"]
     assert req["stream"] and req["phase"] == "running" and 10 <= req["produced"] <= 40
     assert req["predicted_output_tokens"] == 40 and req["prompt_tokens"] >= 2
+    assert 0 < req["ttft_s"] <= req["age_s"]  # the autoscaler's observed P99 TTFT reads these
     after = await _state(stack)
     assert after["outstanding"] == 0 and after["totals"]["completed"] == 1
+    ((ago, ttft),) = after["recent_ttfts"]  # a finished request's first token, for the autoscaler
+    assert ago > 0 and ttft == pytest.approx(req["ttft_s"], abs=1e-3)
     assert after["errors"]["e2e"]["count"] == 1 and after["errors"]["ttft"]["count"] == 1
     metrics = (await stack.agent.get("/metrics")).text
     assert "blockctl_agent_e2e_relative_error_count 1" in metrics

@@ -46,6 +46,7 @@ async def test_block_routes_to_least_predicted_e2e_and_passes_headers(tmp_path: 
     assert r.headers["x-blockctl-instance"] == "fast"
     assert r.headers["x-blockctl-predicted-e2e-ms"] == "500.0"
     assert r.headers["x-blockctl-predicted-output-tokens"] == "64"  # min(max_tokens, default 256)
+    assert r.headers["x-blockctl-length-source"] == "fallback"  # what the load generator records
     assert len(slow.predicts) == len(fast.predicts) == 1 and not slow.forwarded
     sent = fast.forwarded[0]
     assert sent["x-blockctl-predicted-output-tokens"] == "64"

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from blockctl import replytable
 from blockctl.bench.capacity import Slo, live_capacities
 from blockctl.bench.compare import LiveSetup, compare_live, write_outputs
+from blockctl.bench.livelengths import lengths_note, reply_table
 from blockctl_agents.emulator.app import create_app
 from tests.conftest import serve_app_in_thread
 
@@ -22,8 +24,11 @@ def _workload(path: Path, n: int) -> Path:
 @pytest.mark.slow
 def test_compare_live_restarts_once_per_policy_and_sends_the_same_requests(tmp_path: Path) -> None:
     restarts: list[tuple[Path, str]] = []
-    with serve_app_in_thread(create_app(max_num_seqs=4, noise=0.0)) as url:
-        live = LiveSetup(url, tmp_path / "state", str(_workload(tmp_path / "w.jsonl", 12)), 12, "poisson", 3)
+    workload = str(_workload(tmp_path / "w.jsonl", 12))
+    table = tmp_path / "replies.json"  # what `blockctl bench reply-lengths` writes for this run
+    replytable.save(table, reply_table(workload, 12, 3), source={})
+    with serve_app_in_thread(create_app(max_num_seqs=4, noise=0.0, reply_lengths=str(table))) as url:
+        live = LiveSetup(url, tmp_path / "state", workload, 12, "poisson", 3)
         cmp = compare_live(live, ["block", "round-robin"], [40.0, 80.0],
                            restart=lambda d, p: restarts.append((d, p)))
     assert restarts == [(tmp_path / "state", "block"), (tmp_path / "state", "round-robin")]
@@ -32,7 +37,10 @@ def test_compare_live_restarts_once_per_policy_and_sends_the_same_requests(tmp_p
         assert [r.label for r in results] == ["block", "round-robin"]
         for r in results:
             assert r.kind == "live" and r.config["qps"] == q and r.summary.completed == 12
+            # the workload's lengths, from the emulator's table: the request said nothing about them
             assert [rec.output_tokens for rec in r.records] == [4 + i % 5 for i in range(12)]
+            assert r.config["lengths"] == "none"
+            assert lengths_note(r.records).endswith("replies of the workload's length: 12 of 12")
         # same workload and seed: the same send schedule under each policy
         assert [x.scheduled_s for x in results[0].records] == [x.scheduled_s for x in results[1].records]
     written = write_outputs(cmp, tmp_path / "out")

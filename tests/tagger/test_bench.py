@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Sequence
 
@@ -34,3 +35,25 @@ async def test_open_loop_run_batches_under_load() -> None:
     # sleeping costs wall time but no CPU: the two inference timings tell a busy core from a slow model
     assert s.wall_ms_per_batch >= 4.0 > s.cpu_ms_per_batch
 
+
+
+class ThreadedCost:
+    """Burns ~4 ms of CPU per batch in another thread while the calling thread waits, as torch's threads do."""
+
+    def predict(self, prompts: Sequence[str]) -> list[int]:
+        def burn() -> None:
+            end = time.thread_time() + 0.004
+            while time.thread_time() < end:
+                pass
+
+        worker = threading.Thread(target=burn)
+        worker.start()
+        worker.join()
+        return [1] * len(prompts)
+
+
+async def test_process_cpu_counts_the_threads_the_inference_thread_does_not() -> None:
+    s = await run(ThreadedCost(), ["a"], rate=200.0, requests=20, max_batch=4, deadline_ms=10_000)
+    assert s.answered == 20
+    assert s.process_cpu_ms_per_batch >= 4.0 > s.cpu_ms_per_batch  # the old figure missed the model's threads
+    assert s.process_cpu_ms_per_request >= 4.0 * s.batches / s.requests

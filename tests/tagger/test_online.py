@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from blockctl.tagger.online import OnlineTagger
+from blockctl.tagger.online import DAEMON_THREADS, OnlineTagger
 
 
 class SlowLength:
@@ -106,6 +106,7 @@ async def test_real_tagger_online(tiny_tagger: Path) -> None:
         await tagger.close()
     assert list(got) == offline
     assert tagger.stats.forward == "lean"  # a BERT tagger is served through the verified lean forward
+    assert tagger.stats.threads == DAEMON_THREADS  # pinned in the inference thread, as the daemon runs it
 
 
 def test_bad_directory_fails_at_construction(tmp_path: Path) -> None:

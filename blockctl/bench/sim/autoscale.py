@@ -14,11 +14,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-import numpy as np
-
 from blockctl.bench.sim.autoscale_cluster import ScalableSim
 from blockctl.bench.sim.cluster import SimRecord
 from blockctl.bench.sim.run import Prepared
+from blockctl.cluster import scaler
 from blockctl.cluster.projection import Load, project_ttft
 from blockctl.cluster.scaler import AutoscaleConfig, Observation, ScaleDecision, make_scale_policy, projections
 from blockctl.scheduler.policies import make_policy
@@ -42,10 +41,6 @@ class AutoscaleRun:
 
     def instance_seconds(self) -> float:
         return sum(b - a for a, b in self.lifetimes.values())
-
-
-def _p99(values: Sequence[float]) -> float | None:
-    return float(np.percentile(np.asarray(values), 99.0)) if values else None
 
 
 def run_autoscaled(
@@ -164,6 +159,7 @@ def _observe(
     slope = ((len(recent) - early) - early) / half / half if span >= cfg.window_s else 0.0
     proj: dict[int, float] = {}
     current = len(sim.names) + len(pending)
+    inflight, waiting = sim.first_tokens(t)  # finished requests' first tokens are in ``firsts``
     if cfg.policy == "predictive":
         load = Load(rate, [(p, o) for _, p, o in recent], slope=max(0.0, slope), margin=cfg.rate_margin)
         queues = [sim.queues(name) for name in sim.names]
@@ -175,6 +171,7 @@ def _observe(
                                                   give_up_above=2 * cfg.target_ttft_s), current, cfg)
     return Observation(
         now=t, ready=len(sim.names), starting=len(pending), waiting=sum(sim.waiting(nm) for nm in sim.names),
-        arrival_rate=rate, ttft_p99_s=_p99([v for _, v in firsts]), projected_ttft_s=proj,
+        arrival_rate=rate, projected_ttft_s=proj,
+        ttft_p99_s=scaler.observed_ttft_p99([*firsts, *inflight], waiting, now=t, window_s=cfg.window_s),
         last_up_s=last_up, last_down_s=last_down,
     )

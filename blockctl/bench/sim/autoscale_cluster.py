@@ -56,6 +56,19 @@ class ScalableSim(ClusterSim):
     def last_finish(self, name: str) -> float:
         return self._instances[name].engine.now
 
+    def first_tokens(self, t: float) -> tuple[list[tuple[float, float]], list[float]]:
+        """In-flight requests as the agents report them at ``t``: (first-token time, TTFT) of those past their
+        first token, and the waits so far of those without one (finished ones are in ``records``)."""
+        firsts: list[tuple[float, float]] = []
+        waiting: list[float] = []
+        for inst in self._instances.values():
+            for req in (*inst.engine.running, *inst.engine.waiting):
+                if req.first_token_time is not None and req.first_token_time <= t:
+                    firsts.append((req.first_token_time, req.first_token_time - req.arrival_time))
+                else:
+                    waiting.append(t - req.arrival_time)
+        return firsts, waiting
+
     def queues(self, name: str) -> tuple[list[Request], list[Request]]:
         """(running, waiting) of ``name`` as its agent would see them (predicted lengths)."""
         view = self._instances[name].agent.view()
