@@ -23,6 +23,9 @@ class AgentSettings:
     scrape_interval_s: float = 0.5
     connect_retries: int = 2  # extra connection attempts to the engine, only before anything was sent
     tokenizer: str | None = None  # local HF tokenizer dir for counting prompts (else tiktoken), as the engine's
+    stall_s: float = 1.0  # a /metrics scrape unanswered this long marks the engine sick
+    drain_s: float = 5.0  # after SIGTERM: how long requests in flight may still run
+    body_timeout_s: float = 30.0  # a caller that takes longer to upload its request body is cut off
 
 
 def engine_config_for(
