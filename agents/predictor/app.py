@@ -108,8 +108,12 @@ async def _scrape_loop(core: AgentCore, client: httpx.AsyncClient, up: Upstream)
                       else f"/metrics failed ({type(exc).__name__})")
             if up.health.failed(reason, now):
                 log.warning("engine unhealthy: %s", reason)
+            # Requests in flight are cut only on evidence that the engine is stuck or gone: refused, or sick
+            # for a whole stall period with no token streamed meanwhile (one slow scrape on a busy machine
+            # takes the instance out of rotation, but must not cut healthy requests).
             last = core.tracker.last_token_at
-            if up.flights and (last is None or now - last > stall):
+            stuck = isinstance(exc, httpx.ConnectError) or now - up.health.since >= stall
+            if up.flights and stuck and (last is None or now - last > stall):
                 n = up.abort_all(f"engine unhealthy: {reason}")
                 log.warning("abort: %d request(s) in flight on the unhealthy engine", n)
         await asyncio.sleep(core.settings.scrape_interval_s)
