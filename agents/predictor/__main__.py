@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--token-file", help="file holding the bearer token that guards the agent (mode 0600)")
     p.add_argument("--tokenizer", help="local HF tokenizer dir to count prompt tokens (default: tiktoken)")
     p.add_argument("--name", help="instance name reported to the scheduler (default: host:port)")
-    p.add_argument("--scrape-interval", type=float, default=0.5, help="seconds between /metrics scrapes")
+    p.add_argument("--scrape-interval", type=float, default=0.25, help="seconds between /metrics scrapes")
     p.add_argument("--stall", type=float, default=1.0,
                    help="a /metrics scrape unanswered this many seconds marks the engine sick (default 1)")
     p.add_argument("--drain", type=float, default=5.0,

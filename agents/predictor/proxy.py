@@ -200,6 +200,7 @@ async def forward_completion(request: Request, core: AgentCore, up: Upstream) ->
         if resp.status != 200 or not body.stream:
             tokens = _usage_tokens(data) if resp.status == 200 else None
             core.complete(req_id, time.monotonic(), ok=resp.status == 200, output_tokens=tokens)
+            up.flights.pop(req_id, None)
             relaying = True  # completed above
             return Response(data, status_code=resp.status, headers=out_headers)
         relaying = True  # from here the relay generator owns the request's completion

@@ -20,7 +20,7 @@ class AgentSettings:
     profile: str
     engine_config: EngineConfig
     token: str | None = None  # bearer token guarding every endpoint but /health and /metrics
-    scrape_interval_s: float = 0.5
+    scrape_interval_s: float = 0.25  # also bounds how late a stalled engine is noticed (+ stall_s)
     connect_retries: int = 2  # extra connection attempts to the engine, only before anything was sent
     tokenizer: str | None = None  # local HF tokenizer dir for counting prompts (else tiktoken), as the engine's
     stall_s: float = 1.0  # a /metrics scrape unanswered this long marks the engine sick

@@ -28,6 +28,7 @@ class Outcome:
     status: int | None
     detail: str = ""
     at: float = 0.0  # when it ended (a fault shows when a request ends, not when it began)
+    instance: str = ""  # that answered (x-blockctl-instance), when one did
 
 
 @dataclass
@@ -110,12 +111,13 @@ class Load:
             n = next(self._next)
             stream = n % 2 == 0
             try:
-                kind, tokens, status, detail = await asyncio.wait_for(self._one(http, n, stream), self.hang_s)
+                kind, tokens, status, detail, inst = await asyncio.wait_for(self._one(http, n, stream), self.hang_s)
             except asyncio.TimeoutError:
-                kind, tokens, status, detail = "hung", 0, None, f"no end within {self.hang_s:.0f} s"
-            self.stats.outcomes.append(Outcome(kind, stream, tokens, status, detail, time.monotonic()))
+                kind, tokens, status, detail, inst = "hung", 0, None, f"no end within {self.hang_s:.0f} s", ""
+            self.stats.outcomes.append(Outcome(kind, stream, tokens, status, detail, time.monotonic(), inst))
 
-    async def _one(self, http: httpx.AsyncClient, n: int, stream: bool) -> tuple[str, int, int | None, str]:
+    async def _one(self, http: httpx.AsyncClient, n: int, stream: bool
+                   ) -> tuple[str, int, int | None, str, str]:
         body = self._body(n, stream)
         for attempt in range(len(self.urls)):
             url = self.urls[(n + attempt) % len(self.urls)]
@@ -124,11 +126,12 @@ class Load:
                 if not stream:
                     resp = await http.post(f"{url}/v1/completions", json=body)
                     kind, tokens, detail = classify_whole(resp.status_code, resp.content, self.max_tokens)
-                    return kind, tokens, resp.status_code, detail
+                    return kind, tokens, resp.status_code, detail, resp.headers.get("x-blockctl-instance", "")
                 parts: list[bytes] = []
                 broke = None
                 async with http.stream("POST", f"{url}/v1/completions", json=body) as resp:
                     status = resp.status_code
+                    inst = resp.headers.get("x-blockctl-instance", "")
                     try:
                         async for chunk in resp.aiter_raw():
                             parts.append(chunk)
@@ -136,10 +139,10 @@ class Load:
                         broke = f"connection broke ({type(exc).__name__})"
                 text = b"".join(parts).decode("utf-8", "replace")
                 kind, tokens, detail = classify_stream(status, text, self.max_tokens, broke)
-                return kind, tokens, status, detail
+                return kind, tokens, status, detail, inst
             except httpx.ConnectError:
                 self.stats.redirected += 1  # nothing was sent: this scheduler is down, try the next one
                 continue
             except httpx.HTTPError as exc:
-                return "failed_before_token", 0, status, f"{type(exc).__name__}"
-        return "failed_before_token", 0, None, "every scheduler refused the connection"
+                return "failed_before_token", 0, status, f"{type(exc).__name__}", ""
+        return "failed_before_token", 0, None, "every scheduler refused the connection", ""

@@ -32,6 +32,7 @@ from blockctl.bench.faultwatch import ResetRelay, Watch
 from blockctl.cluster import local
 from blockctl.cluster.state import load_state, save_state
 from blockctl.errors import ConfigError
+from blockctl.scheduler.policies import make_policy
 
 SCENARIOS = ("reset", "kill-engine", "kill-agent", "kill-scheduler", "stop-engine", "stop-agent")
 TARGETS = {"duplicates_at_least": 0, "hung": 0, "cut_silently": 0, "failed_before_token": 0, "out_of_rotation_s": 2.0}
@@ -42,6 +43,7 @@ class FaultOptions:
     scenarios: tuple[str, ...] = SCENARIOS
     instances: int = 3
     schedulers: int = 2
+    policy: str = "least-outstanding"  # spreads the load, so every faulty instance has requests in flight
     concurrency: int = 8
     max_tokens: int = 24
     base_port: int = 19000
@@ -51,6 +53,7 @@ class FaultOptions:
     resets: int = 4
 
     def validate(self) -> None:
+        make_policy(self.policy)
         unknown = [s for s in self.scenarios if s not in SCENARIOS]
         if unknown or not self.scenarios:
             raise ConfigError(f"unknown scenario(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(SCENARIOS)}",
@@ -104,7 +107,7 @@ async def _dead_then_up(ctx: _Ctx, name: str, pid: int) -> dict[str, Any]:
     t1 = time.monotonic()
     await ctx.up()
     await asyncio.sleep(0.5)
-    return {"target": name, "out_s": ctx.watch.first_out(name, t0), "back_s": ctx.watch.first_back(name, t1)}
+    return {"target": name, "out_s": ctx.watch.first_out(name, t0), "back_s": None, "t_back": t1}
 
 
 async def _kill_scheduler(ctx: _Ctx) -> dict[str, Any]:
@@ -174,12 +177,15 @@ RUN: dict[str, Callable[[_Ctx], Awaitable[dict[str, Any]]]] = {
 }
 
 
-def _counts(outcomes: list[Any], start: float, end: float) -> dict[str, int]:
+def _counts(outcomes: list[Any], start: float, end: float) -> dict[str, Any]:
     picked = [o for o in outcomes if start <= o.at < end]
     counts = {k: 0 for k in OUTCOMES}
+    served: dict[str, int] = {}
     for o in picked:
         counts[o.kind] += 1
-    return {"sent": len(picked), **counts}
+        if o.instance:
+            served[o.instance] = served.get(o.instance, 0) + 1
+    return {"sent": len(picked), **counts, "answered_by": dict(sorted(served.items()))}
 
 
 async def _drive(ctx: _Ctx) -> dict[str, Any]:
@@ -238,7 +244,7 @@ def run_faults(opts: FaultOptions, *, logs: Path | None = None) -> dict[str, Any
     with tempfile.TemporaryDirectory(prefix="blockctl-faults-") as tmp:
         state_dir = Path(tmp) if logs is None else logs
         spec = local.LocalSpec(instances=opts.instances, schedulers=opts.schedulers, base_port=opts.base_port,
-                               request_log_enabled=False)
+                               policy=opts.policy, request_log_enabled=False)
         with local.local_cluster(spec, state_dir) as state:
 
             async def main() -> dict[str, Any]:

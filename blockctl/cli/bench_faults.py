@@ -10,9 +10,10 @@ from rich.table import Table
 
 from blockctl.cli.ui import console, fail, handle_errors, ok, print_json
 
-_COLUMNS = (("sent", "sent"), ("completed", "completed"), ("failed_before_token", "failed before any token"),
-            ("cut_with_error_event", "cut, error event"), ("cut_connection_broken", "cut, connection lost"),
-            ("cut_silently", "cut silently"), ("hung", "hung"))
+_COLUMNS = (("sent", "requests"), ("completed", "completed"), ("failed_before_token", "failed before any token"),
+            ("cut_with_error_event", "cut mid-stream, error event"),
+            ("cut_connection_broken", "cut mid-stream, connection lost"), ("cut_silently", "cut silently"),
+            ("hung", "hung"))
 
 
 def _s(value: float | None) -> str:
@@ -20,21 +21,19 @@ def _s(value: float | None) -> str:
 
 
 def render(r: dict[str, Any]) -> None:
-    table = Table(title=f"fault drill: {r['options']['instances']} instances, {r['options']['schedulers']} "
-                        f"schedulers, {r['options']['concurrency']} concurrent requests "
-                        f"({r['wall_s']:.0f} s, load {r['load_avg_1m']:.1f} on {r['machine_cpus']} CPUs)")
-    table.add_column("fault")
-    table.add_column("target")
-    for _, label in _COLUMNS:
-        table.add_column(label, justify="right")
-    table.add_column("out of rotation after", justify="right")
-    table.add_column("back after", justify="right")
-    for row in r["phases"]:
-        req = row["requests"]
-        table.add_row(row["scenario"], str(row["target"]), *(str(req[k]) for k, _ in _COLUMNS),
-                      _s(row["out_s"]), _s(row["back_s"]))
-    tot = r["total"]
-    table.add_row("all (warm-up included)", "", *(str(tot[k]) for k, _ in _COLUMNS), "", "", style="bold")
+    o = r["options"]
+    table = Table(title=f"fault drill: {o['instances']} instances, {o['schedulers']} schedulers ({o['policy']}), "
+                        f"{o['concurrency']} concurrent requests ({r['wall_s']:.0f} s, load "
+                        f"{r['load_avg_1m']:.1f} on {r['machine_cpus']} CPUs)")
+    phases, tot = r["phases"], r["total"]
+    table.add_column("")
+    for row in phases:
+        table.add_column(f"{row['scenario']}\n{row['target']}".replace("http://", ""), justify="right")
+    table.add_column("all", justify="right", style="bold")
+    for key, label in _COLUMNS:
+        table.add_row(label, *(str(row["requests"][key]) for row in phases), str(tot[key]))
+    table.add_row("out of rotation after", *(_s(row["out_s"]) for row in phases), "")
+    table.add_row("back in rotation after", *(_s(row["back_s"]) for row in phases), "")
     console.print(table)
     console.print(f"engine runs (engines' request_success_total): {r['engine_executions']}; beyond the replies "
                   f"delivered: {r['runs_beyond_replies']} (each a request whose reply was lost in a fault, or a "
@@ -64,6 +63,8 @@ def faults(
         help="Comma-separated faults, run in this order."),
     instances: int = typer.Option(3, help="Emulated instances (at least 3)."),
     schedulers: int = typer.Option(2, help="Scheduler daemons (at least 2)."),
+    policy: str = typer.Option("least-outstanding", help="Routing policy of the schedulers (one that spreads "
+                               "the load, so every faulty instance has requests in flight)."),
     concurrency: int = typer.Option(8, help="Requests kept in flight (half of them streamed)."),
     max_tokens: int = typer.Option(24, help="Tokens per request (ignore_eos: a short reply is a cut)."),
     observe: float = typer.Option(4.0, help="Seconds each fault stays in place before recovery."),
@@ -77,7 +78,7 @@ def faults(
     from blockctl.bench.faults import FaultOptions, run_faults
 
     opts = FaultOptions(scenarios=tuple(s.strip() for s in scenarios.split(",") if s.strip()),
-                        instances=instances, schedulers=schedulers, concurrency=concurrency,
+                        instances=instances, schedulers=schedulers, policy=policy, concurrency=concurrency,
                         max_tokens=max_tokens, observe_s=observe, base_port=base_port)
     opts.validate()
     if logs is not None:
