@@ -93,7 +93,16 @@ class Load:
         self.hang_s = hang_s
         self.stats = LoadStats()
         self.stop = asyncio.Event()
+        self.go = asyncio.Event()  # cleared: workers pause between requests (a drill needs a quiet cluster)
+        self.go.set()
+        self.inflight = 0
         self._next = itertools.count()
+
+    async def pause(self) -> None:
+        """Stop sending and wait until no request of the load is in flight."""
+        self.go.clear()
+        while self.inflight:
+            await asyncio.sleep(0.05)
 
     def _body(self, n: int, stream: bool) -> dict[str, object]:
         return {"model": "emulated", "prompt": f"Fault drill request {n}: tell a short story.",
@@ -108,12 +117,16 @@ class Load:
 
     async def _worker(self, http: httpx.AsyncClient) -> None:
         while not self.stop.is_set():
+            if not self.go.is_set():
+                await self.go.wait()
             n = next(self._next)
+            self.inflight += 1
             stream = n % 2 == 0
             try:
                 kind, tokens, status, detail, inst = await asyncio.wait_for(self._one(http, n, stream), self.hang_s)
             except asyncio.TimeoutError:
                 kind, tokens, status, detail, inst = "hung", 0, None, f"no end within {self.hang_s:.0f} s", ""
+            self.inflight -= 1
             self.stats.outcomes.append(Outcome(kind, stream, tokens, status, detail, time.monotonic(), inst))
 
     async def _one(self, http: httpx.AsyncClient, n: int, stream: bool

@@ -51,6 +51,7 @@ class FaultOptions:
     settle_s: float = 2.0  # load after recovery, before the next fault
     hang_s: float = 45.0  # a request not over after this long is hung
     resets: int = 4
+    drill_requests: int = 3  # single non-streamed requests reset mid-run on a quiet cluster
 
     def validate(self) -> None:
         make_policy(self.policy)
@@ -73,6 +74,7 @@ class _Ctx:
     state_dir: Path
     watch: Watch
     sched_urls: list[str]
+    load: Load
 
     def instance(self, index: int) -> Any:
         state = load_state(self.state_dir)
@@ -161,6 +163,7 @@ async def _reset(ctx: _Ctx) -> dict[str, Any]:
         for _ in range(ctx.opts.resets):
             await asyncio.sleep(ctx.opts.observe_s / ctx.opts.resets)
             cut += relay.reset()
+        drill = await _single_request_drill(ctx, relay, inst.name)
     finally:
         now = load_state(ctx.state_dir)
         if now is not None:
@@ -168,7 +171,47 @@ async def _reset(ctx: _Ctx) -> dict[str, Any]:
                 now, instances=tuple(inst if i.name == inst.name else i for i in now.instances)))
         await asyncio.sleep(0.5)
         await relay.stop()
-    return {"target": inst.name, "out_s": None, "back_s": None, "connections_reset": cut}
+    return {"target": inst.name, "out_s": None, "back_s": None, "connections_reset": cut, "drill": drill}
+
+
+async def _single_request_drill(ctx: _Ctx, relay: ResetRelay, name: str) -> dict[str, Any]:
+    """The issue's reproduction, exactly: on a quiet cluster whose only serving instance is behind the
+    relay, send one non-streamed request at a time, reset the connections while it runs, and count how
+    many times the engines ran it to the end (their own counters, before and after)."""
+    await ctx.load.pause()
+    state = load_state(ctx.state_dir)
+    assert state is not None
+    only = dataclasses.replace(state, instances=tuple(
+        i if i.name == name else dataclasses.replace(i, status="draining") for i in state.instances))
+    save_state(ctx.state_dir, only)
+    runs: list[int] = []
+    statuses: list[int] = []
+    try:
+        await asyncio.sleep(0.5)  # the schedulers reload cluster.json
+        body = {"model": "emulated", "prompt": "Fault drill: one request.", "max_tokens": 200,
+                "ignore_eos": True}
+        for n in range(ctx.opts.drill_requests):
+            if not await ctx.watch.quiet():
+                break
+            await ctx.watch.scrape_engines()
+            before = ctx.watch.runs()
+            send = asyncio.ensure_future(ctx.watch.http.post(f"{ctx.sched_urls[n % len(ctx.sched_urls)]}"
+                                                             "/v1/completions", json=body, timeout=60.0))
+            await asyncio.sleep(0.4)  # it is running on the engine now
+            relay.reset()
+            try:
+                statuses.append((await send).status_code)
+            except httpx.HTTPError:
+                statuses.append(0)
+            await ctx.watch.quiet()
+            await ctx.watch.scrape_engines()
+            runs.append(round(ctx.watch.runs() - before))
+    finally:
+        save_state(ctx.state_dir, state)
+        await asyncio.sleep(0.5)
+        ctx.load.go.set()
+    return {"requests": len(runs), "statuses": statuses, "engine_runs": runs,
+            "executed_more_than_once": sum(1 for r in runs if r > 1)}
 
 
 RUN: dict[str, Callable[[_Ctx], Awaitable[dict[str, Any]]]] = {
@@ -189,8 +232,7 @@ def _counts(outcomes: list[Any], start: float, end: float) -> dict[str, Any]:
 
 
 async def _drive(ctx: _Ctx) -> dict[str, Any]:
-    opts = ctx.opts
-    load = Load(ctx.sched_urls, concurrency=opts.concurrency, max_tokens=opts.max_tokens, hang_s=opts.hang_s)
+    opts, load = ctx.opts, ctx.load
     stop_watch = asyncio.Event()
     watch_task = asyncio.create_task(ctx.watch.run(ctx.sched_urls, stop_watch))
     load_task = asyncio.create_task(load.run())
@@ -219,7 +261,8 @@ async def _drive(ctx: _Ctx) -> dict[str, Any]:
         row["requests"] = _counts(stats.outcomes, row.pop("begin"), end)
         row.pop("end")
     total = _counts(stats.outcomes, t_start - 1, float("inf"))
-    executed = round(sum(ctx.watch.executions.values()))
+    drill = next((p.get("drill") for p in phases if p.get("drill")), None)
+    executed = round(ctx.watch.runs()) - (sum(drill["engine_runs"]) if drill else 0)  # the load's runs
     failures: dict[str, int] = {}
     for o in stats.outcomes:
         if o.kind != "completed":
@@ -231,7 +274,7 @@ async def _drive(ctx: _Ctx) -> dict[str, Any]:
     extra = executed - total["completed"]
     failed = total["sent"] - total["completed"]
     return {"phases": phases, "total": total, "engine_executions": executed, "runs_beyond_replies": extra,
-            "duplicates_at_least": max(0, extra - failed), "redirected": stats.redirected,
+            "duplicates_at_least": max(0, extra - failed), "drill": drill, "redirected": stats.redirected,
             "failure_details": dict(sorted(failures.items(), key=lambda kv: -kv[1])[:12]),
             "wall_s": round(time.monotonic() - t_start, 1)}
 
@@ -249,8 +292,9 @@ def run_faults(opts: FaultOptions, *, logs: Path | None = None) -> dict[str, Any
 
             async def main() -> dict[str, Any]:
                 async with httpx.AsyncClient() as http:
-                    ctx = _Ctx(opts, spec, state_dir, Watch(state_dir, http), [s.url for s in state.schedulers])
-                    return await _drive(ctx)
+                    urls = [s.url for s in state.schedulers]
+                    load = Load(urls, concurrency=opts.concurrency, max_tokens=opts.max_tokens, hang_s=opts.hang_s)
+                    return await _drive(_Ctx(opts, spec, state_dir, Watch(state_dir, http), urls, load))
 
             report = asyncio.run(main())
     report.update(options=dataclasses.asdict(opts), targets=TARGETS, load_avg_1m=round(os.getloadavg()[0], 2),

@@ -54,6 +54,27 @@ class Watch:
 
         await asyncio.gather(*(one(i.engine_url, i.pids["engine"]) for i in state.instances if "engine" in i.pids))
 
+    async def quiet(self, timeout_s: float = 15.0) -> bool:
+        """Wait until no engine runs or queues a request (their own gauges); False at the timeout."""
+        state = load_state(self.state_dir)
+        if state is None:
+            return True
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            busy = 0.0
+            for inst in state.instances:
+                with contextlib.suppress(httpx.HTTPError):
+                    text = (await self.http.get(f"{inst.engine_url}/metrics", timeout=1.0)).text
+                    busy += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                                if line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting")))
+            if busy == 0:
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    def runs(self) -> float:
+        return sum(self.executions.values())
+
     async def poll_rotation(self, urls: list[str]) -> None:
         async def one(url: str) -> set[str]:
             try:

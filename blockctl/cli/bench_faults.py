@@ -38,13 +38,20 @@ def render(r: dict[str, Any]) -> None:
     console.print(f"engine runs (engines' request_success_total): {r['engine_executions']}; beyond the replies "
                   f"delivered: {r['runs_beyond_replies']} (each a request whose reply was lost in a fault, or a "
                   f"duplicate); executed more than once, at least: {r['duplicates_at_least']}")
+    drill = r.get("drill")
+    if drill:
+        console.print(f"single-request drill (one non-streamed request at a time on a quiet cluster, its "
+                      f"scheduler-agent connection reset mid-run): client statuses {drill['statuses']}, "
+                      f"engine runs {drill['engine_runs']}")
     if r["failure_details"]:
         console.print("[dim]what failed:[/dim]")
         for what, n in r["failure_details"].items():
             console.print(f"[dim]  {n} × {what}[/dim]")
     outs = [row["out_s"] for row in r["phases"] if row["out_s"] is not None]
     checks = (
-        (r["duplicates_at_least"] == 0, f"executed more than once (proven): {r['duplicates_at_least']}"),
+        (r["duplicates_at_least"] == 0 and not (drill and drill["executed_more_than_once"]),
+         "executed more than once: "
+         f"{r['duplicates_at_least'] + (drill['executed_more_than_once'] if drill else 0)}"),
         (tot["hung"] == 0, f"hung: {tot['hung']}"),
         (tot["cut_silently"] == 0, f"cut silently: {tot['cut_silently']}"),
         (tot["failed_before_token"] == 0, f"failed before any token: {tot['failed_before_token']}"),

@@ -42,6 +42,8 @@ def test_bench_faults_small_drill() -> None:
         assert by[name]["out_s"] is not None and by[name]["out_s"] < 4.0, by[name]
         assert by[name]["back_s"] is not None, by[name]
     assert by["reset"]["connections_reset"] > 0
+    # the reproduction: a request reset mid-run is an error for its client, run at most once
+    assert r["drill"]["requests"] == 3 and all(n <= 1 for n in r["drill"]["engine_runs"]), r["drill"]
 
 
 def test_outcomes_are_classified_from_what_the_client_saw() -> None:
