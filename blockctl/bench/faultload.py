@@ -29,6 +29,7 @@ class Outcome:
     detail: str = ""
     at: float = 0.0  # when it ended (a fault shows when a request ends, not when it began)
     instance: str = ""  # that answered (x-blockctl-instance), when one did
+    seconds: float = 0.0  # from send to the end
 
 
 @dataclass
@@ -121,13 +122,15 @@ class Load:
                 await self.go.wait()
             n = next(self._next)
             self.inflight += 1
+            started = time.monotonic()
             stream = n % 2 == 0
             try:
                 kind, tokens, status, detail, inst = await asyncio.wait_for(self._one(http, n, stream), self.hang_s)
             except asyncio.TimeoutError:
                 kind, tokens, status, detail, inst = "hung", 0, None, f"no end within {self.hang_s:.0f} s", ""
             self.inflight -= 1
-            self.stats.outcomes.append(Outcome(kind, stream, tokens, status, detail, time.monotonic(), inst))
+            now = time.monotonic()
+            self.stats.outcomes.append(Outcome(kind, stream, tokens, status, detail, now, inst, now - started))
 
     async def _one(self, http: httpx.AsyncClient, n: int, stream: bool
                    ) -> tuple[str, int, int | None, str, str]:

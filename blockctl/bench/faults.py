@@ -228,7 +228,8 @@ def _counts(outcomes: list[Any], start: float, end: float) -> dict[str, Any]:
         counts[o.kind] += 1
         if o.instance:
             served[o.instance] = served.get(o.instance, 0) + 1
-    return {"sent": len(picked), **counts, "answered_by": dict(sorted(served.items()))}
+    longest = max((o.seconds for o in picked), default=0.0)
+    return {"sent": len(picked), **counts, "longest_s": round(longest, 2), "answered_by": dict(sorted(served.items()))}
 
 
 async def _drive(ctx: _Ctx) -> dict[str, Any]:
