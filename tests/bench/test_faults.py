@@ -14,7 +14,7 @@ from blockctl.cli.main import app
 from blockctl.cluster import procs
 
 
-def _free_base_port() -> int:
+def free_base_port() -> int:
     """A base port whose schedulers, emulators, agents and reset relay (+90) ports are all free."""
     rng = random.Random()
     for _ in range(200):
@@ -26,7 +26,7 @@ def _free_base_port() -> int:
 
 @pytest.mark.slow
 def test_bench_faults_small_drill() -> None:
-    base = _free_base_port()
+    base = free_base_port()
     result = CliRunner().invoke(app, ["bench", "faults", "--concurrency", "4", "--max-tokens", "12",
                                       "--observe", "2.5", "--base-port", str(base), "--json"])
     assert result.exit_code == 0, result.output
