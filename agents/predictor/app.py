@@ -43,7 +43,7 @@ from starlette.routing import Route
 
 from blockctl.engine.profile import load_profile
 from blockctl.engine.steptime import StepTimeModel
-from blockctl.errors import EngineError
+from blockctl.errors import EngineError, UpstreamError
 from blockctl.openai_api import error_response
 from blockctl.scheduler.http1 import Http1Pool
 from blockctl_agents.predictor.core import AgentCore
@@ -85,36 +85,55 @@ def _int_field(data: dict[str, Any], key: str) -> int:
     return value
 
 
-async def _scrape_loop(core: AgentCore, client: httpx.AsyncClient, up: Upstream) -> None:
-    """Refresh ``core.obs`` from the engine's /metrics every ``scrape_interval_s``. A failed or stalled scrape
-    marks the engine sick; requests in flight are then aborted unless the engine is visibly still producing
-    tokens (a slow scrape on a busy machine must not cut healthy streams)."""
+async def _scrape(up: Upstream, stall: float) -> str:
+    """The engine's /metrics text; raises ``_ScrapeFailed`` with the reason (refused: ``refused`` set)."""
+    try:
+        async with asyncio.timeout(stall):
+            status, _, body = await up.pool.request("GET", "/metrics")
+    except TimeoutError:
+        raise _ScrapeFailed(f"no /metrics answer within {stall:.1f} s") from None
+    except UpstreamError as exc:
+        refused = not exc.sent and "ConnectionRefused" in exc.message
+        why = "refuses connections" if refused else "cannot connect" if not exc.sent else "connection broke"
+        raise _ScrapeFailed(why if refused else f"/metrics failed ({why})", refused=refused) from None
+    if status != 200:
+        raise _ScrapeFailed(f"/metrics answered HTTP {status}")
+    return body.decode("utf-8", "replace")
+
+
+class _ScrapeFailed(Exception):
+    def __init__(self, reason: str, *, refused: bool = False) -> None:
+        super().__init__(reason)
+        self.reason, self.refused = reason, refused
+
+
+async def _scrape_loop(core: AgentCore, up: Upstream) -> None:
+    """Refresh ``core.obs`` from the engine's /metrics every ``scrape_interval_s`` (through the lean HTTP/1.1
+    pool: this runs 4 times a second beside the hot path). A failed or stalled scrape marks the engine sick;
+    requests in flight are then aborted unless the engine is visibly still producing tokens (a slow scrape on
+    a busy machine must not cut healthy streams)."""
     stall = core.settings.stall_s
     while True:
         try:
-            resp = await client.get("/metrics", timeout=stall)
-            resp.raise_for_status()
+            text = await _scrape(up, stall)
             now = time.monotonic()
-            core.obs = parse_metrics(resp.text, now)
+            core.obs = parse_metrics(text, now)
             core.last_scrape_ok = now
             since = up.health.answered()
             if since is not None:
                 log.warning("engine healthy again after %.1f s", now - since)
-        except httpx.HTTPError as exc:
+        except _ScrapeFailed as exc:
             core.scrape_failures += 1
             now = time.monotonic()
-            reason = ("refuses connections" if isinstance(exc, httpx.ConnectError) else
-                      f"no /metrics answer within {stall:.1f} s" if isinstance(exc, httpx.TimeoutException)
-                      else f"/metrics failed ({type(exc).__name__})")
-            if up.health.failed(reason, now):
-                log.warning("engine unhealthy: %s", reason)
+            if up.health.failed(exc.reason, now):
+                log.warning("engine unhealthy: %s", exc.reason)
             # Requests in flight are cut only on evidence that the engine is stuck or gone: refused, or sick
             # for a whole stall period with no token streamed meanwhile (one slow scrape on a busy machine
             # takes the instance out of rotation, but must not cut healthy requests).
             last = core.tracker.last_token_at
-            stuck = isinstance(exc, httpx.ConnectError) or now - up.health.since >= stall
+            stuck = exc.refused or now - up.health.since >= stall
             if up.flights and stuck and (last is None or now - last > stall):
-                n = up.abort_all(f"engine unhealthy: {reason}")
+                n = up.abort_all(f"engine unhealthy: {exc.reason}")
                 log.warning("abort: %d request(s) in flight on the unhealthy engine", n)
         await asyncio.sleep(core.settings.scrape_interval_s)
 
@@ -211,7 +230,7 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=8, keepalive_expiry=2.0)
         async with httpx.AsyncClient(base_url=settings.engine_url, timeout=timeout, limits=limits) as c:
             holder["client"] = c
-            task = asyncio.create_task(_scrape_loop(core, c, up))
+            task = asyncio.create_task(_scrape_loop(core, up))
             try:
                 yield
             finally:
