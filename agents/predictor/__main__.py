@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import uvicorn
 
 from blockctl.engine.profile import DEFAULT_PROFILE, load_profile
 from blockctl.errors import BlockctlError
+from blockctl.scheduler.drainserver import DrainingServer
 from blockctl.secrets import read_secret_file
 from blockctl.tokens import get_counter
 from blockctl_agents.predictor.app import create_app
@@ -25,7 +27,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--engine-api-key-file", help="file holding the API key the engine requires (mode 0600)")
     p.add_argument("--tokenizer", help="local HF tokenizer dir to count prompt tokens (default: tiktoken)")
     p.add_argument("--name", help="instance name reported to the scheduler (default: host:port)")
-    p.add_argument("--scrape-interval", type=float, default=0.5, help="seconds between /metrics scrapes")
+    p.add_argument("--scrape-interval", type=float, default=0.25, help="seconds between /metrics scrapes")
+    p.add_argument("--stall", type=float, default=1.0,
+                   help="a /metrics scrape unanswered this many seconds marks the engine sick (default 1)")
+    p.add_argument("--drain", type=float, default=5.0,
+                   help="after SIGTERM, seconds requests in flight may still run (default 5)")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a caller may take to upload its request body (default 30)")
     p.add_argument(
         "--no-learn", dest="learn", action="store_false",
         help="keep the profile's step-time model (default: learn its coefficients from token timings)",
@@ -71,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             tokenizer=args.tokenizer,
             learn=args.learn,
             request_overhead_ms=float(profile.fit.get("request_overhead_ms", 0.0)),
+            stall_s=args.stall,
+            drain_s=args.drain,
+            body_timeout_s=args.body_timeout,
         )
     except BlockctlError as exc:
         print(f"⨯ {exc.message}", file=sys.stderr)
@@ -85,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     app = create_app(settings, profile.model)
     # keep-alive longer than any client pool keeps idle connections (httpx: 5 s), so no request races a close
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, timeout_keep_alive=30)
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server_config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                                   timeout_keep_alive=30, timeout_graceful_shutdown=int(settings.drain_s) + 2)
+    DrainingServer(server_config, app.state.begin_drain).run()
     return 0
 
 

@@ -6,11 +6,13 @@ Routes (the contract the scheduler codes against):
   Request headers the agent reads: ``x-blockctl-prompt-tokens`` (else it counts with blockctl.tokens),
   ``x-blockctl-predicted-output-tokens`` (else the fallback in tracker.py), ``x-blockctl-predicted-ttft-ms``
   and ``x-blockctl-predicted-e2e-ms`` (the dispatch prediction to score; else it predicts itself), and
-  ``x-request-id``. Responses carry ``x-blockctl-instance``. Engine unreachable: 503 (``engine_unavailable``);
+  ``x-request-id``. Responses carry ``x-blockctl-instance``. Engine unreachable, sick or agent draining: 503
+  (``engine_unavailable``) with ``x-blockctl-unstarted`` (the engine did not run it: safe to re-route);
   engine failed mid-request: 502 (``engine_error``); both in OpenAI's error JSON.
 * ``POST /predict {"prompt_tokens", "predicted_output_tokens"}`` → ``ttft_s``, ``e2e_s``, ``queue_s`` (seconds
   from now, calibrated, see accuracy.Calibration) plus the ``/load`` fields; 400 for a bad body or a
-  prompt that cannot fit the engine.
+  prompt that cannot fit the engine; 503 (``engine_unhealthy``, with the reason) while the engine is sick
+  (a scrape failed or stalled, a forward was refused) or the agent drains; ``/load`` likewise.
 * ``GET /load`` → ``instance``, ``running``, ``waiting``, ``outstanding``, ``kv_free_blocks``,
   ``kv_total_blocks``, ``waiting_prompt_blocks``, ``recent_requests`` (no what-if; cheap).
 * ``GET /state``: everything the agent believes (no prompts). ``GET /health``: 200 when the engine answers
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -38,7 +41,7 @@ from starlette.routing import Route
 
 from blockctl.engine.profile import load_profile
 from blockctl.engine.steptime import StepTimeModel
-from blockctl.errors import BadRequest, EngineError
+from blockctl.errors import BadRequest, EngineError, UpstreamError
 from blockctl.openai_api import (
     bad_request_response,
     bearer_matches,
@@ -48,13 +51,16 @@ from blockctl.openai_api import (
     read_body,
 )
 from blockctl.promexpo import CONTENT_TYPE
+from blockctl.scheduler.http1 import Http1Pool
 from blockctl_agents.predictor.core import AgentCore
+from blockctl_agents.predictor.health import EngineHealth
 from blockctl_agents.predictor.metrics import render_metrics
 from blockctl_agents.predictor.observe import parse_metrics
-from blockctl_agents.predictor.proxy import forward_completion, forward_models
+from blockctl_agents.predictor.proxy import Upstream, forward_completion, forward_models
 from blockctl_agents.predictor.settings import AgentSettings
 
 Handler = Callable[[Request], Awaitable[Response]]
+log = logging.getLogger("blockctl.agent")
 
 
 def _guard(core: AgentCore, handler: Handler) -> Handler:
@@ -87,27 +93,88 @@ def _int_field(data: dict[str, Any], key: str) -> int:
     return value
 
 
-async def _scrape_loop(core: AgentCore, client: httpx.AsyncClient) -> None:
-    """Refresh ``core.obs`` from the engine's /metrics every ``scrape_interval_s``; failures are counted."""
+async def _scrape(up: Upstream, stall: float) -> str:
+    """The engine's /metrics text; raises ``_ScrapeFailed`` with the reason (refused: ``refused`` set)."""
+    try:
+        async with asyncio.timeout(stall):
+            status, _, body = await up.pool.request("GET", "/metrics")
+    except TimeoutError:
+        raise _ScrapeFailed(f"no /metrics answer within {stall:.1f} s") from None
+    except UpstreamError as exc:
+        refused = not exc.sent and "ConnectionRefused" in exc.message
+        why = "refuses connections" if refused else "cannot connect" if not exc.sent else "connection broke"
+        raise _ScrapeFailed(why if refused else f"/metrics failed ({why})", refused=refused) from None
+    if status != 200:
+        raise _ScrapeFailed(f"/metrics answered HTTP {status}")
+    return body.decode("utf-8", "replace")
+
+
+class _ScrapeFailed(Exception):
+    def __init__(self, reason: str, *, refused: bool = False) -> None:
+        super().__init__(reason)
+        self.reason, self.refused = reason, refused
+
+
+async def _scrape_loop(core: AgentCore, up: Upstream) -> None:
+    """Refresh ``core.obs`` from the engine's /metrics every ``scrape_interval_s`` (through the lean HTTP/1.1
+    pool: this runs 4 times a second beside the hot path). A failed or stalled scrape marks the engine sick;
+    requests in flight are then aborted unless the engine is visibly still producing tokens (a slow scrape on
+    a busy machine must not cut healthy streams)."""
+    stall = core.settings.stall_s
     while True:
         try:
-            resp = await client.get("/metrics", timeout=2.0)
-            resp.raise_for_status()
+            text = await _scrape(up, stall)
             now = time.monotonic()
-            core.obs = parse_metrics(resp.text, now)
+            core.obs = parse_metrics(text, now)
             core.last_scrape_ok = now
-        except httpx.HTTPError:
+            since = up.health.answered()
+            if since is not None:
+                log.warning("engine healthy again after %.1f s", now - since)
+        except _ScrapeFailed as exc:
             core.scrape_failures += 1
+            now = time.monotonic()
+            if up.health.failed(exc.reason, now):
+                log.warning("engine unhealthy: %s", exc.reason)
+            # Requests in flight are cut only on evidence that the engine is stuck or gone: refused, or sick
+            # for a whole stall period with no token streamed meanwhile (one slow scrape on a busy machine
+            # takes the instance out of rotation, but must not cut healthy requests).
+            last = core.tracker.last_token_at
+            stuck = exc.refused or now - up.health.since >= stall
+            if up.flights and stuck and (last is None or now - last > stall):
+                n = up.abort_all(f"engine unhealthy: {exc.reason}")
+                log.warning("abort: %d request(s) in flight on the unhealthy engine", n)
         await asyncio.sleep(core.settings.scrape_interval_s)
+
+
+def _unavailable(reason: str) -> Response:
+    return error_response(503, reason, type="service_unavailable", code="engine_unhealthy")
 
 
 def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> Starlette:
     """The agent as an ASGI app; ``model`` defaults to the step-time model of ``settings.profile``."""
     core = AgentCore(settings, model if model is not None else load_profile(settings.profile).model)
     holder: dict[str, httpx.AsyncClient] = {}
+    # idle connections expire before the engine's own keep-alive timeout (uvicorn/vLLM: 5 s), so the agent
+    # never writes to a connection the engine is closing (a request lost with nothing provably unsent)
+    up = Upstream(Http1Pool(settings.engine_url, connect_timeout_s=2.0, idle_expiry_s=2.0), EngineHealth(),
+                  body_timeout_s=settings.body_timeout_s)
 
     def client() -> httpx.AsyncClient:
         return holder["client"]
+
+    def begin_drain() -> None:
+        """SIGTERM: /predict and new requests answer 503 (schedulers route elsewhere); what is in flight may
+        run ``drain_s`` more, then it is cut (streams end with an SSE error event)."""
+        if up.health.draining:
+            return
+        up.health.draining = True
+        log.warning("draining: %d request(s) in flight get %.1f s to finish", len(up.flights), settings.drain_s)
+
+        def expired() -> None:
+            if up.abort_all("the agent is shutting down"):
+                log.warning("abort: drain deadline reached with requests in flight")
+
+        asyncio.get_running_loop().call_later(settings.drain_s, expired)
 
     async def predict(request: Request) -> Response:
         try:
@@ -121,6 +188,9 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
             return bad_request_response(exc)
         except (ValueError, EngineError) as exc:
             return error_response(400, str(exc))
+        refused = up.health.unavailable()
+        if refused is not None:
+            return _unavailable(refused)
         return JSONResponse(
             {
                 **core.load(view, now),
@@ -131,6 +201,9 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
         )
 
     async def load(request: Request) -> Response:
+        refused = up.health.unavailable()
+        if refused is not None:
+            return _unavailable(refused)
         now = time.monotonic()
         return JSONResponse(core.load(core.view(now), now))
 
@@ -154,29 +227,28 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
         return Response(render_metrics(core, time.monotonic()), media_type=CONTENT_TYPE)
 
     async def completions(request: Request) -> Response:
-        return await forward_completion(request, core, client())
+        return await forward_completion(request, core, up)
 
     async def models(request: Request) -> Response:
         return await forward_models(core, client())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        timeout = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=None)
-        # idle connections expire before the engine's own keep-alive timeout (uvicorn/vLLM: 5 s), so the
-        # agent never sends on a connection the engine is closing (a request lost with nothing to retry)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=2.0)
+        timeout = httpx.Timeout(connect=2.0, read=None, write=30.0, pool=None)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=8, keepalive_expiry=2.0)
         key = settings.engine_api_key  # the agent's own token is never forwarded; the engine's key is set here
         auth = {"authorization": f"Bearer {key}"} if key else {}
         async with httpx.AsyncClient(base_url=settings.engine_url, timeout=timeout, limits=limits,
                                      headers=auth) as c:
             holder["client"] = c
-            task = asyncio.create_task(_scrape_loop(core, c))
+            task = asyncio.create_task(_scrape_loop(core, up))
             try:
                 yield
             finally:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+                await up.pool.aclose()
 
     def g(handler: Handler) -> Handler:
         return _guard(core, handler)
@@ -193,4 +265,6 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=http_error_handlers())
     app.state.core = core
+    app.state.upstream = up
+    app.state.begin_drain = begin_drain
     return app

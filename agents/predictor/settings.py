@@ -19,13 +19,16 @@ class AgentSettings:
     profile: str
     engine_config: EngineConfig
     token: str | None = None  # bearer token guarding every endpoint but /health and /metrics
-    scrape_interval_s: float = 0.5
+    scrape_interval_s: float = 0.25  # also bounds how late a stalled engine is noticed (+ stall_s)
     connect_retries: int = 2  # extra connection attempts to the engine, only before anything was sent
     tokenizer: str | None = None  # local HF tokenizer dir for counting prompts (else tiktoken), as the engine's
     learn: bool = True  # learn step-time coefficients and the first-token overhead online (learn.py)
     request_overhead_ms: float = 0.0  # the profile's per-request engine overhead: where TTFT learning starts
     max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413 (they are held in memory)
     engine_api_key: str | None = None  # sent to the engine as a Bearer token (vLLM --api-key / VLLM_API_KEY)
+    stall_s: float = 1.0  # a /metrics scrape unanswered this long marks the engine sick
+    drain_s: float = 5.0  # after SIGTERM: how long requests in flight may still run
+    body_timeout_s: float = 30.0  # a caller that takes longer to upload its request body is cut off
 
 
 def engine_config_for(

@@ -53,6 +53,7 @@ def _render_agents(r: dict[str, Any]) -> None:
          f"{lat['scheduler_ms']['p50']:.3f} / {lat['scheduler_ms']['p99']:.3f} ms"),
         ("added p50 / p99", f"{lat['added_p50_ms']:.3f} / {lat['added_p99_ms']:.3f} ms"),
         ("scheduler CPU per request", f"{lat['scheduler_cpu_ms_per_request']:.3f} ms"),
+        ("agent CPU per request", f"{lat['agents_cpu_ms_per_request']:.3f} ms"),
         ("machine load (1 min)", f"{r['load_avg_1m']:.1f} on {r['machine_cpus']} CPUs"),
     ]
     title = (f"latency added by the routing path (policy {r['policy']}, {r['instances']} emulated instances "

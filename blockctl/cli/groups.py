@@ -26,6 +26,7 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
             "blockctl.cli.bench_emulator",
             "blockctl.cli.bench_tagger",
             "blockctl.cli.bench_overhead",
+            "blockctl.cli.bench_faults",
             "blockctl.cli.bench_autoscale",
             "blockctl.cli.bench_badinput",
             "blockctl.cli.bench_exposition",

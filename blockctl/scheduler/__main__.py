@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -14,6 +12,7 @@ import uvicorn
 from blockctl.errors import BlockctlError, ConfigError
 from blockctl.scheduler import lengths
 from blockctl.scheduler.app import Scheduler, SchedulerSettings
+from blockctl.scheduler.drainserver import DrainingServer
 from blockctl.scheduler.policies import POLICIES
 from blockctl.scheduler.proxy import Deadlines
 from blockctl.scheduler.reqlog import RequestLogSettings
@@ -115,19 +114,6 @@ def main(argv: list[str] | None = None) -> int:
                             timeout_graceful_shutdown=int(settings.drain_s) + 2)
     DrainingServer(config, scheduler.begin_drain).run()
     return 0
-
-
-class DrainingServer(uvicorn.Server):
-    """On SIGTERM: stop listening, let requests in flight finish up to the drain deadline (``drain``
-    aborts what is left then), and only then exit."""
-
-    def __init__(self, config: uvicorn.Config, drain: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._drain = drain
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self._drain()
-        await super().shutdown(sockets)
 
 
 if __name__ == "__main__":

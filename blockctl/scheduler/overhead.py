@@ -32,6 +32,7 @@ from blockctl.errors import UpstreamError
 
 BODY = json.dumps({"model": "emulated", "prompt": "Say hello to the benchmark, briefly.", "max_tokens": 16}).encode()
 NULL_MODULE = "blockctl.scheduler.nullagent"
+WARMUP = 50  # requests per path before the measurement
 
 
 class RawClient:
@@ -82,7 +83,7 @@ async def _latency(direct_port: int, via_port: int, n: int, sched: psutil.Proces
     d: list[float] = []
     v: list[float] = []
     try:
-        for _ in range(50):  # warm both paths (connections, caches, the daemon's first-call costs)
+        for _ in range(WARMUP):  # warm both paths (connections, caches, the daemon's first-call costs)
             await direct.post()
             await via.post()
         cpu0 = _cpu_s(sched)

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from blockctl.cluster.local import LocalSpec, local_cluster
-from blockctl.scheduler.overhead import _latency
+from blockctl.scheduler.overhead import WARMUP, _cpu_s, _latency
 
 ONE_TOKEN = json.dumps({"model": "emulated", "prompt": "Say hello to the benchmark, briefly.",
                         "max_tokens": 1}).encode()
@@ -36,7 +36,12 @@ def run_overhead_agents(*, instances: int = 2, latency_requests: int = 500, poli
             sched = state.schedulers[0]
             engine_port = int(state.instances[0].settings["engine_port"])
             sched_port = int(sched.settings["port"])
+            agents = [psutil.Process(i.pids["agent"]) for i in state.instances]
+            cpu0 = sum(_cpu_s(a) for a in agents)
             latency = asyncio.run(_latency(engine_port, sched_port, latency_requests, psutil.Process(sched.pid),
                                            ONE_TOKEN))
+            # every agent's CPU goes to the routed requests (the direct ones skip the agents), warm-up included
+            latency["agents_cpu_ms_per_request"] = round(
+                1000 * (sum(_cpu_s(a) for a in agents) - cpu0) / (latency_requests + WARMUP), 3)
     return {"policy": policy, "instances": instances, "agents": "real", "machine_cpus": len(os.sched_getaffinity(0)),
             "load_avg_1m": round(os.getloadavg()[0], 2), "latency": latency, "targets": TARGETS}

@@ -158,15 +158,18 @@ async def forward(
                 log.warning("retry: instance %s never got the request (%s)", view.instance, exc.message)
                 continue
             unstarted = resp.head.headers.get(UNSTARTED_HEADER) if resp.status == 503 else None
-            if unstarted is not None and not rerouted and attempt < max_retries:
-                await resp.aclose()
-                rerouted = True
-                metrics.forward_errors[view.instance] += 1
-                last_error = f"instance {view.instance}: {unstarted}"
+            if unstarted is not None:
                 router.bench(view.instance, unstarted, client)
-                log.warning("retry: instance %s did not run the request (%s); re-routing it once",
+                metrics.forward_errors[view.instance] += 1
+                if not rerouted and attempt < max_retries:
+                    await resp.aclose()
+                    rerouted = True
+                    last_error = f"instance {view.instance}: {unstarted}"
+                    log.warning("retry: instance %s did not run the request (%s); re-routing it once",
+                                view.instance, unstarted)
+                    continue
+                log.warning("abort: instance %s did not run the request (%s); it was re-routed once already",
                             view.instance, unstarted)
-                continue
             try:
                 if stream:
                     rest = resp.chunks()

@@ -123,7 +123,7 @@ class Router:
             self.bench(name, f"agent unreachable ({error.message})", client)
             return
         if error is None and self.quarantine.missed(name):
-            self.bench(name, "no /predict answer within the deadline 3 times in a row", client)
+            self.bench(name, "no answer within the deadline 3 times in a row", client)
             return
         self._skipped[name] = self._skipped.get(name, 0) + 1
         now = time.monotonic()

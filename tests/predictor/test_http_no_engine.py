@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
 from blockctl_agents.predictor.app import create_app
 from tests.conftest import free_port, serve_app
@@ -41,8 +46,30 @@ async def test_guarded_routes_need_the_token(agent: httpx.AsyncClient, method: s
         assert resp.json()["error"]["type"] == "authentication_error"
 
 
-async def test_predict_and_load_work_without_an_engine(agent: httpx.AsyncClient) -> None:
-    resp = await agent.post("/predict", headers=AUTH, json={"prompt_tokens": 100, "predicted_output_tokens": 50})
+async def test_predict_and_load_say_503_with_the_reason_while_the_engine_is_down(agent: httpx.AsyncClient) -> None:
+    await asyncio.sleep(0.2)  # a few scrapes: each one is refused
+    for resp in (await agent.post("/predict", headers=AUTH, json={"prompt_tokens": 100, "predicted_output_tokens": 5}),
+                 await agent.get("/load", headers=AUTH)):
+        assert resp.status_code == 503
+        err = resp.json()["error"]
+        assert err["code"] == "engine_unhealthy" and err["message"] == "engine unhealthy: refuses connections"
+    assert (await agent.get("/state", headers=AUTH)).status_code == 200
+
+
+def _metrics_only_engine() -> Starlette:
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse("vllm:num_requests_running 0\n")
+
+    return Starlette(routes=[Route("/metrics", metrics)])
+
+
+async def test_predict_and_load_answer_from_the_model_alone() -> None:
+    async with serve_app(_metrics_only_engine()) as engine_url:
+        app = create_app(settings(engine_url, scrape_interval_s=0.05), PROFILE.model)
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as agent:
+            resp = await agent.post("/predict", headers=AUTH,
+                                    json={"prompt_tokens": 100, "predicted_output_tokens": 50})
+            load = (await agent.get("/load", headers=AUTH)).json()
     assert resp.status_code == 200
     body = resp.json()
     assert set(body) == {
@@ -60,7 +87,6 @@ async def test_predict_and_load_work_without_an_engine(agent: httpx.AsyncClient)
     }
     assert body["instance"] == "inst-0" and 0 < body["ttft_s"] < body["e2e_s"]
     assert body["kv_free_blocks"] == body["kv_total_blocks"] == PROFILE.engine_defaults().num_gpu_blocks
-    load = (await agent.get("/load", headers=AUTH)).json()
     assert set(body) - set(load) == {"ttft_s", "e2e_s", "queue_s"}
 
 
@@ -83,16 +109,15 @@ async def test_predict_rejects_bad_bodies(agent: httpx.AsyncClient, payload: obj
 async def test_engine_down_is_a_clear_503(agent: httpx.AsyncClient) -> None:
     body = {"model": "m", "prompt": "hello", "max_tokens": 5}
     resp = await agent.post("/v1/completions", headers=AUTH, json=body)
-    assert resp.status_code == 503
+    assert resp.status_code == 503 and resp.headers["x-blockctl-unstarted"]  # safe to send elsewhere
     err = resp.json()["error"]
-    assert err["code"] == "engine_unavailable" and "not reachable" in err["message"]
+    assert err["code"] == "engine_unavailable" and "request not run" in err["message"]
     assert (await agent.get("/v1/models", headers=AUTH)).status_code == 503
     health = await agent.get("/health")
     assert health.status_code == 503 and health.json()["engine"]["healthy"] is False
     state = (await agent.get("/state", headers=AUTH)).json()
-    assert state["outstanding"] == 0 and state["totals"]["failed"] == 1  # tracked, then released
+    assert state["outstanding"] == 0
     metrics = (await agent.get("/metrics")).text
-    assert 'blockctl_agent_requests_total{instance="inst-0",outcome="failed"} 1' in metrics
     assert "blockctl_agent_engine_scrape_failures_total" in metrics
 
 

@@ -32,6 +32,10 @@ class FakeAgent:
     break_stream_after: int | None = None  # chunks sent before the stream is cut off
     words: tuple[str, ...] = ("hello", " from", " the", " agent")
     token: str | None = None
+    hang_s: float = 0.0  # completions wait this long before answering (a stuck instance)
+    stall_after: int | None = None  # streamed chunks sent before the stream stalls for hang_s
+    word_delay_s: float = 0.0  # between streamed chunks
+    disconnects: int = 0  # completions whose caller went away while they waited
     predicts: list[dict[str, Any]] = field(default_factory=list)
     forwarded: list[dict[str, str]] = field(default_factory=list)  # headers of forwarded traffic
     loads: int = 0
@@ -59,6 +63,9 @@ class FakeAgent:
         self.predicts.append(await request.json())
         if self.predict_delay_s:
             await asyncio.sleep(self.predict_delay_s)
+        if self.predict_status == 503:  # as a real agent whose engine is sick
+            err = {"message": "engine unhealthy: scripted", "type": "x", "param": None, "code": "engine_unhealthy"}
+            return JSONResponse({"error": err}, status_code=503)
         if self.predict_status != 200:
             return JSONResponse({"error": "boom"}, status_code=self.predict_status)
         return JSONResponse({**self._load_json(), "ttft_s": self.ttft_s, "e2e_s": self.e2e_s, "queue_s": 0.0})
@@ -67,7 +74,7 @@ class FakeAgent:
         if not self._authorized(request):
             return JSONResponse({"error": "unauthorized"}, status_code=401)
         self.loads += 1
-        if self.traffic_status == 503:  # as a real agent whose engine is down: its probes fail too
+        if 503 in (self.traffic_status, self.predict_status):  # a real agent whose engine is down: probes fail
             err = {"message": "engine unreachable", "type": "x", "param": None, "code": "engine_unhealthy"}
             return JSONResponse({"error": err}, status_code=503)
         return JSONResponse(self._load_json())
@@ -85,6 +92,13 @@ class FakeAgent:
             return JSONResponse({"error": err}, status_code=self.traffic_status, headers=unstarted)
         body = await request.json()
         chat = request.url.path.endswith("chat/completions")
+        if self.hang_s and not body.get("stream"):
+            deadline = time.monotonic() + self.hang_s
+            while time.monotonic() < deadline:
+                if await request.is_disconnected():
+                    self.disconnects += 1
+                    return Response(status_code=499)
+                await asyncio.sleep(0.02)
         if body.get("stream"):
             return StreamingResponse(self._sse(chat), media_type="text/event-stream")
         text = "".join(self.words)
@@ -107,7 +121,9 @@ class FakeAgent:
             chunk = {"id": "x-1", "object": "chat.completion.chunk" if chat else "text_completion",
                      "created": 0, "model": "emulated", "choices": [delta]}
             yield f"data: {json.dumps(chunk)}\n\n".encode()
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.word_delay_s)
+            if self.stall_after is not None and n + 1 >= self.stall_after:
+                await asyncio.sleep(self.hang_s)
         yield b"data: [DONE]\n\n"
 
 

@@ -31,3 +31,16 @@ def test_bench_overhead_rejects_bad_options() -> None:
     assert result.exit_code == 1 and "unknown policy 'fastest'" in result.output
     result = CliRunner().invoke(app, ["bench", "overhead", "--requests", "0"])
     assert result.exit_code == 1 and "requests" in result.output
+
+
+@pytest.mark.slow
+def test_bench_overhead_through_real_agents_json() -> None:
+    from tests.bench.test_faults import free_base_port
+
+    result = CliRunner().invoke(app, ["bench", "overhead", "--agents", "real", "--latency-requests", "20",
+                                      "--base-port", str(free_base_port()), "--json"])
+    assert result.exit_code == 0, result.output
+    lat = json.loads(result.stdout)["latency"]
+    assert 0 < lat["direct_ms"]["p50"] <= lat["direct_ms"]["p99"]
+    assert lat["scheduler_ms"]["p50"] > 0 and lat["scheduler_cpu_ms_per_request"] > 0
+    assert lat["agents_cpu_ms_per_request"] > 0  # the routed requests went through the real agents
