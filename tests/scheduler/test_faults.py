@@ -31,6 +31,8 @@ async def cluster(tmp_path: Path, *agents: FakeAgent, policy: str = "block", ext
             agent.token = token
             urls[agent.name] = await stack.enter_async_context(serve_app(agent.app()))
         write_cluster(tmp_path, urls)
+        # A generous /predict deadline: on a loaded machine a missed one would change which instance is chosen.
+        settings.setdefault("predict_timeout_s", 2.0)
         sched = Scheduler(SchedulerSettings(state_dir=tmp_path, policy=policy, seed=0, poll_s=0.02,
                                             **settings))  # type: ignore[arg-type]
         yield await stack.enter_async_context(serve_app(sched.app)), sched
