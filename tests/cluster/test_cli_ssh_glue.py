@@ -69,7 +69,7 @@ def test_up_c_starts_the_spec_schedulers_and_down_stops_them(
         assert [s.url for s in state.schedulers] == [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"]
         for sched in state.schedulers:
             health = httpx.get(f"{sched.url}/health", timeout=5).json()
-            assert health == {"status": "ok", "policy": "round-robin", "instances": 1}
+            assert health == {"status": "ok", "policy": "round-robin", "instances": 1, "out_of_rotation": {}}
     finally:
         result = runner.invoke(app, ["down", "--state-dir", str(state_dir)])
     assert result.exit_code == 0, result.output

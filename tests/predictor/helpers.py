@@ -11,7 +11,8 @@ TOKEN = "test-token-123"
 PROFILE = load_profile(DEFAULT_PROFILE)
 
 
-def settings(engine_url: str, *, token: str | None = TOKEN, scrape_interval_s: float = 0.5) -> AgentSettings:
+def settings(engine_url: str, *, token: str | None = TOKEN, scrape_interval_s: float = 0.5,
+             learn: bool = True) -> AgentSettings:
     return AgentSettings(
         engine_url,
         "inst-0",
@@ -20,6 +21,7 @@ def settings(engine_url: str, *, token: str | None = TOKEN, scrape_interval_s: f
         token=token,
         scrape_interval_s=scrape_interval_s,
         connect_retries=1,
+        learn=learn,
     )
 
 

@@ -30,7 +30,9 @@ class Stack:
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
     async with serve_app(create_emulator(seed=1)) as engine_url:
-        app = create_app(settings(engine_url, scrape_interval_s=0.1), PROFILE.model)
+        # The profile's model, not one learned from this (loaded) machine's timings while the test runs: the
+        # tests compare predictions made moments apart, which a learning step in between could reorder.
+        app = create_app(settings(engine_url, scrape_interval_s=0.1, learn=False), PROFILE.model)
         async with serve_app(app) as url, httpx.AsyncClient(base_url=url, headers=AUTH, timeout=30) as client:
             oai = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0)
             yield Stack(client, oai, url)
