@@ -5,9 +5,12 @@ counter ``g`` stands in for each decoder's progress: decoder i has ``c0[i] + g``
 when ``g == fin[i]``; the decode context sum is ``sum(c0) + batch * g``; a decoder needs a new KV block in the
 step where ``(c0[i] + g) % block_size == 0``, counted by a histogram of ``c0 % block_size``. Steps with
 prefill chunks are run one by one (only their chunks cost work); pure-decode stretches are jumped in closed
-form up to the next finish. Whatever the group cannot express — a preemption, an odd starting state, a batch
-larger than the token budget — hands the state over to the exact ``Engine`` (``None`` from ``simulate`` =
-use the exact path from the start). Same results as ``Engine`` up to float rounding (tested).
+form up to the next finish. A step where a block runs out replays ``Engine.schedule``'s walk over the
+running requests in admission order (:func:`_preempt`): the last admitted are preempted, leave the group
+and go back to the head of the queue with their produced tokens, to be recomputed when readmitted; nothing
+is admitted in that step. Whatever the group cannot express — an odd starting state, a batch larger than
+the token budget — hands the state over to the exact ``Engine`` (``None`` from ``simulate`` = use the exact
+path from the start). Same results as ``Engine`` up to float rounding (tested).
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ def simulate(
     target = len(prompt) - 1
     order = list(range(n_run))  # running requests in admission order (finished ones skipped on hand-over)
     wi = n_run  # head of the waiting queue
+    front: list[int] = []  # preempted requests, queued ahead of wi (admission order)
     free = total_blocks - used
     g = 0
     now = 0.0
@@ -82,10 +86,12 @@ def simulate(
     gpu_ms_raw = model.gpu_ms_raw
     dec_a, dec_b = model.decode_table(len(prompt))  # a pure-decode step of n sequences: dec_a[n] + dec_b * ctx
     while True:
-        if wi > target and pre < 0 and fin[target] > 0 and batch * -(-(fin[target] - g) // bs) <= free:
+        if wi > target and pre < 0 and fin[target] > 0 and batch * -(-(fin[target] - g) // bs) <= free and not front:
             # The target decodes, nobody waits, and the blocks cannot run out before it finishes: only
             # finishes remain, visited in order without the per-event bookkeeping of the loop below.
             for f, i in sorted(heap):
+                if fin[i] != f:
+                    continue  # a stale entry: preempted since
                 if f != g:
                     k = f - g
                     now += (k * (dec_a[batch] + dec_b * (sumc0 + batch * g)) + dec_b * batch * k * (k - 1) * 0.5
@@ -97,8 +103,14 @@ def simulate(
                 batch -= 1
                 sumc0 -= c0[i]
         need = hist[-g % bs] if batch else 0
-        if need > free:
-            break  # a decoder cannot get its block: preemption, hand over to the exact engine
+        admit = True
+        if need > free or (pre >= 0 and need + _chunk_blocks(prompt[pre] + produced[pre] - pre_c, pre_c,
+                                                             budget - batch, bs) > free):
+            # A block runs out: preempt as Engine.schedule would; nothing is admitted in this step.
+            free, batch, sumc0, pre, pre_c = _preempt(order, front, fin, c0, produced, prompt, out, hist,
+                                                      g, free, batch, sumc0, pre, pre_c, budget, bs)
+            admit = False
+            need = hist[-g % bs] if batch else 0
         free1 = free - need
         bud = budget - batch
         chunks: list[tuple[int, int, int]] = []
@@ -107,8 +119,6 @@ def simulate(
         if pre >= 0:
             n = min(prompt[pre] + produced[pre] - pre_c, bud)
             nb = -(-(pre_c + n) // bs) + (pre_c // -bs)
-            if nb > free1:
-                break  # the prefilling request preempts itself
             free1 -= nb
             bud -= n
             chunks.append((pre, n, pre_c))
@@ -117,18 +127,22 @@ def simulate(
             else:
                 pt, ps, cached, attn = n, 1, pre_c, n * (pre_c + (n + 1) * 0.5)
         n_running = batch + (1 if pre >= 0 else 0)
-        while wi <= target and bud > 0 and n_running < max_seqs:
-            n = min(prompt[wi] + produced[wi], bud)
+        while admit and (front or wi <= target) and bud > 0 and n_running < max_seqs:
+            j = front[0] if front else wi
+            n = min(prompt[j] + produced[j], bud)
             nb = -(-n // bs)
             if nb > free1:
                 break
             free1 -= nb
             bud -= n
-            chunks.append((wi, n, 0))
-            order.append(wi)
-            if wi == target:
+            chunks.append((j, n, 0))
+            order.append(j)
+            if j == target and t_sched < 0:
                 t_sched = now
-            wi += 1
+            if front:
+                del front[0]
+            else:
+                wi += 1
             n_running += 1
             pt += n
             ps += 1
@@ -139,9 +153,15 @@ def simulate(
             free = free1
             g += 1
             pre = -1
-        elif not heap:
-            break  # nothing runs and nothing can be admitted: let the exact engine sort it out
+        elif not admit:  # the preemption step itself: one decode step (or an empty one) of the survivors
+            now += (dec_a[batch] + dec_b * (sumc0 + batch * g)) * 1e-3
+            free = free1
+            g += 1
         else:
+            while heap and fin[heap[0][1]] != heap[0][0]:
+                heappop(heap)  # stale entries of preempted requests
+            if not heap:
+                break  # nothing runs and nothing can be admitted: let the exact engine sort it out
             k = heap[0][0] - g  # a decode-only stretch lasts until the next finish ...
             if batch * -(-k // bs) > free:  # ... or until the blocks run out
                 k = _steps_affordable(hist, batch, g, k, free, bs)
@@ -151,6 +171,8 @@ def simulate(
             g += k
         while heap and heap[0][0] == g:
             i = heappop(heap)[1]
+            if fin[i] != g:
+                continue  # a stale entry: preempted since
             ci = c0[i]
             free += -(-(ci + g) // bs)
             batch -= 1
@@ -166,7 +188,7 @@ def simulate(
                 pre, pre_c = i, ca
                 continue
             produced[i] += 1
-            if i == target:
+            if i == target and t_first < 0:
                 t_first = now
             if produced[i] >= out[i]:
                 free += -(-ca // bs)
@@ -195,7 +217,7 @@ def simulate(
             r.num_computed_tokens, r.num_output_tokens = c0[i] + g, out[i] - (fin[i] - g)
         r.phase = Phase.RUNNING
         eng.restore(r)
-    for i in range(wi, target + 1):
+    for i in [*front, *range(wi, target + 1)]:
         reqs[i].num_output_tokens = produced[i]
         eng.restore(reqs[i])
     tgt = reqs[target]
@@ -208,6 +230,53 @@ def simulate(
         queue_s=tgt.first_scheduled_time if tgt.first_scheduled_time is not None else 0.0,
         running=n_run, waiting=len(waiting), kv_free_blocks=total_blocks - used,
     )
+
+
+def _chunk_blocks(remaining: int, computed: int, budget: int, bs: int) -> int:
+    """New blocks a running request with ``remaining`` tokens to compute takes in a step (as Engine.schedule)."""
+    n = min(remaining, budget)
+    return -(-(computed + n) // bs) + (computed // -bs)
+
+
+def _preempt(
+    order: list[int], front: list[int], fin: list[int], c0: list[int], produced: list[int], prompt: list[int],
+    out: list[int], hist: list[int], g: int, free: int, batch: int, sumc0: int, pre: int, pre_c: int,
+    budget: int, bs: int,
+) -> tuple[int, int, int, int, int]:
+    """``Engine.schedule``'s walk over the running requests when a block runs out, in closed form.
+
+    The walk schedules the running requests in admission order, each taking its new blocks; when none are
+    left it preempts the last admitted until the current one fits, or until it is preempted itself. Since
+    needs are never negative, its victims are exactly the shortest suffix (in admission order) whose removal
+    frees enough: the survivors' new blocks ≤ free + the victims' held blocks. So victims are popped from the
+    end of ``order`` until that holds. They leave the group (blocks freed, produced tokens kept) and go to
+    the head of the queue, earliest admitted first. Returns the new (free, batch, sumc0, pre, pre_c)."""
+    nb_pre = 0
+    if pre >= 0:  # the prefilling request is the last admitted; it gets the budget the decoders leave
+        nb_pre = _chunk_blocks(prompt[pre] + produced[pre] - pre_c, pre_c, budget - batch, bs)
+    need = (hist[-g % bs] if batch else 0) + nb_pre
+    victims: list[int] = []
+    while need > free:
+        v = order.pop()
+        if fin[v] < 0:
+            continue  # finished earlier: no longer running
+        victims.append(v)
+        if v == pre:
+            need -= nb_pre
+            free += -(-pre_c // bs)
+            pre, pre_c = -1, 0
+            continue
+        cv = c0[v]
+        c = cv + g
+        need -= c % bs == 0
+        free += -(-c // bs)
+        produced[v] = out[v] - (fin[v] - g)
+        fin[v] = 0
+        batch -= 1
+        sumc0 -= cv
+        hist[cv % bs] -= 1
+    front[:0] = victims[::-1]
+    return free, batch, sumc0, pre, pre_c
 
 
 def _blocks_over(hist: list[int], batch: int, g: int, k: int, bs: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blockctl.engine.decodegroup import simulate
@@ -146,3 +146,95 @@ def test_typical_agent_states_stay_on_the_fast_path(monkeypatch: pytest.MonkeyPa
     for i in range(30):
         running, waiting = decoding_state(rng, 48, 32)
         assert simulate(CFG, PROFILE.model, running, waiting, sample_request(rng, f"n{i}")) is not None
+
+
+class _NoEngine:
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("the decode group handed over to the exact engine")
+
+
+def _exact_preemptions(cfg: EngineConfig, run: list[Request], wait: list[Request], target: Request) -> int:
+    """How many preemptions the exact engine makes while answering (the reference's own run, replayed)."""
+    from blockctl.engine.core import Engine
+    from blockctl.engine.whatif import _copy
+
+    eng = Engine(cfg, PROFILE.model)
+    for r in run:
+        c = _copy(r)
+        c.phase = Phase.RUNNING
+        eng.restore(c)
+    for r in wait:
+        c = _copy(r)
+        c.num_computed_tokens = 0
+        c.phase = Phase.WAITING
+        eng.restore(c)
+    t = Request("t", target.prompt_tokens, target.output_tokens)
+    eng.add(t)
+    eng.run_until_finished(t)
+    return eng.num_preemptions_total
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    running=st.lists(st.tuples(st.integers(1, 200), st.integers(1, 80), st.integers(1, 120)), min_size=1,
+                     max_size=20),
+    waiting=st.lists(st.tuples(st.integers(1, 200), st.integers(0, 3), st.integers(1, 120)), max_size=10),
+    new=st.tuples(st.integers(1, 200), st.integers(1, 120)),
+    block_size=st.sampled_from([1, 4, 16]),
+    slack=st.integers(0, 40),
+    seqs=st.integers(4, 24),
+    budget=st.integers(24, 256),
+    prefill_last=st.integers(-1, 40),
+)
+def test_the_decode_group_preempts_like_the_engine_without_handing_over(
+    monkeypatch: pytest.MonkeyPatch, running: list[tuple[int, int, int]], waiting: list[tuple[int, int, int]],
+    new: tuple[int, int], block_size: int, slack: int, seqs: int, budget: int, prefill_last: int,
+) -> None:
+    """KV just large enough for what runs now (plus ``slack`` blocks): decoders soon run out and preempt."""
+    import blockctl.engine.decodegroup as dg
+
+    run = [Request(f"r{i}", p, o + extra, num_computed_tokens=p + o - 1, num_output_tokens=o, phase=Phase.RUNNING)
+           for i, (p, o, extra) in enumerate(running[:seqs])]
+    if prefill_last >= 0:
+        last = run[-1]
+        last.num_output_tokens = 0
+        last.num_computed_tokens = min(prefill_last, last.prompt_tokens - 1)
+    wait = [Request(f"w{i}", p, o + extra, num_output_tokens=o) for i, (p, o, extra) in enumerate(waiting)]
+    target = Request("new", *new)
+    held = sum(-(-r.num_computed_tokens // block_size) for r in run)
+    longest = max(-(-(r.prompt_tokens + r.output_tokens - 1) // block_size) for r in [*run, *wait, target])
+    cfg = EngineConfig(block_size=block_size, num_gpu_blocks=max(held, longest) + slack, max_num_seqs=seqs,
+                       max_num_batched_tokens=max(budget, seqs), max_model_len=100_000)
+    exact = predict_exact(cfg, PROFILE.model, run, wait, target)
+    with monkeypatch.context() as m:  # patched per example, undone before the next
+        m.setattr(dg, "Engine", _NoEngine)
+        fast = simulate(cfg, PROFILE.model, run, wait, target)
+    assert fast is not None
+    assert fast.ttft_s == pytest.approx(exact.ttft_s, rel=1e-9)
+    assert fast.e2e_s == pytest.approx(exact.e2e_s, rel=1e-9)
+    assert fast.queue_s == pytest.approx(exact.queue_s, rel=1e-9, abs=1e-12)
+
+
+def test_tight_kv_states_do_preempt_and_stay_on_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The property above is not vacuous: most of these 48 + 32 states preempt in the reference."""
+    import blockctl.engine.decodegroup as dg
+    from blockctl.engine.benchmark import decoding_state, sample_request
+
+    rng = random.Random(13)
+    preempting = 0
+    for i in range(40):
+        running, waiting = decoding_state(rng, 48, 32)
+        held = sum(-(-r.num_computed_tokens // CFG.block_size) for r in running)
+        cfg = EngineConfig(block_size=CFG.block_size, num_gpu_blocks=held + rng.randint(0, 60), max_num_seqs=48,
+                           max_num_batched_tokens=512, max_model_len=CFG.max_model_len)
+        new = sample_request(rng, f"n{i}")
+        longest = max(-(-(r.prompt_tokens + r.output_tokens - 1) // 16) for r in [*running, *waiting, new])
+        if longest > cfg.num_gpu_blocks:
+            continue
+        exact = predict_exact(cfg, PROFILE.model, running, waiting, new)
+        preempting += _exact_preemptions(cfg, running, waiting, new) > 0
+        with monkeypatch.context() as m:
+            m.setattr(dg, "Engine", _NoEngine)
+            fast = simulate(cfg, PROFILE.model, running, waiting, new)
+        assert fast is not None and fast.e2e_s == pytest.approx(exact.e2e_s, rel=1e-9)
+    assert preempting >= 20

@@ -143,6 +143,11 @@ class ClusterSim:
         self._inflight[req_id] = rec
         return rec
 
+    def agent_queues(self, name: str) -> tuple[list[Request], list[Request]]:
+        """(running, waiting) of instance ``name`` as its agent sees them (fresh copies, predicted lengths)."""
+        inst = self._instances[name]
+        return observed_queues(inst.engine, inst.told, self.config)
+
     def inflight_violations(self, slo: Slo, t: float, start: int = 0) -> int:
         """In-flight requests (workload index ≥ ``start``) already certain to break ``slo``'s limit (TTFT or
         E2E) as of time ``t``."""
