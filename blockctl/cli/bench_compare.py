@@ -169,7 +169,7 @@ def register(group: typer.Typer) -> None:
             raise ConfigError(f"must be a positive number of seconds, got {saturation_s}",
                               key="--saturation-duration")
         count, seconds = _size(requests, duration, sim)
-        say = None if as_json else _probe_line
+        say = _probe_line  # on stderr: --json keeps stdout for the JSON document
         t0 = time.perf_counter()
         if sim:
             setup = _sim_setup(instances=instances, profile=profile, max_num_seqs=max_num_seqs,
