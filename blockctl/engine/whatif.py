@@ -40,15 +40,10 @@ def predict(
     return fast if fast is not None else predict_exact(config, model, running, waiting, new)
 
 
-def predict_exact(
-    config: EngineConfig,
-    model: StepTimeModel,
-    running: Sequence[Request],
-    waiting: Sequence[Request],
-    new: Request,
-) -> Prediction:
-    """``predict`` by restoring the state into an ``Engine`` and running it (the reference the fast path is
-    tested against, and its fallback for states the decode group cannot express)."""
+def restore_state(
+    config: EngineConfig, model: StepTimeModel, running: Sequence[Request], waiting: Sequence[Request]
+) -> Engine:
+    """An exact ``Engine`` holding copies of the what-if's ``running`` and ``waiting`` requests."""
     eng = Engine(config, model)
     for r in running:
         c = _copy(r)
@@ -59,6 +54,19 @@ def predict_exact(
         c.num_computed_tokens = 0
         c.phase = Phase.WAITING
         eng.restore(c)
+    return eng
+
+
+def predict_exact(
+    config: EngineConfig,
+    model: StepTimeModel,
+    running: Sequence[Request],
+    waiting: Sequence[Request],
+    new: Request,
+) -> Prediction:
+    """``predict`` by restoring the state into an ``Engine`` and running it (the reference the fast path is
+    tested against, and its fallback for states the decode group cannot express)."""
+    eng = restore_state(config, model, running, waiting)
     free_now = eng.free_blocks
     target = Request(req_id=new.req_id, prompt_tokens=new.prompt_tokens, output_tokens=new.output_tokens)
     eng.add(target)

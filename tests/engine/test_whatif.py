@@ -12,7 +12,7 @@ from blockctl.engine.decodegroup import simulate
 from blockctl.engine.fit import row_shape
 from blockctl.engine.profile import DEFAULT_PROFILE, load_profile
 from blockctl.engine.types import EngineConfig, Phase, Request, StepShape
-from blockctl.engine.whatif import predict, predict_exact
+from blockctl.engine.whatif import predict, predict_exact, restore_state
 from blockctl.errors import EngineError
 
 PROFILE = load_profile(DEFAULT_PROFILE)
@@ -155,19 +155,7 @@ class _NoEngine:
 
 def _exact_preemptions(cfg: EngineConfig, run: list[Request], wait: list[Request], target: Request) -> int:
     """How many preemptions the exact engine makes while answering (the reference's own run, replayed)."""
-    from blockctl.engine.core import Engine
-    from blockctl.engine.whatif import _copy
-
-    eng = Engine(cfg, PROFILE.model)
-    for r in run:
-        c = _copy(r)
-        c.phase = Phase.RUNNING
-        eng.restore(c)
-    for r in wait:
-        c = _copy(r)
-        c.num_computed_tokens = 0
-        c.phase = Phase.WAITING
-        eng.restore(c)
+    eng = restore_state(cfg, PROFILE.model, run, wait)
     t = Request("t", target.prompt_tokens, target.output_tokens)
     eng.add(t)
     eng.run_until_finished(t)

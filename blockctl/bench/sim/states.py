@@ -17,9 +17,9 @@ import numpy as np
 
 from blockctl.bench.sim.cluster import ClusterSim
 from blockctl.bench.sim.run import SimSetup, arrivals_for, prepared_for
-from blockctl.engine.core import Engine
-from blockctl.engine.types import EngineConfig, Phase, Request
-from blockctl.engine.whatif import _copy, predict
+from blockctl.engine.steptime import StepTimeModel
+from blockctl.engine.types import EngineConfig, Request
+from blockctl.engine.whatif import predict, restore_state
 from blockctl.errors import ConfigError
 from blockctl.scheduler.policies import make_policy
 
@@ -52,19 +52,10 @@ def saturated_states(
     return out
 
 
-def preempts(config: EngineConfig, state: State, model: object) -> bool:
+def preempts(config: EngineConfig, state: State, model: StepTimeModel) -> bool:
     """Whether the exact engine preempts anything before the state's new request finishes."""
     run, wait, new = state
-    eng = Engine(config, model)  # type: ignore[arg-type]
-    for r in run:
-        c = _copy(r)
-        c.phase = Phase.RUNNING
-        eng.restore(c)
-    for r in wait:
-        c = _copy(r)
-        c.num_computed_tokens = 0
-        c.phase = Phase.WAITING
-        eng.restore(c)
+    eng = restore_state(config, model, run, wait)
     target = Request("t", new.prompt_tokens, new.output_tokens)
     eng.add(target)
     eng.run_until_finished(target)
