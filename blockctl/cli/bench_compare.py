@@ -226,13 +226,32 @@ def _print_comparison(cmp: Comparison, out_dir: Path, written: list[Path], kind:
         print_json(jsonable({
             "kind": kind,
             "out": str(out_dir),
-            "runs": {f"{q:g}": {r.label: r.summary.to_dict() for r in rs} for q, rs in sorted(cmp.runs.items())},
+            "runs": {f"{q:g}": {r.label: {**r.summary.to_dict(), "steady": r.config.get("steady")} for r in rs}
+                     for q, rs in sorted(cmp.runs.items())},
         }))
         return
     for q, results in sorted(cmp.runs.items()):
         console.print(comparison_table(results, title=f"{kind}: {q:g} QPS"))
+        steady = [(r.label, r.config["steady"]) for r in results if isinstance(r.config.get("steady"), dict)]
+        if steady:
+            console.print(_steady_table(steady, q))
     plots = [p for p in written if p.suffix == ".png"]
     ok(f"results and {len(plots)} plot(s) in {out_dir}")
+
+
+def _steady_table(rows: list[tuple[str, dict[str, Any]]], qps: float) -> Table:
+    """Each run judged at steady state: post-warm-up percentiles, and whether completions kept up."""
+    table = Table(title=f"{qps:g} QPS at steady state (first 10 % of arrivals left out)")
+    for col in ("policy", "completed / offered req/s", "stable", "TTFT P50", "TTFT P99", "E2E P50", "E2E P99"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+
+    def sec(v: object) -> str:
+        return f"{v:.3f} s" if isinstance(v, float) else str(v)
+
+    for label, s in rows:
+        table.add_row(label, f"{s['completed_rps']:.1f} / {s['offered_rps']:.1f}", "yes" if s["stable"] else "NO",
+                      sec(s["ttft_p50_s"]), sec(s["ttft_p99_s"]), sec(s["e2e_p50_s"]), sec(s["e2e_p99_s"]))
+    return table
 
 
 def _print_capacities(found: dict[str, PolicyCapacity], slo: str, elapsed: float) -> None:
