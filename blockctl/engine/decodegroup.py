@@ -16,11 +16,80 @@ path from the start). Same results as ``Engine`` up to float rounding (tested).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
 
 from blockctl.engine.core import Engine
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Phase, Prediction, Request
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """An instance's state as the group's columns (running, then waiting; index = request), built once and
+    shared by the what-ifs of any number of new requests (:func:`forecast` copies what it mutates)."""
+
+    cfg: EngineConfig
+    model: StepTimeModel
+    prompt: list[int]
+    produced: list[int]
+    out: list[int]  # total output each runs to (a prediction already overrun: one more token)
+    c0: list[int]  # decoders: computed tokens minus g
+    fin: list[int]  # decoders: the g at which they finish
+    heap: list[tuple[int, int]]  # (fin, index) of the decoders, a heap
+    hist: list[int]  # decoders by c0 % block_size
+    sumc0: int  # sum of the decoders' c0
+    batch: int  # running[:batch] decode; at most the last running request is still in its prefill
+    pre: int  # the running request in the middle of its prefill (always the last admitted), or -1
+    pre_c: int
+    used: int  # KV blocks held
+    n_run: int
+    longest: int  # most prompt + output tokens of one request
+
+
+def columns(
+    cfg: EngineConfig, model: StepTimeModel, running: Sequence[Request], waiting: Sequence[Request]
+) -> Columns | None:
+    """The state's columns; None when the group cannot express it (the exact engine must answer)."""
+    bs, budget, max_seqs = cfg.block_size, cfg.max_num_batched_tokens, cfg.max_num_seqs
+    n_run = len(running)
+    if max_seqs > budget or n_run > max_seqs:
+        return None
+    prompt = [r.prompt_tokens for r in running]
+    produced = [r.num_output_tokens for r in running]
+    c0 = [r.num_computed_tokens for r in running]
+    batch = 0
+    for p, o, c in zip(prompt, produced, c0, strict=True):
+        if o <= 0 or c != p + o - 1:
+            break
+        batch += 1
+    pre = -1
+    pre_c = 0
+    if batch < n_run:
+        pre, pre_c = batch, c0[batch]
+        if batch != n_run - 1 or produced[pre] < 0 or not 0 <= pre_c < prompt[pre] + produced[pre]:
+            return None
+        c0[pre] = 0
+    used = sum([-(-c // bs) for c in c0]) + (-(-pre_c // bs))
+    prompt += [r.prompt_tokens for r in waiting]
+    produced += [max(0, r.num_output_tokens) for r in waiting]
+    out = [r.output_tokens for r in running]
+    out += [r.output_tokens for r in waiting]
+    out = [t if t > o else o + 1 for t, o in zip(out, produced, strict=True)]
+    longest = max([p + t for p, t in zip(prompt, out, strict=True)], default=0)
+    if min(prompt, default=1) < 1 or used > cfg.num_gpu_blocks:
+        return None
+    fin = [t - o for t, o in zip(out[:batch], produced[:batch], strict=True)]
+    heap = list(zip(fin, range(batch), strict=True))
+    heapify(heap)
+    n_all = len(prompt)
+    fin += [0] * (n_all - batch)
+    c0 += [0] * (n_all - n_run)
+    hist = [0] * bs
+    for c in c0[:batch]:
+        hist[c % bs] += 1
+    return Columns(cfg, model, prompt, produced, out, c0, fin, heap, hist, sum(c0[:batch]), batch, pre, pre_c, used,
+                   n_run, longest)
 
 
 def simulate(
@@ -31,49 +100,29 @@ def simulate(
     new: Request,
 ) -> Prediction | None:
     """``whatif.predict`` by the decode group; None when the exact engine must answer instead."""
+    cols = columns(cfg, model, running, waiting)
+    return None if cols is None else forecast(cols, new)
+
+
+def forecast(cols: Columns, new: Request) -> Prediction | None:
+    """``simulate`` for the state of ``cols`` and the request ``new``; ``cols`` is left as it was."""
+    cfg, model = cols.cfg, cols.model
     bs, budget, max_seqs = cfg.block_size, cfg.max_num_batched_tokens, cfg.max_num_seqs
-    n_run = len(running)
-    if max_seqs > budget or n_run > max_seqs or new.output_tokens < 1:
+    total_blocks = cfg.num_gpu_blocks
+    if new.output_tokens < 1 or new.prompt_tokens < 1:
         return None
-    max_len, total_blocks = cfg.max_model_len, cfg.num_gpu_blocks
-    # Columns of the requests (running, then waiting, then the new one); index = request.
-    prompt = [r.prompt_tokens for r in running]
-    produced = [r.num_output_tokens for r in running]
-    c0 = [r.num_computed_tokens for r in running]  # decoders: computed tokens minus g
-    batch = 0  # running[:batch] decode; at most the last running request is still in its prefill
-    for p, o, c in zip(prompt, produced, c0, strict=True):
-        if o <= 0 or c != p + o - 1:
-            break
-        batch += 1
-    pre = -1  # the running request in the middle of its prefill (always the last admitted), or -1
-    pre_c = 0
-    if batch < n_run:
-        pre, pre_c = batch, c0[batch]
-        if batch != n_run - 1 or produced[pre] < 0 or not 0 <= pre_c < prompt[pre] + produced[pre]:
-            return None
-        c0[pre] = 0
-    used = sum([-(-c // bs) for c in c0]) + (-(-pre_c // bs))
-    prompt += [r.prompt_tokens for r in waiting]
-    prompt.append(new.prompt_tokens)
-    produced += [max(0, r.num_output_tokens) for r in waiting]
-    produced.append(0)
-    out = [r.output_tokens for r in running]
-    out += [r.output_tokens for r in waiting]
-    out.append(new.output_tokens)
-    out = [t if t > o else o + 1 for t, o in zip(out, produced, strict=True)]
-    longest = max([p + t for p, t in zip(prompt, out, strict=True)])
-    if min(prompt) < 1 or longest > max_len or -(-(longest - 1) // bs) > total_blocks or used > total_blocks:
+    longest = max(cols.longest, new.prompt_tokens + new.output_tokens)
+    if longest > cfg.max_model_len or -(-(longest - 1) // bs) > total_blocks:
         return None
-    fin = [t - o for t, o in zip(out[:batch], produced[:batch], strict=True)]
-    heap = list(zip(fin, range(batch), strict=True))
-    n_all = len(prompt)
-    fin += [0] * (n_all - batch)
-    c0 += [0] * (n_all - n_run)
-    hist = [0] * bs
-    for c in c0[:batch]:
-        hist[c % bs] += 1
-    sumc0 = sum(c0[:batch])
-    heapify(heap)
+    prompt = [*cols.prompt, new.prompt_tokens]
+    produced = [*cols.produced, 0]
+    out = [*cols.out, new.output_tokens]
+    c0 = [*cols.c0, 0]
+    fin = [*cols.fin, 0]
+    heap = cols.heap.copy()
+    hist = cols.hist.copy()
+    batch, pre, pre_c, used, n_run, sumc0 = cols.batch, cols.pre, cols.pre_c, cols.used, cols.n_run, cols.sumc0
+    n_waiting = len(prompt) - 1 - n_run
     target = len(prompt) - 1
     order = list(range(n_run))  # running requests in admission order (finished ones skipped on hand-over)
     wi = n_run  # head of the waiting queue
@@ -99,7 +148,7 @@ def simulate(
                     g = f
                 if i == target:
                     return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_run,
-                                      waiting=len(waiting), kv_free_blocks=total_blocks - used)
+                                      waiting=n_waiting, kv_free_blocks=total_blocks - used)
                 batch -= 1
                 sumc0 -= c0[i]
         need = hist[-g % bs] if batch else 0
@@ -181,7 +230,7 @@ def simulate(
             fin[i] = -1
             if i == target:
                 return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_run,
-                                  waiting=len(waiting), kv_free_blocks=total_blocks - used)
+                                  waiting=n_waiting, kv_free_blocks=total_blocks - used)
         for i, n, cb in chunks:
             ca = cb + n
             if ca < prompt[i] + produced[i]:
@@ -195,7 +244,7 @@ def simulate(
                 fin[i] = -1
                 if i == target:
                     return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_run,
-                                      waiting=len(waiting), kv_free_blocks=total_blocks - used)
+                                      waiting=n_waiting, kv_free_blocks=total_blocks - used)
                 continue
             ci = ca - g
             c0[i] = ci
@@ -228,7 +277,7 @@ def simulate(
     return Prediction(
         ttft_s=tgt.first_token_time, e2e_s=tgt.finish_time,
         queue_s=tgt.first_scheduled_time if tgt.first_scheduled_time is not None else 0.0,
-        running=n_run, waiting=len(waiting), kv_free_blocks=total_blocks - used,
+        running=n_run, waiting=n_waiting, kv_free_blocks=total_blocks - used,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from blockctl.engine.core import Engine
-from blockctl.engine.decodegroup import simulate
+from blockctl.engine.decodegroup import columns, forecast, simulate
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Phase, Prediction, Request
 
@@ -38,6 +38,24 @@ def predict(
     """
     fast = simulate(config, model, running, waiting, new)
     return fast if fast is not None else predict_exact(config, model, running, waiting, new)
+
+
+class Forecaster:
+    """``predict`` for one instance state and any number of new requests: the state is read once.
+
+    The state's requests must not change while the forecaster is in use (a simulator keeps one per state).
+    """
+
+    __slots__ = ("_cols", "config", "model", "running", "waiting")
+
+    def __init__(self, config: EngineConfig, model: StepTimeModel, running: Sequence[Request],
+                 waiting: Sequence[Request]) -> None:
+        self.config, self.model, self.running, self.waiting = config, model, running, waiting
+        self._cols = columns(config, model, running, waiting)
+
+    def predict(self, new: Request) -> Prediction:
+        fast = None if self._cols is None else forecast(self._cols, new)
+        return fast if fast is not None else predict_exact(self.config, self.model, self.running, self.waiting, new)
 
 
 def restore_state(

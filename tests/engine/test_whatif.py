@@ -226,3 +226,22 @@ def test_tight_kv_states_do_preempt_and_stay_on_the_fast_path(monkeypatch: pytes
             fast = simulate(cfg, PROFILE.model, running, waiting, new)
         assert fast is not None and fast.e2e_s == pytest.approx(exact.e2e_s, rel=1e-9)
     assert preempting >= 20
+
+
+def test_a_forecaster_answers_like_predict_for_many_new_requests_on_one_state() -> None:
+    """The simulator reads a state once and asks it for every arrival until the state changes."""
+    from blockctl.engine.benchmark import decoding_state, sample_request
+    from blockctl.engine.whatif import Forecaster
+
+    rng = random.Random(17)
+    running, waiting = decoding_state(rng, 48, 32)
+    held = sum(-(-r.num_computed_tokens // CFG.block_size) for r in running)
+    for blocks in (CFG.num_gpu_blocks, held + 20):  # roomy, then tight (the what-ifs preempt)
+        cfg = EngineConfig(block_size=CFG.block_size, num_gpu_blocks=blocks, max_num_seqs=48,
+                           max_num_batched_tokens=512, max_model_len=CFG.max_model_len)
+        whatif = Forecaster(cfg, PROFILE.model, running, waiting)
+        news = [sample_request(rng, f"n{i}") for i in range(12)]
+        news = [n for n in news if -(-(n.prompt_tokens + n.output_tokens - 1) // 16) <= blocks]
+        first = [whatif.predict(n) for n in news]
+        assert first == [predict(cfg, PROFILE.model, running, waiting, n) for n in news]
+        assert [whatif.predict(n) for n in news] == first  # asking again: the shared columns were not mutated

@@ -13,7 +13,7 @@ from blockctl.bench.steady import AbortWindow
 from blockctl.engine.core import Engine
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Prediction, Request
-from blockctl.engine.whatif import predict
+from blockctl.engine.whatif import Forecaster
 from blockctl.errors import EngineError
 from blockctl.scheduler.policies import InstanceView, Policy, RouteRequest, blank_view
 from blockctl_agents.predictor.tracker import RECENT_WINDOW_S
@@ -54,10 +54,10 @@ class _Instance:
         self.told: dict[str, int] = {}  # req_id -> output length the agent was told
         self.recent: deque[float] = deque()  # arrival times within the last RECENT_WINDOW_S
         self.adds = 0  # requests handed to the engine so far
-        # (engine.now, adds) when last observed -> (running, waiting, waiting_prompt_blocks); the engine's
-        # state changes only by stepping (which moves its clock) or by an add, so an equal key means an
-        # unchanged state and the copies can be reused (predict never mutates them).
-        self.observed: tuple[tuple[float, int], list[Request], list[Request], int] | None = None
+        # (engine.now, adds) when last observed -> (what-ifs over the agent's view, waiting_prompt_blocks); the
+        # engine's state changes only by stepping (which moves its clock) or by an add, so an equal key means
+        # an unchanged state and the view can be reused (predict never mutates it).
+        self.observed: tuple[tuple[float, int], Forecaster, int] | None = None
 
 
 class ClusterSim:
@@ -166,16 +166,17 @@ class ClusterSim:
         engine = inst.engine
         key = (engine.now, inst.adds)
         if inst.observed is not None and inst.observed[0] == key:
-            _, running, waiting, blocks = inst.observed
+            _, whatif, blocks = inst.observed
         else:
             running, waiting = observed_queues(engine, inst.told, self.config)
             blocks = waiting_prompt_blocks(waiting, self.config.block_size)
-            inst.observed = (key, running, waiting, blocks)
+            whatif = Forecaster(self.config, self.model, running, waiting)
+            inst.observed = (key, whatif, blocks)
         prediction: Prediction | None = None
         if with_prediction:
             cap = max(1, self.config.max_model_len - prompt_tokens)
             new = Request("new", prompt_tokens, min(told, cap))
-            p = predict(self.config, self.model, running, waiting, new)
+            p = whatif.predict(new)
             lag = max(0.0, engine.now - t)
             prediction = Prediction(p.ttft_s + lag, p.e2e_s + lag, p.queue_s + lag, p.running, p.waiting,
                                     p.kv_free_blocks) if lag else p
