@@ -108,7 +108,7 @@ def test_saturation_first_then_capacity_below_it() -> None:
     assert sat is not None and sat.completed_rps == 200.0
     assert [q for q, _ in calls] == [96.0, 144.0, 216.0]  # × 1.5 until overloaded (200 < 0.94 × 216)
     res = find_capacity(probe, plan, sat)  # type: ignore[arg-type]
-    assert 180.0 * 0.99 <= res.capacity <= 180.0 and not res.capped
+    assert 180.0 * 0.99 <= res.capacity <= 180.0 and not res.capped and not res.at_saturation
     assert all(q <= 200.0 for q, s in calls if not s)  # no capacity probe above saturation
     assert res.to_dict()["saturation"] == 200.0
     assert {"qps", "held", "stable", "slo_value"} <= set(res.to_dict()["probes"][0])  # type: ignore[index]
@@ -122,6 +122,10 @@ def test_a_hint_measures_saturation_in_one_probe_and_a_ceiling_is_never_a_measur
     plan = Plan(start=10.0, max_qps=50.0)
     assert find_saturation(probe, plan) is None  # type: ignore[arg-type]
     res = find_capacity(probe, plan, None)  # type: ignore[arg-type]
-    assert res.capped and res.capacity == 50.0 and res.saturation is None
+    assert res.capped and res.capacity == 50.0 and res.saturation is None and not res.at_saturation
+    calls, probe = _fake_cluster(1e9, 200.0)  # holds whatever it is offered, up to its saturation
+    plan = Plan(start=96.0)
+    held = find_capacity(probe, plan, find_saturation(probe, plan))  # type: ignore[arg-type]
+    assert held.capacity == 200.0 and held.at_saturation and not held.capped
     assert overloaded(ProbeOutcome(10.0, False, False, {}, {}, 8.0, 10.0)) and not overloaded(
         ProbeOutcome(10.0, True, True, {}, {}, 9.9, 10.0))
