@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from blockctl.engine.core import Engine
-from blockctl.engine.decodegroup import simulate
+from blockctl.engine.decodegroup import columns, forecast, simulate
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Phase, Prediction, Request
 
@@ -43,15 +43,28 @@ def predict(
     return fast if fast is not None else predict_exact(config, model, running, waiting, new)
 
 
-def predict_exact(
-    config: EngineConfig,
-    model: StepTimeModel,
-    running: Sequence[Request],
-    waiting: Sequence[Request],
-    new: Request,
-) -> Prediction:
-    """``predict`` by restoring the state into an ``Engine`` and running it (the reference the fast path is
-    tested against, and its fallback for states the decode group cannot express)."""
+class Forecaster:
+    """``predict`` for one instance state and any number of new requests: the state is read once.
+
+    The state's requests must not change while the forecaster is in use (a simulator keeps one per state).
+    """
+
+    __slots__ = ("_cols", "config", "model", "running", "waiting")
+
+    def __init__(self, config: EngineConfig, model: StepTimeModel, running: Sequence[Request],
+                 waiting: Sequence[Request]) -> None:
+        self.config, self.model, self.running, self.waiting = config, model, running, waiting
+        self._cols = columns(config, model, running, waiting)
+
+    def predict(self, new: Request) -> Prediction:
+        fast = None if self._cols is None else forecast(self._cols, new)
+        return fast if fast is not None else predict_exact(self.config, self.model, self.running, self.waiting, new)
+
+
+def restore_state(
+    config: EngineConfig, model: StepTimeModel, running: Sequence[Request], waiting: Sequence[Request]
+) -> Engine:
+    """An exact ``Engine`` holding copies of the what-if's ``running`` and ``waiting`` requests."""
     eng = Engine(config, model)
     for r in running:
         c = _copy(r)
@@ -62,6 +75,19 @@ def predict_exact(
         c.num_computed_tokens = 0
         c.phase = Phase.WAITING
         eng.restore(c)
+    return eng
+
+
+def predict_exact(
+    config: EngineConfig,
+    model: StepTimeModel,
+    running: Sequence[Request],
+    waiting: Sequence[Request],
+    new: Request,
+) -> Prediction:
+    """``predict`` by restoring the state into an ``Engine`` and running it (the reference the fast path is
+    tested against, and its fallback for states the decode group cannot express)."""
+    eng = restore_state(config, model, running, waiting)
     free_now = eng.free_blocks
     target = Request(req_id=new.req_id, prompt_tokens=new.prompt_tokens, output_tokens=new.output_tokens,
                      prefix_hit=new.prefix_hit)
