@@ -41,11 +41,14 @@ def predictor(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Microseconds per prediction (p50, p99) through the agent's own prediction function, and agent RSS."""
+    from blockctl.engine.profile import load_profile
+    from blockctl_agents.predictor.bench_learn import learning_cost
     from blockctl_agents.predictor.bench_speed import measure_agent_process, synthetic_core, time_predictions
     from blockctl_agents.predictor.launch import local_instance
 
     speed = time_predictions(synthetic_core(running, waiting, profile=profile), predictions)
     result: dict[str, Any] = {"profile": profile, "in_process": dataclasses.asdict(speed)}
+    result["online_learning"] = learning_cost(load_profile(profile))
     if process:
         with (
             tempfile.TemporaryDirectory(prefix="blockctl-bench-") as tmp,
@@ -67,6 +70,7 @@ def predictor(
         ("p99 µs", _fmt(speed.p99_us)),
         ("mean µs", _fmt(speed.mean_us)),
         ("view-building p50 µs", _fmt(speed.view_p50_us)),
+        ("online learning CPU µs per streamed token", _fmt(result["online_learning"]["learning_us_per_token"])),
     ]
     if "process" in result:
         p = result["process"]
