@@ -19,7 +19,11 @@ fitted as linear in the step's tokens ``N``), so it is linear in its coefficient
 form over the steps the engine can run, and :class:`~blockctl_agents.predictor.rls.RobustRls` moves them,
 so a wrong profile (GPU on a CPU engine, torch-only steps) is corrected in slope as well as level. Until the
 first rebuild the agent keeps the profile's own model. The learned
-model replaces the agent's step-time model every ``REBUILD_EVERY`` learned steps.
+model replaces the agent's step-time model after each update. An update learns a window of consecutive steps
+(``WINDOW_STEPS``, or fewer that took ``WINDOW_MS``) as one observation, their features and times summed: a
+host that stalls and then catches up (a burst of near-zero gaps, as a late emulator or a preempted API server
+produce) is learned at its average speed, which is what a request's latency adds up, instead of as many
+impossible near-zero steps.
 
 **First token.** ``actual TTFT - (predicted TTFT without overhead)`` — what the engine adds per request
 (API server, tokenising, queueing the model missed) — is learned as ``r0 + r1 * prompt_tokens/1e3`` by a
@@ -40,7 +44,9 @@ from blockctl_agents.predictor.rls import RobustRls
 from blockctl_agents.predictor.tracker import Tracked
 
 GROUP_SHARE = 0.5  # tokens within this share of a predicted step after a step's first token belong to it
-REBUILD_EVERY = 8  # learned steps between two rebuilds of the agent's step-time model
+WINDOW_STEPS = 16  # steps summed into one update (the model is linear: a window's time is its features' sum)
+WINDOW_MS = 100.0  # ... or fewer when they took this long
+STEP_CLIP = 2.5  # robust SDs beyond which a step's innovation is clipped
 STEP_DRIFT = 0.01  # per learned step, as a share of the prior SD: a memory of a few hundred steps
 TTFT_DRIFT = 0.05  # per request: a memory of some tens of requests
 TTFT_CLIP = 0.5  # first-token times are heavy-tailed (host stalls): clip hard, tracking the median more than the mean
@@ -68,10 +74,12 @@ class StepLearner:
         big = self._features(self._big_shape())
         sd = [max(abs(v), FLOOR_TERM_MS / f if f > 0 else FLOOR_TERM_MS) for v, f in zip(prior, big, strict=True)]
         self.rls = RobustRls(prior, sd, drift=STEP_DRIFT, lower=[0.0] * len(prior),
-                             upper=[100 * s + 1000.0 for s in sd])
+                             upper=[100 * s + 1000.0 for s in sd], clip=STEP_CLIP)
         self.model = base
         self._open: _Step | None = None
         self.skipped = 0
+        self.steps = 0  # learned steps (an update learns a window of them)
+        self._acc, self._acc_ms = [0.0] * len(prior), 0.0  # the window so far: summed features and times
 
     def _big_shape(self) -> StepShape:
         c = self.config
@@ -137,8 +145,17 @@ class StepLearner:
         shape = StepShape(prefill_tokens=sum(chunks), prefill_seqs=len(chunks),
                           prefill_attn=sum(c * (c + 1) / 2 for c in chunks), decode_batch=len(decoding),
                           decode_context=context)
-        self.rls.update(self._features(shape), 1e3 * duration, floor=0.05)
-        return self._rebuild() if self.rls.updates % REBUILD_EVERY == 0 else None
+        features = self._features(shape)
+        acc = self._acc
+        for i, f in enumerate(features):
+            acc[i] += f
+        self._acc_ms += 1e3 * duration
+        self.steps += 1
+        if self.steps % WINDOW_STEPS and self._acc_ms < WINDOW_MS:
+            return None
+        self.rls.update(acc, self._acc_ms, floor=0.05)
+        self._acc, self._acc_ms = [0.0] * len(acc), 0.0
+        return self._rebuild()
 
     def _rebuild(self) -> StepTimeModel:
         c0, c1, c2, c3, c4, c5 = (float(v) for v in self.rls.theta)
@@ -157,10 +174,11 @@ class StepLearner:
     def state(self) -> dict[str, Any]:
         return {
             "coefficients": dict(zip(COEFFS, (round(float(v), 6) for v in self.rls.theta), strict=True)),
-            "steps_learned": self.rls.updates,
+            "steps_learned": self.steps,
+            "updates": self.rls.updates,
             "steps_skipped": self.skipped,
             "steps_clipped": self.rls.clipped,
-            "recent_step_mape_pct": self.rls.recent_mape(),
+            "recent_window_mape_pct": self.rls.recent_mape(),  # each window of steps, predicted before learning it
             "decode_step_ms": {str(b): round(1e3 * self.model.step_seconds(StepShape(decode_batch=b,
                                                                                         decode_context=b * 128)), 4)
                                for b in (1, 4, self.config.max_num_seqs)},
@@ -198,10 +216,10 @@ def render_learning(steps: StepLearner, ttft: TtftLearner, instance: str) -> lis
               f'blockctl_agent_learned_coefficient{{{inst},name="request_ms_per_kilo_prompt_token"}} {r1}']
     mape = steps.rls.recent_mape()
     lines += ["# HELP blockctl_agent_learned_step_abs_pct_error Mean |error| % of the learned model's step time, "
-              "predicted before each of the last 200 learned steps.",
+              "predicted before learning each of the last 200 windows of steps.",
               "# TYPE blockctl_agent_learned_step_abs_pct_error gauge",
               f"blockctl_agent_learned_step_abs_pct_error{{{inst}}} {'NaN' if mape is None else mape}",
               "# HELP blockctl_agent_learned_steps_total Engine steps learned from token timings.",
               "# TYPE blockctl_agent_learned_steps_total counter",
-              f"blockctl_agent_learned_steps_total{{{inst}}} {steps.rls.updates}"]
+              f"blockctl_agent_learned_steps_total{{{inst}}} {steps.steps}"]
     return lines

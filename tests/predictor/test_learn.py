@@ -93,7 +93,7 @@ def test_agent_learns_the_engine_from_a_wrong_profile() -> None:
     mixed = StepShape(prefill_tokens=150, prefill_seqs=1, prefill_attn=150 * 151 / 2, decode_batch=4,
                       decode_context=400)
     assert abs(core.model.step_seconds(mixed) / TRUTH.step_seconds(mixed) - 1) < 0.2
-    assert learned["steps"]["recent_step_mape_pct"] < 5
+    assert learned["steps"]["recent_window_mape_pct"] < 5
     metrics = render_metrics(core, 0.0)
     assert 'blockctl_agent_learned_coefficient{instance="i",name="step_const_ms"}' in metrics
     assert "blockctl_agent_learned_steps_total" in metrics
