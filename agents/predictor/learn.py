@@ -23,7 +23,9 @@ model replaces the agent's step-time model after each update. An update learns a
 (``WINDOW_STEPS``, or fewer that took ``WINDOW_MS``) as one observation, their features and times summed: a
 host that stalls and then catches up (a burst of near-zero gaps, as a late emulator or a preempted API server
 produce) is learned at its average speed, which is what a request's latency adds up, instead of as many
-impossible near-zero steps.
+impossible near-zero steps. The agent predicts with the learned model only while it predicted the last
+``ERROR_WINDOW`` windows (each before learning it) better than the profile's model did; an exact profile
+(the emulator's own) stays in use.
 
 **First token.** ``actual TTFT - (predicted TTFT without overhead)`` — what the engine adds per request
 (API server, tokenising, queueing the model missed) — is learned as ``r0 + r1 * prompt_tokens/1e3`` by a
@@ -34,13 +36,14 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from collections import deque
 from typing import Any
 
 import numpy as np
 
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, StepShape
-from blockctl_agents.predictor.rls import RobustRls
+from blockctl_agents.predictor.rls import ERROR_WINDOW, RobustRls
 from blockctl_agents.predictor.tracker import Tracked
 
 GROUP_SHARE = 0.5  # tokens within this share of a predicted step after a step's first token belong to it
@@ -80,6 +83,9 @@ class StepLearner:
         self.skipped = 0
         self.steps = 0  # learned steps (an update learns a window of them)
         self._acc, self._acc_ms = [0.0] * len(prior), 0.0  # the window so far: summed features and times
+        self._acc_profile_ms = 0.0  # ... and what the profile's model says they take
+        self._profile_ape: deque[float] = deque(maxlen=ERROR_WINDOW)
+        self.using = "profile"
 
     def _big_shape(self) -> StepShape:
         c = self.config
@@ -150,14 +156,23 @@ class StepLearner:
         for i, f in enumerate(features):
             acc[i] += f
         self._acc_ms += 1e3 * duration
+        self._acc_profile_ms += 1e3 * self.base.step_seconds(shape)
         self.steps += 1
         if self.steps % WINDOW_STEPS and self._acc_ms < WINDOW_MS:
             return None
         self.rls.update(acc, self._acc_ms, floor=0.05)
-        self._acc, self._acc_ms = [0.0] * len(acc), 0.0
+        self._profile_ape.append(100.0 * abs(self._acc_profile_ms - self._acc_ms) / self._acc_ms)
+        self._acc, self._acc_ms, self._acc_profile_ms = [0.0] * len(acc), 0.0, 0.0
         return self._rebuild()
 
     def _rebuild(self) -> StepTimeModel:
+        """The model the agent predicts with: the learned one while it predicted the recent windows better
+        than the profile (before learning each), else the profile's own (an exact profile stays)."""
+        learned, profile = self.rls.recent_mape(), statistics.mean(self._profile_ape)
+        if learned is None or learned >= profile:
+            self.using, self.model = "profile", self.base
+            return self.model
+        self.using = "learned"
         c0, c1, c2, c3, c4, c5 = (float(v) for v in self.rls.theta)
         params = dataclasses.replace(
             self.base.params, const_ms=0.0, linear_mem_ms=0.0, linear_ms_per_token=c1 * 1e-3, roofline_p=1.0,
@@ -178,7 +193,9 @@ class StepLearner:
             "updates": self.rls.updates,
             "steps_skipped": self.skipped,
             "steps_clipped": self.rls.clipped,
+            "using": self.using,
             "recent_window_mape_pct": self.rls.recent_mape(),  # each window of steps, predicted before learning it
+            "profile_recent_window_mape_pct": statistics.mean(self._profile_ape) if self._profile_ape else None,
             "decode_step_ms": {str(b): round(1e3 * self.model.step_seconds(StepShape(decode_batch=b,
                                                                                         decode_context=b * 128)), 4)
                                for b in (1, 4, self.config.max_num_seqs)},
