@@ -101,7 +101,7 @@ async def measure(client: EngineClient, plan: EnginePlan, progress: Progress) ->
         mixed: list[tuple[int, float, int]] = []
         for _ in range(n_runs):
             streams = await client.batch(
-                specs + [(p, 1, 4 * step_s + k * spacing) for k, p in enumerate(order)]
+                specs + [(p, 2, 4 * step_s + k * spacing) for k, p in enumerate(order)]  # 1 token may be ""
             )
             mixed += mixed_steps(streams[:b], streams[b:])
         rows += mixed_rows(mixed, b)
