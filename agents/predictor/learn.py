@@ -1,13 +1,13 @@
 """Online learning of the engine the agent fronts: step-time coefficients and the time to first token (pure).
 
 **Steps.** Every engine step ends with one token for each decoding sequence, streamed together, so the agent
-groups token arrivals into steps: a token opens a new step when its request already has a token in the open
-one, or when it comes more than ``GROUP_SHARE`` of a predicted step after the step's first token. A step
-whose first token comes ``d`` after the previous step's first token took ``d``; its shape is known from the
-in-flight table: the requests that already had a token decoded (context = prompt + produced), the requests
-whose first token it carries ran their prefill in it. A step is learned from only when its shape is certain:
-some member also had a token in the previous step (no idle gap), every decoding stream is a member, and no
-non-streaming request is in flight (their progress is unseen).
+groups token arrivals into steps: a token opens a new group when its request already has a token in the open
+one, or when it comes more than ``GROUP_SHARE`` of a predicted step after the group's first token. Each member
+that was already decoding saw exactly that step since its previous token, so the step took the median of
+those gaps (fragments of one step, read apart by a busy loop, each measure the same step). Its shape comes
+from the in-flight table: every stream that had its first token before (context = prompt + produced) decoded
+in it, the members whose first token it carries ran their prefill in it. Nothing is learned while a
+non-streaming request is in flight (its progress is unseen).
 
 The learned model is the profile's form (:mod:`blockctl.engine.steptime`) with a straight roofline
 (``roofline_p = 1``, no weight-read floor: within one engine's operating range the linear layers' cost is
@@ -17,15 +17,14 @@ fitted as linear in the step's tokens ``N``), so it is linear in its coefficient
 
 (``c0`` the per-step constant, overhead included). They start from the profile's model projected onto this
 form over the steps the engine can run, and :class:`~blockctl_agents.predictor.rls.RobustRls` moves them,
-so a wrong profile (GPU on a CPU engine, torch-only steps) is corrected in slope as well as level. Until the
-first rebuild the agent keeps the profile's own model. The learned
-model replaces the agent's step-time model after each update. An update learns a window of consecutive steps
-(``WINDOW_STEPS``, or fewer that took ``WINDOW_MS``) as one observation, their features and times summed: a
-host that stalls and then catches up (a burst of near-zero gaps, as a late emulator or a preempted API server
-produce) is learned at its average speed, which is what a request's latency adds up, instead of as many
-impossible near-zero steps. The agent predicts with the learned model only while it predicted the last
-``ERROR_WINDOW`` windows (each before learning it) better than the profile's model did; an exact profile
-(the emulator's own) stays in use.
+so a wrong profile (GPU on a CPU engine, torch-only steps) is corrected in slope as well as level.
+
+An update learns a window of consecutive steps (``WINDOW_STEPS``, or fewer that took ``WINDOW_MS``) as one
+observation, their features and times summed: a host that stalls and then catches up (a burst of near-zero
+gaps, as a late emulator or a preempted API server produce) is learned at its average speed, which is what a
+request's latency adds up, instead of as many impossible near-zero steps. The agent predicts with the learned
+model only while it predicted the last ``ERROR_WINDOW`` windows (each before learning it) better than the
+profile's model did; an exact profile (the emulator's own) stays in use.
 
 **First token.** ``actual TTFT - (predicted TTFT without overhead)`` — what the engine adds per request
 (API server, tokenising, queueing the model missed) — is learned as ``r0 + r1 * prompt_tokens/1e3`` by a
