@@ -51,7 +51,9 @@ def predictor(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Microseconds per prediction (p50, p99) through the agent's own prediction function, over states
-    sampled from a saturated simulation (most meet a preemption), and agent RSS."""
+    sampled from a saturated simulation (most meet a preemption), agent RSS, and online learning's CPU."""
+    from blockctl.engine.profile import load_profile
+    from blockctl_agents.predictor.bench_learn import learning_cost
     from blockctl_agents.predictor.bench_speed import measure_agent_process, synthetic_core, time_predictions
     from blockctl_agents.predictor.launch import local_instance
 
@@ -59,6 +61,7 @@ def predictor(
                              predictions)
     result: dict[str, Any] = {"profile": profile, "distributions": distributions,
                               "in_process": dataclasses.asdict(speed)}
+    result["online_learning"] = learning_cost(load_profile(profile))
     if saturated:
         from blockctl.bench.sim.run import SimSetup
         from blockctl.bench.sim.states import saturated_states, time_states
@@ -88,6 +91,7 @@ def predictor(
         ("p99 µs", _fmt(speed.p99_us)),
         ("mean µs", _fmt(speed.mean_us)),
         ("view-building p50 µs", _fmt(speed.view_p50_us)),
+        ("online learning CPU µs per streamed token", _fmt(result["online_learning"]["learning_us_per_token"])),
     ]
     if "process" in result:
         p = result["process"]
