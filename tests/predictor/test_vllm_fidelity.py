@@ -81,10 +81,11 @@ def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
 def engine_profile(vllm: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
     url, model_dir = vllm
     out = tmp_path_factory.mktemp("profile") / "tiny-engine.json"
-    result = CliRunner().invoke(app, ["profile", "engine", "--endpoint", url, "--out", str(out), "--model",
-                                      str(model_dir), "--json"])
-    assert result.exit_code == 0, result.output
-    return out, json.loads(result.stdout)
+    # in its own process, as a user runs it (in-process under pytest, streams have arrived in one read)
+    done = subprocess.run([sys.executable, "-m", "blockctl", "profile", "engine", "--endpoint", url, "--out",
+                           str(out), "--model", str(model_dir), "--json"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out, json.loads(done.stdout)
 
 
 def test_profile_engine_measures_a_real_vllm(engine_profile: tuple[Path, dict[str, object]]) -> None:
