@@ -4,7 +4,8 @@ An engine step ends with one token for every decoding sequence, streamed at once
 
 * **decode rows**: while all ``B`` streams of a batch are decoding, the gap between two consecutive tokens of
   one stream is one step of ``B`` decoding sequences. The common window is cut into ``segments`` time slices;
-  each gives one row (median gap; 10th/90th percentile as min/max) at the slice's mean context.
+  each gives one row (mean gap — robust to a client reading tokens in bunches; 10th/90th percentile as
+  min/max) at the slice's mean context.
 * **mixed rows**: when a request is injected into a decoding batch, the step that runs its prefill ends when
   its first token arrives; the background streams' gap that ends at the same moment is that step's length.
 * **request overhead**: on an idle engine the first token of a request comes after the API server's work
@@ -31,9 +32,9 @@ def _pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def _row(prefill: int, decode_batch: int, context: int, gaps_s: Sequence[float]) -> MeasuredRow:
+def _row(prefill: int, decode_batch: int, context: int, gaps_s: Sequence[float], *, mean: bool = False) -> MeasuredRow:
     ms = [1e3 * g for g in gaps_s]
-    med = statistics.median(ms)
+    med = statistics.mean(ms) if mean else statistics.median(ms)
     return MeasuredRow(
         prefill_tokens=prefill, prefill_cached=0, decode_batch=decode_batch, decode_context=context,
         ms_median=med, ms_min=min(med, _pct(ms, 0.1)), ms_max=max(med, _pct(ms, 0.9)),
@@ -60,9 +61,10 @@ def decode_rows(runs: Sequence[Sequence[Stream]], segments: int = 3, min_gaps: i
                     pooled[k][1].append(s.prompt_tokens + i)  # tokens in the KV cache when token i+1 is computed
     rows = []
     for gaps, contexts in pooled:
-        positive = [g for g in gaps if g > 0]
-        if len(positive) >= min_gaps:
-            rows.append(_row(0, batch, round(statistics.mean(contexts)), positive))
+        if len([g for g in gaps if g > 0]) >= min_gaps:
+            # the mean gap: a client that falls behind reads a stream's tokens in bunches (gaps of ~0 and then
+            # one long one), which moves the median but not the mean
+            rows.append(_row(0, batch, round(statistics.mean(contexts)), gaps, mean=True))
     return rows
 
 

@@ -29,9 +29,9 @@ def test_decode_rows_read_the_step_time_of_a_batch() -> None:
     runs = []
     for _ in range(2):
         streams = []
-        for k in range(4):  # 4 streams, 3 ms steps, client jitter of 0.2 ms, one host stall
+        for k in range(4):  # 4 streams, 3 ms steps, client jitter of 0.2 ms; the client falls behind once and
             times = [0.010 + 0.003 * i + rng.uniform(0, 2e-4) + k * 1e-5 for i in range(60)]
-            times[30:] = [t + 0.02 for t in times[30:]]
+            times[30:36] = [times[36] - 1e-5 * (36 - i) for i in range(30, 36)]  # reads 6 tokens in a bunch
             streams.append(_stream(100, times))
         runs.append(streams)
     rows = decode_rows(runs, segments=3)

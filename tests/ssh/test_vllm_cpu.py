@@ -13,10 +13,10 @@ from blockctl.cluster.ssh import lifecycle
 from blockctl.cluster.state import read_token
 from blockctl_agents.predictor.observe import parse_metrics
 from tests.conftest import free_port
-from tests.ssh.conftest import make_spec
+from tests.ssh.conftest import VLLM_MARKS, VLLM_PYTHON, make_spec
 from tests.ssh.procs import group_members, wait_gone
 from tests.ssh.servers import SshServer
-from tests.ssh.tiny_llama import VLLM_MARKS, VLLM_PYTHON, build_tiny_llama
+from tests.ssh.tiny_llama import build_tiny_llama
 
 pytestmark = VLLM_MARKS
 
