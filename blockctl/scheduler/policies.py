@@ -47,6 +47,8 @@ class InstanceView:
     kv_total_blocks: int
     waiting_prompt_blocks: int  # KV blocks the waiting requests' prompts will need (Llumnix freeness)
     recent_requests: int  # requests the instance received in the last 60 s (min-qpm)
+    prefix_hit_tokens: int = 0  # tokens of this request's prompt the instance's prefix cache holds
+    block_size: int = 16  # the instance's KV block size (tokens)
 
 
 def blank_view(instance: str) -> InstanceView:
@@ -240,6 +242,17 @@ POLICIES: dict[str, type[Policy]] = {
         INFaaS, Oracle,
     )
 }
+
+
+def _register_prefix_policies() -> None:
+    """The prefix-aware baselines live in their own module (it imports this one)."""
+    from blockctl.scheduler.prefix_policies import CacheAware, KvCost, PrefixLoad
+
+    for cls in (CacheAware, PrefixLoad, KvCost):
+        POLICIES[cls.name] = cls
+
+
+_register_prefix_policies()
 
 
 def make_policy(name: str, **params: Any) -> Policy:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from blockctl.bench.capacity import Slo
 from blockctl.bench.sim.observe import observed_queues, waiting_prompt_blocks
+from blockctl.bench.sim.prefix import cached_prefixes, prefix_hit
 from blockctl.engine.core import Engine
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Prediction, Request
@@ -112,16 +113,19 @@ class ClusterSim:
         return done
 
     def dispatch(
-        self, index: int, t: float, prompt_tokens: int, output_tokens: int, predicted: int
+        self, index: int, t: float, prompt_tokens: int, output_tokens: int, predicted: int,
+        block_hashes: Sequence[int] | None = None,
     ) -> SimRecord:
-        """Route a request arriving at ``t`` (after :meth:`advance` to ``t``) and hand it to an engine."""
+        """Route a request arriving at ``t`` (after :meth:`advance` to ``t``) and hand it to an engine.
+
+        ``block_hashes`` key its blocks in the engines' prefix caches (when the config turns caching on)."""
         route = RouteRequest(prompt_tokens, predicted, output_tokens)
         policy = self.policy
         names = policy.sample(self.names, self.rng)
         told = policy.prediction_length(route)
         if policy.needs_prediction or policy.needs_load:
             ask = policy.needs_prediction
-            views = [self._view(self._instances[n], t, prompt_tokens, told, ask) for n in names]
+            views = [self._view(self._instances[n], t, prompt_tokens, told, ask, block_hashes) for n in names]
         else:
             views = [blank_view(n) for n in names]
         chosen = policy.choose(route, views, self.rng)
@@ -132,7 +136,8 @@ class ClusterSim:
         self.records.append(rec)
         req_id = str(index)
         try:
-            inst.engine.add(Request(req_id, prompt_tokens, output_tokens, arrival_time=t))
+            inst.engine.add(Request(req_id, prompt_tokens, output_tokens, arrival_time=t,
+                                    block_hashes=block_hashes))
         except EngineError as exc:
             rec.error = exc.message
             return rec
@@ -141,6 +146,11 @@ class ClusterSim:
         inst.recent.append(t)
         self._inflight[req_id] = rec
         return rec
+
+    def prefix_cache_counts(self) -> tuple[int, int]:
+        """(queries, hits) in tokens, summed over the instances' prefix caches (as vLLM counts them)."""
+        caches = [i.engine.cache for i in self._instances.values() if i.engine.cache is not None]
+        return sum(c.queries for c in caches), sum(c.hits for c in caches)
 
     def inflight_violations(self, slo: Slo, t: float) -> int:
         """In-flight requests already certain to break ``slo``'s limit (TTFT or E2E) as of time ``t``."""
@@ -154,7 +164,8 @@ class ClusterSim:
         return n
 
     def _view(
-        self, inst: _Instance, t: float, prompt_tokens: int, told: int, with_prediction: bool
+        self, inst: _Instance, t: float, prompt_tokens: int, told: int, with_prediction: bool,
+        block_hashes: Sequence[int] | None = None,
     ) -> InstanceView:
         engine = inst.engine
         key = (engine.now, inst.adds)
@@ -163,11 +174,16 @@ class ClusterSim:
         else:
             running, waiting = observed_queues(engine, inst.told, self.config)
             blocks = waiting_prompt_blocks(waiting, self.config.block_size)
+            if engine.cache is not None:
+                cached_prefixes(engine, waiting)
             inst.observed = (key, running, waiting, blocks)
+        hit = 0
+        if engine.cache is not None and block_hashes:
+            hit = prefix_hit(engine, prompt_tokens, block_hashes)
         prediction: Prediction | None = None
         if with_prediction:
             cap = max(1, self.config.max_model_len - prompt_tokens)
-            new = Request("new", prompt_tokens, min(told, cap))
+            new = Request("new", prompt_tokens, min(told, cap), prefix_hit=hit)
             p = predict(self.config, self.model, running, waiting, new)
             lag = max(0.0, engine.now - t)
             prediction = Prediction(p.ttft_s + lag, p.e2e_s + lag, p.queue_s + lag, p.running, p.waiting,
@@ -185,6 +201,8 @@ class ClusterSim:
             kv_total_blocks=engine.num_blocks_total,
             waiting_prompt_blocks=blocks,
             recent_requests=len(recent),
+            prefix_hit_tokens=hit,
+            block_size=self.config.block_size,
         )
 
     def _finish(self, inst: _Instance, req: Request) -> SimRecord:
@@ -205,6 +223,7 @@ def simulate(
     *,
     abort: Slo | None = None,
     check_every: int = 25,
+    hashes: Sequence[Sequence[int] | None] | None = None,
 ) -> bool:
     """Feed every request at its arrival time, then drain; False if stopped early because ``abort`` broke.
 
@@ -223,7 +242,8 @@ def simulate(
             over_done += sum(_over(r, abort) for r in finished)
             if i % check_every == 0 and over_done + sim.inflight_violations(abort, t) > allowed:
                 return False
-        rec = sim.dispatch(i, t, prompt_tokens[i], output_tokens[i], predicted[i])
+        rec = sim.dispatch(i, t, prompt_tokens[i], output_tokens[i], predicted[i],
+                           None if hashes is None else hashes[i])
         over_done += rec.error is not None
     sim.drain()
     return True
