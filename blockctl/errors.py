@@ -7,6 +7,7 @@
     ├── EngineError               the engine model was asked something impossible (e.g. prompt > KV capacity)
     ├── TaggerError               a length tagger cannot be trained, loaded or run
     ├── UpstreamError             an agent, engine or scheduler answered badly or not at all
+    │   └── InstanceUnavailable   an agent says its instance takes no requests now (engine sick, draining)
     ├── BadRequest                an HTTP client sent a body we refuse (rendered as OpenAI's 4xx error JSON)
     └── ClusterError              the cluster cannot be brought to the wanted state
         ├── StateError            the local state directory is missing or inconsistent
@@ -58,9 +59,16 @@ class TaggerError(BlockctlError):
 class UpstreamError(BlockctlError):
     """An agent, engine or scheduler answered badly or not at all."""
 
-    def __init__(self, message: str, *, url: str | None = None, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, url: str | None = None, hint: str | None = None, sent: bool = True) -> None:
         super().__init__(f"{url}: {message}" if url else message, hint=hint)
         self.url = url
+        # False only when the request provably never left this process (connection refused, or a pooled
+        # connection found closed before anything was written): only then may it be sent elsewhere.
+        self.sent = sent
+
+
+class InstanceUnavailable(UpstreamError):
+    """An agent answered that its instance takes no requests now (its engine is sick, or it is draining)."""
 
 
 class BadRequest(BlockctlError):

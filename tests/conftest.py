@@ -17,7 +17,20 @@ from typing import Any
 import pytest
 import uvicorn
 
-__all__ = ["bind_loopback", "free_port", "serve_app", "serve_app_in_thread"]
+__all__ = ["CLI_WIDTH", "bind_loopback", "free_port", "serve_app", "serve_app_in_thread"]
+
+# The width every CLI console renders at in tests, whatever the terminal (or COLUMNS) says: rich wraps at the
+# console's width, and a wrap that falls inside an asserted phrase must never decide a test. Subprocess tests pass
+# COLUMNS=str(CLI_WIDTH) in their environment for the same reason.
+CLI_WIDTH = 240
+
+
+@pytest.fixture(autouse=True)
+def _wide_cli_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
+    from blockctl.cli import ui
+
+    for console in (ui.console, ui.err_console):
+        monkeypatch.setattr(console, "_width", CLI_WIDTH)
 
 
 def bind_loopback(port: int = 0) -> socket.socket:

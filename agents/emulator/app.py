@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +16,8 @@ from starlette.routing import Route
 
 from blockctl import __version__
 from blockctl.openai_api import error_response
-from blockctl.tokens import get_counter, prompt_token_ids
+from blockctl.tokenize_api import tokenize_response
+from blockctl.tokens import get_counter
 from blockctl_agents.emulator import metrics
 from blockctl_agents.emulator.config import EmulatorSettings, resolve
 from blockctl_agents.emulator.serving import completions
@@ -49,20 +49,7 @@ async def models(request: Request) -> Response:
 async def tokenize(request: Request) -> Response:
     """vLLM's ``/tokenize``: ``{"prompt": str}`` or ``{"messages": [...]}`` -> count and token ids."""
     emu = _emu(request)
-    try:
-        body = json.loads(await request.body())
-        if not isinstance(body, dict) or ("prompt" in body) == ("messages" in body):
-            raise ValueError("body must be a JSON object with either 'prompt' or 'messages'")
-        if "prompt" in body and not isinstance(body["prompt"], str):
-            raise ValueError("prompt: must be a string")
-        if "messages" in body and not (isinstance(body["messages"], list) and
-                                       all(isinstance(m, dict) for m in body["messages"])):
-            raise ValueError("messages: must be a list of objects")
-        ids = prompt_token_ids(body, emu.counter)
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:
-        return error_response(400, str(exc))
-    return JSONResponse({"count": len(ids), "max_model_len": emu.config.max_model_len, "tokens": ids,
-                         "token_strs": None})
+    return tokenize_response(await request.body(), emu.counter, emu.config.max_model_len)
 
 
 async def prometheus(request: Request) -> Response:

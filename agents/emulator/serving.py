@@ -89,13 +89,14 @@ async def _stream(
     """
     total, salt, sent = tr.req.output_tokens, tr.salt, 0
     try:
-        if writer.kind == "chat":
-            yield writer.role_chunk()
         while True:
             n = tr.produced
             if n > sent:
                 last = min(n, total - 1)
-                parts = [writer.token_chunk(token_json(salt, i)) for i in range(sent, last)]
+                # vLLM sends a chat stream's role-only chunk with the first token, not at admission: a client
+                # timing TTFT to the first chunk (vLLM's bench client does) must see queueing and prefill.
+                role = [writer.role_chunk()] if sent == 0 and writer.kind == "chat" else []
+                parts = role + [writer.token_chunk(token_json(salt, i)) for i in range(sent, last)]
                 if n == total:
                     parts.append(writer.finish_chunk(render(salt, total - 1, total), tr.finish_reason))
                 sent = n

@@ -24,6 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", help="local HF tokenizer dir to count prompt tokens (default: tiktoken)")
     p.add_argument("--name", help="instance name reported to the scheduler (default: host:port)")
     p.add_argument("--scrape-interval", type=float, default=0.5, help="seconds between /metrics scrapes")
+    p.add_argument(
+        "--no-learn", dest="learn", action="store_false",
+        help="keep the profile's step-time model (default: learn its coefficients from token timings)",
+    )
     g = p.add_argument_group("engine flags (as the engine was started; default: the profile's)")
     for flag in (
         "max-num-seqs",
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             token=read_token(args.token_file) if args.token_file else None,
             scrape_interval_s=args.scrape_interval,
             tokenizer=args.tokenizer,
+            learn=args.learn,
+            request_overhead_ms=float(profile.fit.get("request_overhead_ms", 0.0)),
         )
     except BlockctlError as exc:
         print(f"⨯ {exc.message}", file=sys.stderr)

@@ -128,7 +128,10 @@ class Calibration:
     overhead: RobustEstimate = field(default_factory=lambda: RobustEstimate(0.0, 0.5, 0.0))
     tpot: RobustEstimate = field(default_factory=lambda: RobustEstimate(0.5, 3.0, 1.0))
 
-    def apply(self, raw_ttft_s: float, raw_e2e_s: float, wait_s: float) -> tuple[float, float]:
-        """Calibrated (ttft, e2e) from the raw what-if and the expected wait for the step in progress."""
-        ttft = raw_ttft_s + wait_s + self.overhead.value
+    def apply(
+        self, raw_ttft_s: float, raw_e2e_s: float, wait_s: float, overhead_s: float | None = None
+    ) -> tuple[float, float]:
+        """Calibrated (ttft, e2e) from the raw what-if and the expected wait for the step in progress;
+        ``overhead_s`` replaces the learned median overhead (the online learner's, see learn.py)."""
+        ttft = raw_ttft_s + wait_s + (self.overhead.value if overhead_s is None else overhead_s)
         return ttft, ttft + self.tpot.value * (raw_e2e_s - raw_ttft_s)

@@ -70,8 +70,15 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, object]:
 
 
 async def _one(
-    client: httpx.AsyncClient, model: str | None, prompt_tokens: int, true_out: int, predicted_out: int
+    client: httpx.AsyncClient,
+    model: str | None,
+    prompt_tokens: int,
+    true_out: int,
+    predicted_out: int,
+    prompt: list[int] | None = None,
 ) -> Outcome:
+    """One dispatch; ``prompt`` (token ids) defaults to ``prompt_tokens`` ones (a real engine's prefix cache
+    would hit on those: pass distinct ids there)."""
     ask = {"prompt_tokens": prompt_tokens, "predicted_output_tokens": predicted_out}
     pred = (await client.post("/predict", json=ask)).raise_for_status().json()
     base = {
@@ -84,7 +91,7 @@ async def _one(
         "waiting_at_dispatch": pred["waiting"],
     }
     body = {
-        "prompt": [1] * prompt_tokens,
+        "prompt": prompt if prompt is not None else [1] * prompt_tokens,
         "max_tokens": true_out,
         "ignore_eos": True,
         "stream": True,

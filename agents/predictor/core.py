@@ -11,6 +11,7 @@ from blockctl.engine.types import Prediction, Request, StepShape
 from blockctl.engine.whatif import predict as whatif_predict
 from blockctl.errors import EngineError
 from blockctl_agents.predictor.accuracy import Calibration, PredictionErrors
+from blockctl_agents.predictor.learn import StepLearner, TtftLearner
 from blockctl_agents.predictor.observe import EngineObservation
 from blockctl_agents.predictor.settings import AgentSettings
 from blockctl_agents.predictor.tracker import Tracked, Tracker, estimated_produced
@@ -32,6 +33,25 @@ class AgentCore:
         self.predictions_total = 0
         self.scrape_failures = 0
         self.last_scrape_ok: float | None = None
+        learn = settings.learn
+        self.step_learner = StepLearner(model, settings.engine_config) if learn else None
+        self.ttft_learner = TtftLearner(settings.request_overhead_ms) if learn else None
+        self._admitted_step: dict[str, tuple[int, float]] = {}  # req_id -> (batch, its decode step then)
+
+    def token(self, req_id: str, now: float, n: int = 1) -> None:
+        """A stream of ``req_id`` carried ``n`` tokens: learn the step it ends, then count them."""
+        t = self.tracker.inflight.get(req_id)
+        if t is not None and n > 0 and self.step_learner is not None:
+            model = self.step_learner.on_token(t, now, self.tracker.inflight)
+            if model is not None:
+                self.model = model
+        self.tracker.token(req_id, now, n)
+
+    def overhead_s(self, prompt_tokens: int) -> float:
+        """What the engine adds before the first token: learned online, else the calibration's median."""
+        if self.ttft_learner is not None:
+            return self.ttft_learner.overhead_s(prompt_tokens)
+        return self.calibration.overhead.value
 
     def view(self, now: float) -> EngineView:
         tr = self.tracker
@@ -49,7 +69,9 @@ class AgentCore:
         new = Request(NEW_ID, prompt_tokens, length)
         raw = whatif_predict(view.config, self.model, view.running, view.waiting, new)
         self.predictions_total += 1
-        ttft, e2e = self.calibration.apply(raw.ttft_s, raw.e2e_s, self.step_wait_s(view, now))
+        ttft, e2e = self.calibration.apply(
+            raw.ttft_s, raw.e2e_s, self.step_wait_s(view, now), self.overhead_s(prompt_tokens)
+        )
         return dataclasses.replace(raw, ttft_s=ttft, e2e_s=e2e), view
 
     def step_wait_s(self, view: EngineView, now: float) -> float:
@@ -81,7 +103,7 @@ class AgentCore:
     def admit(self, t: Tracked, now: float, dispatched: tuple[float, float] | None = None) -> None:
         """Track ``t`` with its baseline prediction: ``dispatched`` = (ttft_s, e2e_s) the scheduler got from
         ``/predict`` when it sent them, else the agent's own what-if now (before ``t`` is added)."""
-        t.overhead_s, t.tpot_factor = self.calibration.overhead.value, self.calibration.tpot.value
+        t.overhead_s, t.tpot_factor = self.overhead_s(t.prompt_tokens), self.calibration.tpot.value
         if dispatched is not None:
             t.predicted_ttft_s, t.predicted_e2e_s = dispatched
         else:
@@ -93,10 +115,14 @@ class AgentCore:
                 t.predicted_ttft_s = prediction.ttft_s
                 t.predicted_e2e_s = prediction.e2e_s
         self.tracker.add(t)
+        if self.step_learner is not None:
+            batch = len(self.tracker.inflight)
+            self._admitted_step[t.req_id] = (batch, self.step_learner.decode_step_s(batch))
 
     def complete(self, req_id: str, now: float, *, ok: bool, output_tokens: int | None = None) -> Tracked | None:
         """Remove a request; for a successful one, score the arrival prediction against what happened."""
         t = self.tracker.finish(req_id, ok=ok, now=now)
+        admitted_step = self._admitted_step.pop(req_id, None)
         if t is None or not ok:
             return t
         if output_tokens is not None:
@@ -105,17 +131,29 @@ class AgentCore:
             self.errors.e2e.observe(t.predicted_e2e_s, now - t.arrival)
         if t.stream and t.predicted_ttft_s is not None and t.first_token_at is not None:
             self.errors.ttft.observe(t.predicted_ttft_s, t.first_token_at - t.arrival)
-            self._learn(t, now)
+            self._learn(t, now, admitted_step)
         return t
 
-    def _learn(self, t: Tracked, now: float) -> None:
+    def _learn(self, t: Tracked, now: float, admitted_step: tuple[int, float] | None = None) -> None:
         """Update the calibration from one completed streaming request (its own was in ``t``)."""
         assert t.first_token_at is not None and t.predicted_ttft_s is not None and t.predicted_e2e_s is not None
-        self.calibration.overhead.observe((t.first_token_at - t.arrival) - (t.predicted_ttft_s - t.overhead_s))
+        residual = (t.first_token_at - t.arrival) - (t.predicted_ttft_s - t.overhead_s)
+        if self.ttft_learner is not None:
+            self.ttft_learner.observe(t.prompt_tokens, residual)
+        else:
+            self.calibration.overhead.observe(residual)
         raw_decode = (t.predicted_e2e_s - t.predicted_ttft_s) / t.tpot_factor
+        if admitted_step is not None and self.step_learner is not None:  # as the model learned since predicts it
+            batch, then = admitted_step
+            raw_decode *= self.step_learner.decode_step_s(batch) / then
         if t.produced > 1 and t.predicted_output_tokens > 1 and raw_decode > 0:
             actual_tpot = (now - t.first_token_at) / (t.produced - 1)
             self.calibration.tpot.observe(actual_tpot / (raw_decode / (t.predicted_output_tokens - 1)))
+
+    def learning_state(self) -> dict[str, Any] | None:
+        if self.step_learner is None or self.ttft_learner is None:
+            return None
+        return {"steps": self.step_learner.state(), "first_token": self.ttft_learner.state()}
 
     def state(self, now: float) -> dict[str, Any]:
         """Everything the agent believes, without prompts (it never stores them).
@@ -148,6 +186,7 @@ class AgentCore:
                 "tpot_factor": self.calibration.tpot.value,
                 "samples": len(self.calibration.tpot.window),
             },
+            "learning": self.learning_state(),
             "engine": engine,
             "totals": {
                 "requests": self.tracker.total_requests,

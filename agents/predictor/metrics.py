@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from blockctl_agents.predictor.core import AgentCore
+from blockctl_agents.predictor.learn import render_learning
 
 
 def _metric(name: str, kind: str, help_text: str, value: float, labels: str = "") -> list[str]:
@@ -91,4 +92,6 @@ def render_metrics(core: AgentCore, now: float) -> str:
         inst,
     )
     lines += core.errors.render()
+    if core.step_learner is not None and core.ttft_learner is not None:
+        lines += render_learning(core.step_learner, core.ttft_learner, name)
     return "\n".join(lines) + "\n"

@@ -168,7 +168,7 @@ async def _relay(core: AgentCore, req_id: str, resp: httpx.Response) -> AsyncIte
         async for chunk in resp.aiter_raw():
             n = counter.feed(chunk)
             if n:
-                core.tracker.token(req_id, time.monotonic(), n)
+                core.token(req_id, time.monotonic(), n)
             yield chunk
         ok = counter.error is None
     except httpx.HTTPError as exc:
@@ -182,6 +182,9 @@ async def _relay(core: AgentCore, req_id: str, resp: httpx.Response) -> AsyncIte
         }
         yield f"data: {json.dumps(err)}\n\n".encode()
     finally:
+        # A client may close as soon as it reads [DONE] (blockctl's load generator does), before upstream EOF:
+        # the stream was complete all the same.
+        ok = ok or (counter.done and counter.error is None)
         core.complete(req_id, time.monotonic(), ok=ok, output_tokens=counter.usage_completion_tokens)
         if not resp.is_closed:  # the client left mid-stream: close upstream so the engine aborts the request
             _close_later(resp)

@@ -23,6 +23,8 @@ class AgentSettings:
     scrape_interval_s: float = 0.5
     connect_retries: int = 2  # extra connection attempts to the engine, only before anything was sent
     tokenizer: str | None = None  # local HF tokenizer dir for counting prompts (else tiktoken), as the engine's
+    learn: bool = True  # learn step-time coefficients and the first-token overhead online (learn.py)
+    request_overhead_ms: float = 0.0  # the profile's per-request engine overhead: where TTFT learning starts
 
 
 def engine_config_for(

@@ -36,6 +36,7 @@ class SseTokenCounter:
         self._buf = b""
         self.usage_completion_tokens: int | None = None
         self.error: str | None = None
+        self.done = False  # ``data: [DONE]`` went through: the stream is complete, whatever follows
 
     def feed(self, data: bytes) -> int:
         self._buf += data.replace(b"\r\n", b"\n")
@@ -55,7 +56,10 @@ class SseTokenCounter:
             if not line.startswith(b"data:"):
                 continue
             payload = line[5:].strip()
-            if payload == b"[DONE]" or not payload:
+            if payload == b"[DONE]":
+                self.done = True
+                return 0
+            if not payload:
                 return 0
             try:
                 event = json.loads(payload)

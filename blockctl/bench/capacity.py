@@ -16,6 +16,8 @@ from blockctl.errors import ConfigError
 
 if TYPE_CHECKING:
     from blockctl.bench.compare import LiveSetup
+    from blockctl.bench.steady import ProbeOutcome
+    from blockctl.bench.steady_search import PolicyCapacity
 
 METRICS = ("ttft", "e2e", "tpot")
 _STAT = re.compile(r"^(mean|p(\d{1,2}(?:\.\d+)?))$")
@@ -41,12 +43,22 @@ class Slo:
         return None if self.stat == "mean" else float(self.stat[1:]) / 100.0
 
     def value(self, samples: Sequence[float]) -> float:
+        """The statistic over ``samples``; inf (never NaN) when the failed requests' inf reaches it."""
         if not samples:
             return math.inf
-        arr = np.asarray(samples, dtype=float)
+        arr = np.sort(np.asarray(samples, dtype=float))
         if self.quantile is None:
             return float(arr.mean())
-        return float(np.percentile(arr, self.quantile * 100.0))
+        # numpy's linear interpolation, written out: between a finite sample and inf it gives inf (numpy's
+        # own np.percentile computes inf − x times 0 there, which is NaN).
+        h = self.quantile * (len(arr) - 1)
+        lo = math.floor(h)
+        frac = h - lo
+        a = float(arr[lo])
+        if frac == 0.0 or math.isinf(a):
+            return a
+        b = float(arr[lo + 1])
+        return math.inf if math.isinf(b) else a + frac * (b - a)
 
     def holds(self, samples: Sequence[float]) -> bool:
         return self.value(samples) <= self.limit
@@ -209,29 +221,40 @@ def live_capacities(
     rel_resolution: float = 0.0,
     start: float = 1.0,
     max_qps: float = 1e6,
-    progress: Callable[[str, float, bool], None] | None = None,
+    saturation_s: float = 60.0,
+    progress: Callable[[str, ProbeOutcome, bool], None] | None = None,
     restart: Callable[[Path, str], object] | None = None,
-) -> dict[str, CapacityResult]:
-    """Capacity per policy on the live cluster: its schedulers restarted with each policy (``restart``,
-    default :func:`blockctl.cluster.schedulers.restart_schedulers`), one real ``bench run`` per probe
-    (requests / QPS seconds each, plus the drain)."""
+) -> dict[str, PolicyCapacity]:
+    """Steady-state capacity and saturation per policy on the live cluster: its schedulers restarted with each
+    policy (``restart``, default :func:`blockctl.cluster.schedulers.restart_schedulers`), one real
+    ``bench run`` per probe; saturation probes send ``saturation_s`` seconds of arrivals."""
+    import dataclasses
+
     from blockctl.bench.compare import live_probe
+    from blockctl.bench.steady import SATURATION_WARMUP, WARMUP_FRACTION, evaluate
+    from blockctl.bench.steady_search import Plan, find_capacity, find_saturation
 
     if restart is None:
         from blockctl.cluster.schedulers import restart_schedulers
 
         restart = restart_schedulers
-    found: dict[str, CapacityResult] = {}
+    plan = Plan(start=start, resolution=resolution, rel_resolution=rel_resolution, max_qps=max_qps)
+    short = dataclasses.replace(live, duration=saturation_s)
+    found: dict[str, PolicyCapacity] = {}
     for policy in policies:
         restart(live.state_dir, policy)
 
-        def holds(qps: float, policy: str = policy) -> bool:
-            result = live_probe(live, policy, qps)
-            ok = all(s.holds(record_samples(result.records, s.metric)) for s in slos)
+        def probe(qps: float, saturation: bool, policy: str = policy) -> ProbeOutcome:
+            result = live_probe(short if saturation else live, policy, qps)
+            recs = result.records
+            finishes = [None if r.error is not None or r.e2e_s is None or r.sent_s is None else r.sent_s + r.e2e_s
+                        for r in recs]
+            out = evaluate(qps, [r.scheduled_s for r in recs], finishes,
+                           {s: record_samples(recs, s.metric) for s in slos},
+                           warmup=SATURATION_WARMUP if saturation else WARMUP_FRACTION)
             if progress is not None:
-                progress(policy, qps, ok)
-            return ok
+                progress(policy, out, saturation)
+            return out
 
-        found[policy] = bisect_capacity(holds, start=start, resolution=resolution, max_qps=max_qps,
-                                        rel_resolution=rel_resolution)
+        found[policy] = find_capacity(probe, plan, find_saturation(probe, plan))
     return found

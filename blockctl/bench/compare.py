@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -100,16 +101,21 @@ class LiveSetup:
     arrival: str = "poisson"
     seed: int = 0
     timeout_s: float = 600.0
+    duration: float | None = None  # seconds of arrivals per run (then ``requests`` is not used)
+
+    def requests_at(self, qps: float) -> int:
+        return self.requests if self.duration is None else max(2, math.ceil(self.duration * qps))
 
 
 def live_probe(live: LiveSetup, policy: str, qps: float) -> RunResult:
     """One live run of the workload at ``qps`` against the endpoint (its schedulers already run ``policy``)."""
     arrival = parse_arrival(live.arrival)
-    loaded = read_workload(live.workload, num_requests=live.requests, seed=live.seed)
+    n = live.requests_at(qps)
+    loaded = read_workload(live.workload, num_requests=n, seed=live.seed)
     spec = LoadSpec(endpoint=live.endpoint, model="", concurrency=arrival.concurrency,
                     request_timeout_s=live.timeout_s, seed=live.seed)
     times = send_schedule(loaded.items, arrival, qps, live.seed)
-    config = {"workload": live.workload, "requests": live.requests, "qps": qps, "arrival": live.arrival,
+    config = {"workload": live.workload, "requests": n, "qps": qps, "arrival": live.arrival,
               "seed": live.seed, "policy": policy, "workload_notes": loaded.notes}
     return asyncio.run(run_live(loaded.items, times, spec, label=policy, config=config))
 
@@ -136,7 +142,7 @@ def compare_live(
         restart(live.state_dir, p)
         for q in qps:
             if progress:
-                progress(f"{p} at {q:g} QPS: sending {live.requests} requests")
+                progress(f"{p} at {q:g} QPS: sending {live.requests_at(q)} requests")
             runs[q].append(live_probe(live, p, q))
     return Comparison(list(policies), runs)
 

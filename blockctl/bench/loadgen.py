@@ -91,7 +91,7 @@ async def send_one(
                         feed(state, line[5:].strip(), time.perf_counter())
                         if state.done or state.error:
                             break
-                short = len(state.token_times) < item.output_tokens and state.usage_completion is None
+                short = state.text_chunks < item.output_tokens and state.usage_completion is None
                 if not (state.done or state.error) and short:
                     state.error = "stream ended early (no [DONE], fewer tokens than max_tokens)"
     except httpx.HTTPError as exc:
@@ -100,7 +100,7 @@ async def send_one(
         state.error = INTERRUPTED
     end = time.perf_counter()
     times = state.token_times
-    received = state.usage_completion if state.usage_completion is not None else len(times)
+    received = state.usage_completion if state.usage_completion is not None else state.text_chunks
     if state.error is None and not times:
         state.error = "no tokens in the response"
     return RequestRecord(

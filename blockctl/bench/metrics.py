@@ -40,7 +40,7 @@ class RequestRecord:
     sent_s: float | None = None  # when it was actually sent (lateness = sent_s - scheduled_s)
     ttft_s: float | None = None
     e2e_s: float | None = None
-    itl_s: tuple[float, ...] = ()  # inter-token latencies, one per content chunk after the first
+    itl_s: tuple[float, ...] = ()  # inter-token latencies, one per chunk with choices after the first (vLLM's rule)
     instance: str | None = None  # who served it (x-blockctl-instance), when known
     predicted_e2e_s: float | None = None  # the scheduler's prediction (x-blockctl-predicted-e2e-ms)
     predicted_output_tokens: int | None = None  # the length the scheduler assumed

@@ -73,7 +73,8 @@ def request_headers(item: WorkItem, spec: LoadSpec) -> dict[str, str]:
 class StreamState:
     """What one SSE stream has delivered so far; fed one ``data:`` payload at a time by :func:`feed`."""
 
-    token_times: list[float]
+    token_times: list[float]  # arrival of every chunk with choices (vLLM's bench client's events, see feed)
+    text_chunks: int = 0  # chunks that carried text: the token count when the server reports no usage
     usage_prompt: int | None = None
     usage_completion: int | None = None
     error: str | None = None
@@ -81,7 +82,13 @@ class StreamState:
 
 
 def feed(state: StreamState, payload: str, now: float) -> None:
-    """Account one SSE ``data:`` payload received at ``now`` (a chunk with text is one token event)."""
+    """Account one SSE ``data:`` payload received at ``now``.
+
+    Token events are counted as vLLM's own bench client (``vllm bench serve``, 0.32) counts them: every chunk
+    with a non-empty ``choices`` list is one event, whether or not it carries text (real vLLM sends empty-text
+    chunks, and a chat stream's role chunk). TTFT is the first event, and every later one adds an
+    inter-token gap, so ITL counts and percentiles agree with vLLM's. A usage-only chunk is no event.
+    """
     if payload == "[DONE]":
         state.done = True
         return
@@ -100,14 +107,17 @@ def feed(state: StreamState, payload: str, now: float) -> None:
     if isinstance(usage, dict):
         state.usage_prompt = usage.get("prompt_tokens", state.usage_prompt)
         state.usage_completion = usage.get("completion_tokens", state.usage_completion)
-    for choice in chunk.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
+    choices = chunk.get("choices")
+    if not choices or not isinstance(choices, list):
+        return
+    state.token_times.append(now)
+    choice = choices[0]
+    if isinstance(choice, dict):
         text = choice.get("text")
         if text is None:
             text = (choice.get("delta") or {}).get("content")
-        if text:  # role-only and empty deltas are not tokens
-            state.token_times.append(now)
+        if text:
+            state.text_chunks += 1
 
 
 def error_message(status: int, body: bytes) -> str:

@@ -98,9 +98,22 @@ def accuracy(
         help="Replay in virtual time (engine model with the profile's noise + the agent's core, no processes): "
         "the predictor's own error, free of host load and HTTP overhead.",
     ),
+    endpoint: str = typer.Option(
+        "",
+        "--endpoint",
+        help="URL of a running agent in front of any engine: closed-loop load through it, no emulator started "
+        "(--requests, --concurrency, --seed apply).",
+    ),
+    concurrency: str = typer.Option("2-8", help="With --endpoint: requests in flight, LO-HI, redrawn every 10."),
+    api_key: str = typer.Option("", envvar="BLOCKCTL_API_KEY", help="With --endpoint: the agent's bearer token."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Predicted vs actual E2E and TTFT of requests through a live agent in front of an emulated instance."""
+    """Predicted vs actual E2E and TTFT of requests through a live agent (an emulated instance, or --endpoint)."""
+    if endpoint:
+        from blockctl.cli.bench_endpoint import endpoint_accuracy
+
+        endpoint_accuracy(endpoint, requests, concurrency, api_key, seed, json_out)
+        return
     from blockctl.bench.sim.lengths import parse_lengths, predicted_lengths
     from blockctl.bench.workloads import arrival_times, load_workload
     from blockctl_agents.predictor.bench_accuracy import drive, emulator_lag, summarize

@@ -13,7 +13,7 @@ import typer
 GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "profile": (
         "Step-time profiles: list, show, predict, and measure one on a GPU.",
-        ("blockctl.cli.profile", "blockctl.cli.profile_run"),
+        ("blockctl.cli.profile", "blockctl.cli.profile_run", "blockctl.cli.profile_engine"),
     ),
     "bench": (
         "Benchmarks: load generation, policy comparison, capacity search, component speed.",

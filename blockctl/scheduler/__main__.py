@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -13,6 +15,7 @@ from blockctl.errors import BlockctlError, ConfigError
 from blockctl.scheduler import lengths
 from blockctl.scheduler.app import Scheduler, SchedulerSettings
 from blockctl.scheduler.policies import POLICIES
+from blockctl.scheduler.proxy import Deadlines
 from blockctl.scheduler.reqlog import RequestLogSettings
 
 
@@ -29,7 +32,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="deadline for the agents' /predict answers (default 100)")
     p.add_argument("--default-output-tokens", type=int, default=lengths.DEFAULT_OUTPUT_TOKENS,
                    help="predicted output length when neither the client nor a tagger says")
-    p.add_argument("--max-retries", type=int, default=2)
+    p.add_argument("--max-retries", type=int, default=2,
+                   help="further instances tried, only for a request that provably did not run (default 2)")
+    d = Deadlines()
+    p.add_argument("--first-byte-floor", type=float, default=d.first_byte_floor_s,
+                   help=f"seconds a forwarded request may wait for its first byte at least (default "
+                        f"{d.first_byte_floor_s:g}; more when the instance predicts more)")
+    p.add_argument("--first-byte-factor", type=float, default=d.first_byte_factor,
+                   help=f"first-byte deadline = max(floor, this × predicted TTFT, or E2E when not streamed) "
+                        f"(default {d.first_byte_factor:g})")
+    p.add_argument("--idle-timeout", type=float, default=d.idle_s,
+                   help=f"longest gap between streamed chunks, seconds (default {d.idle_s:g})")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a client may take to upload its request body (default 30)")
+    p.add_argument("--drain", type=float, default=5.0,
+                   help="after SIGTERM, seconds requests in flight may still run (default 5)")
     p.add_argument("--api-key", action="append", default=[], help="accepted client API key (repeatable)")
     p.add_argument("--api-key-file", type=Path, default=None, help="file with accepted API keys, one a line")
     p.add_argument("--seed", type=int, default=None)
@@ -77,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             api_keys=_api_keys(args.api_key, args.api_key_file),
             default_output_tokens=args.default_output_tokens, max_retries=args.max_retries,
             tokenizer_dir=args.tokenizer, seed=args.seed, request_log=_request_log(args),
+            deadlines=Deadlines(first_byte_floor_s=args.first_byte_floor, first_byte_factor=args.first_byte_factor,
+                                idle_s=args.idle_timeout),
+            body_timeout_s=args.body_timeout, drain_s=args.drain,
         )
         tagger = lengths.load_tagger(args.tagger) if args.tagger else None
         scheduler = Scheduler(settings, tagger=tagger)
@@ -85,10 +105,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # uvloop + httptools: the fastest loop and parser uvicorn offers; no access log (it would name paths
     # per request for nothing, and prompts never go anywhere near a log).
-    uvicorn.run(scheduler.app, host=args.host, port=args.port, loop="uvloop", http="httptools",
-                log_level=args.log_level, access_log=False, timeout_keep_alive=75,
-                timeout_graceful_shutdown=10)
+    config = uvicorn.Config(scheduler.app, host=args.host, port=args.port, loop="uvloop", http="httptools",
+                            log_level=args.log_level, access_log=False, timeout_keep_alive=75,
+                            timeout_graceful_shutdown=int(settings.drain_s) + 2)
+    DrainingServer(config, scheduler.begin_drain).run()
     return 0
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM: stop listening, let requests in flight finish up to the drain deadline (``drain``
+    aborts what is left then), and only then exit."""
+
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._drain = drain
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._drain()
+        await super().shutdown(sockets)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from blockctl.engine.types import Prediction
-from blockctl.errors import UpstreamError
+from blockctl.errors import InstanceUnavailable, UpstreamError
 from blockctl.scheduler.http1 import Http1Pool
 from blockctl.scheduler.policies import InstanceView
 
@@ -39,6 +39,15 @@ def view_from_json(instance: str, data: Any, *, with_prediction: bool) -> Instan
     return InstanceView(instance, prediction, *load)
 
 
+def _reason(content: bytes) -> str:
+    """The message of an OpenAI-style error body (the agent says why its instance is unavailable)."""
+    try:
+        message = json.loads(content)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return "HTTP 503"
+    return str(message)[:200]
+
+
 class AgentClient:
     """All calls to one agent: load/prediction queries and the forwarded OpenAI traffic share one pool."""
 
@@ -63,6 +72,8 @@ class AgentClient:
             status, _, content = await (call if timeout is None else asyncio.wait_for(call, timeout))
         except asyncio.TimeoutError:
             raise UpstreamError(f"no answer within {(timeout or 0) * 1000:.0f} ms", url=self.url) from None
+        if status == 503:
+            raise InstanceUnavailable(f"unavailable: {_reason(content)}", url=self.url)
         if status != 200:
             raise UpstreamError(f"HTTP {status}", url=self.url)
         return view_from_json(self.name, json.loads(content), with_prediction=predict)

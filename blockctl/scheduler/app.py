@@ -17,15 +17,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from blockctl import __version__
 from blockctl.errors import BadRequest, UpstreamError
 from blockctl.openai_api import ENDPOINT_KIND, bad_request_response, error_response, parse_completion_body
 from blockctl.scheduler import lengths
+from blockctl.scheduler.call import Flight
 from blockctl.scheduler.membership import Membership
 from blockctl.scheduler.metrics import SchedulerMetrics
 from blockctl.scheduler.policies import RouteRequest, make_policy
-from blockctl.scheduler.proxy import forward
+from blockctl.scheduler.proxy import Deadlines, forward
 from blockctl.scheduler.reqlog import RequestLogger, RequestLogSettings
 from blockctl.scheduler.routing import Router
+from blockctl.tokenize_api import max_model_len, tokenize_response
 from blockctl.tokens import count_prompt_tokens, get_counter, prompt_text
 
 log = logging.getLogger("blockctl.scheduler")
@@ -47,6 +50,9 @@ class SchedulerSettings:
     poll_s: float = 0.25  # how often cluster.json is checked for changes
     max_body_bytes: int = 32 * 1024 * 1024  # larger request bodies get 413 (they are held in memory)
     request_log: RequestLogSettings | None = None  # one JSON line per answered request (scheduler.reqlog)
+    deadlines: Deadlines = field(default_factory=Deadlines)  # first byte and idle gap of forwarded requests
+    body_timeout_s: float = 30.0  # a client that takes longer to upload its request body is cut off
+    drain_s: float = 5.0  # after SIGTERM: how long requests in flight may still run
 
 
 class Scheduler:
@@ -62,10 +68,14 @@ class Scheduler:
         self.router = Router(make_policy(settings.policy, k=settings.k), rng=random.Random(settings.seed),
                              deadline_s=settings.predict_timeout_s, metrics=self.metrics)
         self._keys = [k.encode() for k in settings.api_keys]
+        self.flights: set[Flight] = set()  # requests in flight (a drain aborts what is left at its deadline)
+        self.draining = False
         routes = [
             Route("/v1/completions", self.completion, methods=["POST"]),
             Route("/v1/chat/completions", self.completion, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
+            Route("/tokenize", self.tokenize, methods=["POST"]),
+            Route("/version", self.version, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
         ]
@@ -84,6 +94,7 @@ class Scheduler:
         try:
             yield
         finally:
+            await self.router.aclose()
             await self.membership.stop()
             if self.request_log is not None:
                 await self.request_log.close()
@@ -105,11 +116,34 @@ class Scheduler:
         self.metrics.requests["unauthorized"] += 1
         return error_response(401, "invalid or missing API key", code="invalid_api_key")
 
+    def begin_drain(self) -> None:
+        """SIGTERM: take no new requests; what is in flight may run ``drain_s`` more, then it is cut (streams
+        end with an SSE error event)."""
+        if self.draining:
+            return
+        self.draining = True
+        log.warning("draining: %d request(s) in flight get %.1f s to finish", len(self.flights),
+                    self.settings.drain_s)
+        asyncio.get_running_loop().call_later(self.settings.drain_s, self._drain_expired)
+
+    def _drain_expired(self) -> None:
+        if self.flights:
+            log.warning("drain deadline: aborting %d request(s) still in flight", len(self.flights))
+        for flight in list(self.flights):
+            flight.abort("the scheduler is shutting down")
+
     async def completion(self, request: Request) -> Response:
         denied = self._denied(request)
         if denied is not None:
             return denied
-        raw = await self._body(request)
+        if self.draining:
+            return error_response(503, "the scheduler is shutting down; send the request to another one",
+                                  type="service_unavailable")
+        try:
+            raw = await self._body(request)
+        except TimeoutError:
+            self.metrics.requests["bad_request"] += 1
+            return error_response(408, f"request body not received within {self.settings.body_timeout_s:.0f} s")
         if raw is None:
             self.metrics.requests["too_large"] += 1
             return error_response(413, f"request body larger than {self.settings.max_body_bytes} bytes")
@@ -143,10 +177,20 @@ class Scheduler:
         done = None if self.request_log is None else self.request_log.done(
             prompt=prompt_text(body), prompt_tokens=prompt_tokens, predicted=output_tokens, source=source,
             model=body.model or "")
-        response = await forward(
-            self.router, candidates, clients, path=request.url.path, body=raw, headers=headers,
-            stream=body.stream, max_retries=self.settings.max_retries, metrics=self.metrics, done=done,
-        )
+        flight = Flight(self.flights)
+        # Starlette cancels a streamed reply when its client leaves; a non-streamed one needs a watcher.
+        gone = None if body.stream else asyncio.ensure_future(_disconnected(request))
+        if gone is not None:
+            gone.add_done_callback(lambda t: None if t.cancelled() else flight.abort("the client went away"))
+        try:
+            response = await forward(
+                self.router, candidates, clients, path=request.url.path, body=raw, headers=headers,
+                stream=body.stream, max_retries=self.settings.max_retries, metrics=self.metrics,
+                deadlines=self.settings.deadlines, flight=flight, done=done,
+            )
+        finally:
+            if gone is not None:
+                gone.cancel()
         if response.status_code < 500:
             self.metrics.requests["forwarded"] += 1
         return response
@@ -158,11 +202,12 @@ class Scheduler:
         if declared.isdigit() and int(declared) > limit:
             return None
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
+        async with asyncio.timeout(self.settings.body_timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return None
+                chunks.append(chunk)
         return b"".join(chunks)
 
     async def _tag(self, body: object) -> int | None:
@@ -177,6 +222,13 @@ class Scheduler:
         denied = self._denied(request)
         if denied is not None:
             return denied
+        content = await self._instance_models()
+        if content is None:
+            return error_response(503, NO_INSTANCE, type="service_unavailable")
+        return Response(content, media_type="application/json")
+
+    async def _instance_models(self) -> bytes | None:
+        """The first serving instance's ``/v1/models`` body, or None when none answers."""
         clients = self.membership.clients
         for name in self.membership.serving:
             client = clients.get(name)
@@ -187,16 +239,38 @@ class Scheduler:
             except (UpstreamError, asyncio.TimeoutError):
                 continue
             if status == 200:
-                return Response(content, media_type="application/json")
-        return error_response(503, NO_INSTANCE, type="service_unavailable")
+                return content
+        return None
+
+    async def tokenize(self, request: Request) -> Response:
+        """vLLM's ``/tokenize`` with the scheduler's own tokenizer (the one it counts prompts with: ``--tokenizer``,
+        else cl100k as the emulator); ``max_model_len`` from an instance's ``/v1/models`` when one answers."""
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        raw = await self._body(request)
+        if raw is None:
+            return error_response(413, f"request body larger than {self.settings.max_body_bytes} bytes")
+        return tokenize_response(raw, self.counter, max_model_len(await self._instance_models()))
+
+    async def version(self, request: Request) -> Response:
+        return JSONResponse({"version": f"blockctl-scheduler {__version__}"})
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "policy": self.settings.policy,
-                             "instances": len(self.membership.serving)})
+        out = {name: {"reason": o.reason, "since_s": round(time.monotonic() - o.since, 3)}
+               for name, o in self.router.quarantine.out.items()}
+        return JSONResponse({"status": "draining" if self.draining else "ok", "policy": self.settings.policy,
+                             "instances": len(self.membership.serving), "out_of_rotation": out})
 
     async def prometheus(self, request: Request) -> Response:
         return PlainTextResponse(self.metrics.render(len(self.membership.serving)),
                                  media_type="text/plain; version=0.0.4")
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone away (the body was read already, so only that can come)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def create_app(settings: SchedulerSettings, *, tagger: lengths.LengthPredictor | None = None) -> Starlette:

@@ -37,12 +37,12 @@ NULL_MODULE = "blockctl.scheduler.nullagent"
 class RawClient:
     """One keep-alive HTTP/1.1 connection; ``post`` returns the status (bodies need a content-length)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, body: bytes = BODY) -> None:
         self.port = port
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._head = (f"POST /v1/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
-                      f"content-type: application/json\r\ncontent-length: {len(BODY)}\r\n\r\n").encode() + BODY
+                      f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
 
     async def post(self) -> int:
         if self._writer is None:
@@ -76,8 +76,9 @@ def _cpu_s(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
-async def _latency(direct_port: int, via_port: int, n: int, sched: psutil.Process) -> dict[str, Any]:
-    direct, via = RawClient(direct_port), RawClient(via_port)
+async def _latency(direct_port: int, via_port: int, n: int, sched: psutil.Process,
+                   body: bytes = BODY) -> dict[str, Any]:
+    direct, via = RawClient(direct_port, body), RawClient(via_port, body)
     d: list[float] = []
     v: list[float] = []
     try:

@@ -9,14 +9,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from blockctl.errors import UpstreamError
+from blockctl.errors import InstanceUnavailable, UpstreamError
 from blockctl.scheduler.agents import AgentClient
 from blockctl.scheduler.metrics import SchedulerMetrics
 from blockctl.scheduler.policies import InstanceView, Policy, RoundRobin, RouteRequest, blank_view
+from blockctl.scheduler.quarantine import Quarantine
 
 log = logging.getLogger("blockctl.scheduler")
 LOG_EVERY_S = 10.0
-BENCH_S = 2.0
+PROBE_TIMEOUT_S = 1.0
 
 
 @dataclass(slots=True)
@@ -42,20 +43,42 @@ class Router:
         self.fallback = RoundRobin()
         self._skipped: dict[str, int] = {}  # agent -> failed queries not yet reported in the log
         self._logged: dict[str, float] = {}  # agent -> when its failures were last logged
-        self._benched: dict[str, float] = {}  # instance -> monotonic time until which it gets no requests
+        self.quarantine = Quarantine()
+        self._probes: set[asyncio.Task[None]] = set()
 
-    def bench(self, name: str, seconds: float = BENCH_S) -> None:
-        """Route around an instance whose forward just failed (its agent may still predict well for a dead
-        engine); it is asked again after ``seconds``, or at once when every other instance is benched too."""
-        self._benched[name] = time.monotonic() + seconds
+    def bench(self, name: str, reason: str, client: AgentClient | None) -> None:
+        """Take an instance out of rotation at once; a background probe brings it back when its agent
+        answers ``/load`` again (with backoff)."""
+        if not self.quarantine.put(name, reason, time.monotonic()):
+            return
+        log.warning("instance %s out of rotation: %s", name, reason)
+        if client is not None:
+            task = asyncio.get_running_loop().create_task(self._probe(name, client))
+            self._probes.add(task)
+            task.add_done_callback(self._probes.discard)
+
+    async def _probe(self, name: str, client: AgentClient) -> None:
+        while (out := self.quarantine.out.get(name)) is not None:
+            await asyncio.sleep(out.next_probe_in())
+            try:
+                await client.view(1, 1, predict=False, timeout=PROBE_TIMEOUT_S)
+            except (UpstreamError, ValueError) as exc:
+                self.quarantine.probe_failed(name, exc.message if isinstance(exc, UpstreamError) else str(exc))
+                continue
+            gone = self.quarantine.back(name)
+            if gone is not None:
+                log.warning("instance %s back in rotation after %.1f s out (%s)", name,
+                            time.monotonic() - gone.since, gone.reason)
+
+    async def aclose(self) -> None:
+        for task in list(self._probes):
+            task.cancel()
+        await asyncio.gather(*self._probes, return_exceptions=True)
 
     async def candidates(self, request: RouteRequest, serving: tuple[str, ...],
                          clients: Mapping[str, AgentClient]) -> Candidates:
         """Ask what the policy needs to know; an agent that errs or misses the deadline is left out."""
-        if self._benched:
-            now = time.monotonic()
-            self._benched = {n: t for n, t in self._benched.items() if t > now}
-            serving = tuple(n for n in serving if n not in self._benched) or serving
+        serving = self.quarantine.serving(serving)
         if not self.policy.needs_load:
             return Candidates(request, serving, [blank_view(n) for n in serving], fallback=False)
         asked = [n for n in self.policy.sample(serving, self.rng) if n in clients]
@@ -77,17 +100,31 @@ class Router:
                 if task in done and task.exception() is None:
                     view = task.result()
                     views.append(view)
-                self._note(name, ok=view is not None, error=None if task in pending else task.exception())
+                self._note(name, ok=view is not None, error=None if task in pending else task.exception(),
+                           client=clients[name])
         if not views:
             self.metrics.fallbacks += 1
             return Candidates(request, serving, [blank_view(n) for n in serving], fallback=True)
         return Candidates(request, serving, views, fallback=False)
 
-    def _note(self, name: str, *, ok: bool, error: BaseException | None) -> None:
-        """Count a failed agent query; log it at most once per LOG_EVERY_S per agent (with the count)."""
+    def _note(self, name: str, *, ok: bool, error: BaseException | None, client: AgentClient) -> None:
+        """Count a failed agent query; log it at most once per LOG_EVERY_S per agent (with the count).
+
+        An agent that says its instance is unavailable, refuses connections, or misses the deadline
+        ``MISSES_OUT`` times in a row takes its instance out of rotation at once."""
         if ok:
+            self.quarantine.answered(name)
             return
         self.metrics.agent_errors[name] += 1
+        if isinstance(error, InstanceUnavailable):
+            self.bench(name, error.message, client)
+            return
+        if isinstance(error, UpstreamError) and not error.sent:
+            self.bench(name, f"agent unreachable ({error.message})", client)
+            return
+        if error is None and self.quarantine.missed(name):
+            self.bench(name, "no /predict answer within the deadline 3 times in a row", client)
+            return
         self._skipped[name] = self._skipped.get(name, 0) + 1
         now = time.monotonic()
         if now - self._logged.get(name, -LOG_EVERY_S) >= LOG_EVERY_S:

@@ -17,12 +17,13 @@ import pytest
 
 from blockctl.cluster import procs
 from blockctl.cluster.state import load_state
+from tests.conftest import CLI_WIDTH
 
 pytestmark = pytest.mark.slow
 
 
 def blockctl(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env = {**os.environ, "COLUMNS": str(CLI_WIDTH), "NO_COLOR": "1"}
     done = subprocess.run([sys.executable, "-m", "blockctl", *args], capture_output=True, text=True, env=env,
                           timeout=180)
     assert done.returncode == 0, f"blockctl {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
@@ -87,7 +88,7 @@ def test_scale_up_then_down_while_streams_are_in_flight(cluster: tuple[Path, int
         time.sleep(0.05)
     time.sleep(0.5)  # every stream has been routed and is producing
     down = subprocess.run([sys.executable, "-m", "blockctl", "scale", "--instances", "1", "--state-dir", str(sd)],
-                          capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "200"})
+                          capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": str(CLI_WIDTH)})
     for t in threads:
         t.join(120)
     assert down.returncode == 0, down.stderr

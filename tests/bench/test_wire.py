@@ -15,14 +15,16 @@ from blockctl.bench.workloads import WorkItem
 from blockctl.tokens import count_prompt_tokens
 
 
-def test_feed_counts_text_chunks_usage_errors_and_done() -> None:
+def test_feed_counts_events_as_vllms_bench_client_usage_errors_and_done() -> None:
     st = StreamState(token_times=[])
-    feed(st, '{"choices": [{"delta": {"role": "assistant", "content": ""}}]}', 1.0)  # role only: no token
+    feed(st, '{"choices": [{"delta": {"role": "assistant", "content": ""}}]}', 1.0)  # role chunk: an event
     feed(st, '{"choices": [{"delta": {"content": "Hi"}}]}', 2.0)
+    feed(st, '{"choices": [{"delta": {"content": ""}}]}', 2.5)  # empty text (vLLM sends these): an event
     feed(st, '{"choices": [{"text": " there", "finish_reason": "length"}]}', 3.0)
-    feed(st, '{"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2}}', 3.5)
+    feed(st, '{"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2}}', 3.5)  # no event
     feed(st, "[DONE]", 4.0)
-    assert st.token_times == [2.0, 3.0] and (st.usage_prompt, st.usage_completion) == (9, 2) and st.done
+    assert st.token_times == [1.0, 2.0, 2.5, 3.0] and st.text_chunks == 2
+    assert (st.usage_prompt, st.usage_completion) == (9, 2) and st.done
     bad = StreamState(token_times=[])
     feed(bad, '{"error": {"message": "KV cache full", "code": 500}}', 1.0)
     assert bad.error == "KV cache full"

@@ -22,12 +22,13 @@ import pytest
 from blockctl.cluster import procs
 from blockctl.cluster.schedulers import restart_schedulers
 from blockctl.cluster.state import ClusterState, load_state
+from tests.conftest import CLI_WIDTH
 
 pytestmark = pytest.mark.slow
 
 
 def blockctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env = {**os.environ, "COLUMNS": str(CLI_WIDTH), "NO_COLOR": "1"}
     done = subprocess.run([sys.executable, "-m", "blockctl", *args], capture_output=True, text=True, env=env,
                           timeout=180)
     if check and done.returncode != 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import statistics
 import time
@@ -78,3 +79,30 @@ async def test_injected_noise_has_the_requested_spread() -> None:
     ratio = emu.runner.metrics.step_seconds / sum(steps)
     assert abs(ratio - 1) < 5 * 0.1 / OUTPUT**0.5
     assert ratio != 1.0
+
+
+async def test_chat_role_chunk_comes_with_the_first_token_not_at_admission() -> None:
+    """vLLM opens a chat stream when the first token is ready: queueing and prefill come before any chunk."""
+    app = create_app(EmulatorSettings(max_num_seqs=1))
+    async with serve_app(app) as url:
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused")
+        busy = asyncio.create_task(client.completions.create(  # holds the only slot for ~OUTPUT steps
+            model="emulated", prompt=[11] * PROMPT, max_tokens=OUTPUT, extra_body={"ignore_eos": True}))
+        while app.state.emulator.runner.metrics.steps == 0:
+            await asyncio.sleep(0.002)
+        sent = time.perf_counter()
+        stream = await client.chat.completions.create(
+            model="emulated", messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True,
+            extra_body={"ignore_eos": True})
+        role_at = content_at = None
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.role == "assistant" and role_at is None:
+                role_at = time.perf_counter() - sent
+            elif chunk.choices and chunk.choices[0].delta.content and content_at is None:
+                content_at = time.perf_counter() - sent
+        first = await busy
+        await client.close()
+    assert first.usage is not None and role_at is not None and content_at is not None
+    queued = sum(_expected_steps(EmulatorSettings(max_num_seqs=1))[1:])  # the busy request's decode
+    assert role_at > 0.5 * queued  # not at admission
+    assert content_at - role_at < 0.02 + 0.1 * role_at  # together with the first token

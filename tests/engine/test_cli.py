@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from blockctl.cli.main import app
-from blockctl.engine.fit import row_shape
+from blockctl.engine.fit import mape_pct, row_shape
 from blockctl.engine.profile import load_profile
 
 runner = CliRunner()
@@ -56,9 +56,9 @@ def test_profile_predict_names_the_bad_key(tmp_path: Path) -> None:
     f = tmp_path / "bad.json"
     f.write_text(json.dumps([{"prefill_tokens": 16}, {"decode_batch": "8"}]))
     res = runner.invoke(app, ["profile", "predict", "h100/llama-2-7b", "--steps", str(f)])
-    assert res.exit_code == 1 and f"{f}:[1].decode_batch" in res.output.replace("\n", "")
+    assert res.exit_code == 1 and f"{f}:[1].decode_batch" in res.output
     res = runner.invoke(app, ["profile", "show", "no/such"])
-    assert res.exit_code == 1 and "no profile named" in res.output.replace("\n", " ")
+    assert res.exit_code == 1 and "no profile named" in res.output
 
 
 def test_profile_import_fits_and_saves_a_measured_grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,7 +72,10 @@ def test_profile_import_fits_and_saves_a_measured_grid(tmp_path: Path, monkeypat
     mine = load_profile("h200/mine")
     assert mine.source == str(tmp_path / "profiles" / "h200" / "mine.json")
     assert mine.measurement["source_file"] == "grid.json" and len(mine.measurement["source_sha256"]) == 64
-    assert mine.model.params.as_vector() == pytest.approx(prof.model.params.as_vector(), rel=1e-9)
+    # What matters is how well the refit predicts the measured grid, not bit-equality of the solver's answer:
+    # a bounded nonlinear least squares lands on slightly different parameters with each scipy/numpy release.
+    assert mape_pct(mine.model.params, prof.rows) == pytest.approx(mape_pct(prof.model.params, prof.rows), abs=0.05)
+    assert mine.model.params.as_vector() == pytest.approx(prof.model.params.as_vector(), rel=1e-3)
     listed = runner.invoke(app, ["profile", "list", "--json"])
     assert "h200/mine" in {r["name"] for r in json.loads(listed.stdout)}
 

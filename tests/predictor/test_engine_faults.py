@@ -67,3 +67,40 @@ async def test_an_engine_error_reply_is_passed_through_and_not_scored(agent: htt
     assert resp.status_code == 500
     state = (await agent.get("/state")).json()
     assert state["totals"]["failed"] == 1 and state["errors"]["e2e"]["count"] == 0
+
+
+def _lingering_engine() -> Starlette:
+    """Streams two tokens and [DONE], then keeps the connection open for a while before it ends the body."""
+
+    async def completions(request: Request) -> Response:
+        async def tokens_done_then_linger() -> AsyncIterator[bytes]:
+            for i in range(2):
+                yield f'data: {{"choices": [{{"index": 0, "text": "t{i}", "finish_reason": null}}]}}\n\n'.encode()
+            yield b'data: {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}\n\n'
+            yield b"data: [DONE]\n\n"
+            await asyncio.sleep(1.0)
+
+        return StreamingResponse(tokens_done_then_linger(), media_type="text/event-stream")
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse("vllm:num_requests_running 0\n")
+
+    return Starlette(routes=[Route("/v1/completions", completions, methods=["POST"]), Route("/metrics", metrics)])
+
+
+async def test_a_client_that_closes_right_after_done_is_counted_a_success() -> None:
+    async with serve_app(_lingering_engine()) as engine_url:
+        app = create_app(settings(engine_url), PROFILE.model)
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, headers=AUTH, timeout=10) as client:
+            body = {"prompt": "hi", "max_tokens": 10, "stream": True}
+            async with client.stream("POST", "/v1/completions", json=body) as resp:
+                async for line in resp.aiter_lines():
+                    if line == "data: [DONE]":
+                        break  # and close at once, as blockctl's load generator does
+            for _ in range(100):
+                state = (await client.get("/state")).json()
+                if state["outstanding"] == 0:
+                    break
+                await asyncio.sleep(0.02)
+    assert state["outstanding"] == 0
+    assert state["totals"]["completed"] == 1 and state["totals"]["failed"] == 0

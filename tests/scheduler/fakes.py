@@ -67,17 +67,22 @@ class FakeAgent:
         if not self._authorized(request):
             return JSONResponse({"error": "unauthorized"}, status_code=401)
         self.loads += 1
+        if self.traffic_status == 503:  # as a real agent whose engine is down: its probes fail too
+            err = {"message": "engine unreachable", "type": "x", "param": None, "code": "engine_unhealthy"}
+            return JSONResponse({"error": err}, status_code=503)
         return JSONResponse(self._load_json())
 
     async def _models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "emulated", "object": "model", "created": 0,
-                                                         "owned_by": "blockctl"}]})
+                                                         "owned_by": "blockctl", "max_model_len": 4096}]})
 
     async def _complete(self, request: Request) -> Response:
         self.forwarded.append(dict(request.headers))
         if self.traffic_status != 200:
             err = {"message": "engine down", "type": "x", "param": None, "code": None}
-            return JSONResponse({"error": err}, status_code=self.traffic_status)
+            # A 503 from a real agent means the engine never ran the request (x-blockctl-unstarted says why).
+            unstarted = {"x-blockctl-unstarted": "engine unreachable"} if self.traffic_status == 503 else None
+            return JSONResponse({"error": err}, status_code=self.traffic_status, headers=unstarted)
         body = await request.json()
         chat = request.url.path.endswith("chat/completions")
         if body.get("stream"):

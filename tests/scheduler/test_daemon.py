@@ -14,6 +14,7 @@ import pytest
 
 from blockctl.cluster.state import ensure_token, load_state
 from blockctl.scheduler.app import SchedulerSettings, create_app
+from blockctl.tokens import get_counter
 from tests.conftest import free_port, serve_app
 from tests.scheduler.fakes import FakeAgent, write_cluster
 
@@ -125,7 +126,8 @@ async def test_dead_instance_is_retried_elsewhere_before_any_byte(tmp_path: Path
     assert r.status_code == 200 and r.headers["x-blockctl-instance"] == "alive"
     assert r.headers["content-type"].startswith("text/event-stream")
     assert r.text.endswith("data: [DONE]\n\n")
-    # "dead" still predicts best, but after its failed forward it is benched: no more round trips to it.
+    # "dead" still predicts best, but after its failed forward it is out of rotation (its /load probes
+    # fail): no more round trips to it.
     assert [x.headers["x-blockctl-instance"] for x in later] == ["alive"] * 3
     assert len(dead.forwarded) == 1 and len(alive.forwarded) == 4
 
@@ -274,3 +276,21 @@ async def test_oversized_body_is_413_without_routing(tmp_path: Path) -> None:
     assert big.status_code == 413 and "larger than 1000 bytes" in big.json()["error"]["message"]
     assert small.status_code == 200
     assert not agent.predicts[1:] and len(agent.forwarded) == 1
+
+
+async def test_tokenize_and_version_as_vllm_serves_them(tmp_path: Path) -> None:
+    """vLLM's bench client aligns prompts through /tokenize; without it, it warns and skips the alignment."""
+    async with cluster(tmp_path, FakeAgent("a"), api_keys=frozenset({"k"})) as url, \
+            httpx.AsyncClient(base_url=url, headers={"authorization": "Bearer k"}) as http:
+        tok = (await http.post("/tokenize", json={"model": "emulated", "prompt": "hello world",
+                                                  "add_special_tokens": False})).json()
+        chat = (await http.post("/tokenize", json={"messages": [{"role": "user", "content": "hi"}]})).json()
+        bad = await http.post("/tokenize", json={"prompt": 3})
+        version = await http.get("/version")
+        denied = await http.post("/tokenize", json={"prompt": "x"}, headers={"authorization": "Bearer no"})
+    assert tok == {"count": 2, "max_model_len": 4096, "tokens": get_counter().encode("hello world"),
+                   "token_strs": None}
+    assert chat["count"] == len(chat["tokens"]) > 1
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+    assert version.status_code == 200 and "blockctl" in version.json()["version"]
+    assert denied.status_code == 401

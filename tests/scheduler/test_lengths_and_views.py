@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 import pytest
@@ -65,7 +64,7 @@ def test_malformed_agent_answers_are_value_errors(data: object) -> None:
         view_from_json("i0", data, with_prediction=isinstance(data, dict) and "ttft_s" in data)
 
 
-async def test_benched_instances_are_routed_around_until_their_time_is_up() -> None:
+async def test_instances_out_of_rotation_are_routed_around_until_they_are_back() -> None:
     router = Router(make_policy("round-robin"), rng=random.Random(0), deadline_s=0.1,
                     metrics=SchedulerMetrics("round-robin"))
     req = RouteRequest(prompt_tokens=1, predicted_output_tokens=1)
@@ -74,9 +73,11 @@ async def test_benched_instances_are_routed_around_until_their_time_is_up() -> N
         return [v.instance for v in (await router.candidates(req, ("a", "b"), {})).views]
 
     assert await names() == ["a", "b"]
-    router.bench("a", seconds=0.2)
+    router.bench("a", "engine sick", None)
     assert await names() == ["b"]
-    router.bench("b", seconds=0.2)
-    assert await names() == ["a", "b"]  # everyone benched: nobody is excluded
-    await asyncio.sleep(0.25)
+    router.bench("b", "engine sick", None)
+    assert await names() == ["a", "b"]  # everyone out: nobody is excluded
+    router.quarantine.back("a")
+    assert await names() == ["a"]
+    router.quarantine.back("b")
     assert await names() == ["a", "b"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import bind_loopback, free_port
+from tests.conftest import CLI_WIDTH, bind_loopback, free_port
 
 
 def procs_with(needle: str) -> list[psutil.Process]:
@@ -72,7 +72,7 @@ def free_port_pair() -> int:
 
 
 def blockctl(state_dir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BLOCKCTL_STATE_DIR": str(state_dir), "COLUMNS": "200"}
+    env = {**os.environ, "BLOCKCTL_STATE_DIR": str(state_dir), "COLUMNS": str(CLI_WIDTH)}
     return subprocess.run(
         [sys.executable, "-m", "blockctl", *args], capture_output=True, text=True, env=env, timeout=timeout
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from blockctl.bench.capacity import Slo
 from blockctl.bench.sim.observe import observed_queues, waiting_prompt_blocks
 from blockctl.bench.sim.prefix import cached_prefixes, prefix_hit
+from blockctl.bench.steady import AbortWindow
 from blockctl.engine.core import Engine
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Prediction, Request
@@ -152,15 +153,16 @@ class ClusterSim:
         caches = [i.engine.cache for i in self._instances.values() if i.engine.cache is not None]
         return sum(c.queries for c in caches), sum(c.hits for c in caches)
 
-    def inflight_violations(self, slo: Slo, t: float) -> int:
-        """In-flight requests already certain to break ``slo``'s limit (TTFT or E2E) as of time ``t``."""
+    def inflight_violations(self, slo: Slo, t: float, start: int = 0) -> int:
+        """In-flight requests (workload index ≥ ``start``) already certain to break ``slo``'s limit (TTFT or
+        E2E) as of time ``t``."""
         n = 0
         ttft = slo.metric == "ttft"
         for inst in self._instances.values():
             for reqs in (inst.engine.running, inst.engine.waiting):
                 for r in reqs:
                     end = r.first_token_time if ttft and r.first_token_time is not None else t
-                    n += end - r.arrival_time > slo.limit
+                    n += end - r.arrival_time > slo.limit and int(r.req_id) >= start
         return n
 
     def _view(
@@ -221,30 +223,38 @@ def simulate(
     predicted: Sequence[int],
     arrivals: Sequence[float],
     *,
-    abort: Slo | None = None,
+    abort: Slo | Sequence[AbortWindow] | None = None,
     check_every: int = 25,
     hashes: Sequence[Sequence[int] | None] | None = None,
 ) -> bool:
     """Feed every request at its arrival time, then drain; False if stopped early because ``abort`` broke.
 
-    Early stop: ``abort`` (a percentile SLO on TTFT or E2E) is certainly broken once more requests of the
-    whole run exceed its limit than :meth:`Slo.max_violations` allows; finished and in-flight requests are
-    counted (an in-flight request that has waited past the limit can only end up over it).
+    Early stop: an :class:`AbortWindow` is certainly broken once more of its requests (index ≥ its start)
+    exceed its SLO's limit than it allows; finished and in-flight requests are counted (an in-flight request
+    that has waited past the limit can only end up over it). A bare ``Slo`` is one window over the whole run.
     """
     n = len(arrivals)
-    allowed = None
-    if abort is not None and abort.metric in ("ttft", "e2e"):
-        allowed = abort.max_violations(n)
-    over_done = 0
+    if isinstance(abort, Slo):
+        allowed = abort.max_violations(n) if abort.metric in ("ttft", "e2e") else None
+        windows = [] if allowed is None else [AbortWindow(abort, 0, allowed)]
+    else:
+        windows = list(abort or ())
+    over_done = [0] * len(windows)
     for i, t in enumerate(arrivals):
         finished = sim.advance(t)
-        if allowed is not None and abort is not None:
-            over_done += sum(_over(r, abort) for r in finished)
-            if i % check_every == 0 and over_done + sim.inflight_violations(abort, t) > allowed:
+        if windows:
+            for k, w in enumerate(windows):
+                over_done[k] += sum(r.index >= w.start and _over(r, w.slo) for r in finished)
+            if i % check_every == 0 and any(
+                over_done[k] + sim.inflight_violations(w.slo, t, w.start) > w.allowed
+                for k, w in enumerate(windows)
+            ):
                 return False
         rec = sim.dispatch(i, t, prompt_tokens[i], output_tokens[i], predicted[i],
                            None if hashes is None else hashes[i])
-        over_done += rec.error is not None
+        if rec.error is not None:
+            for k, w in enumerate(windows):
+                over_done[k] += i >= w.start
     sim.drain()
     return True
 

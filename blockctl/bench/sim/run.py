@@ -15,6 +15,15 @@ from blockctl.bench.metrics import RequestRecord
 from blockctl.bench.results import RunResult
 from blockctl.bench.sim.cluster import ClusterSim, SimRecord, simulate
 from blockctl.bench.sim.lengths import parse_lengths, predicted_lengths
+from blockctl.bench.steady import (
+    WARMUP_FRACTION,
+    AbortWindow,
+    ProbeOutcome,
+    evaluate,
+    stopped,
+    warmup_count,
+    window_throughput,
+)
 from blockctl.bench.workloads import WorkItem, arrival_times, load_workload
 from blockctl.engine.prefixcache import block_hashes
 from blockctl.engine.profile import DEFAULT_PROFILE, Profile, load_profile
@@ -43,6 +52,7 @@ class SimSetup:
     seed: int = 0
     noise: bool = True  # step-time noise from the profile's measured spread
     time_scale: float = 1.0  # trace arrivals only
+    duration: float | None = None  # seconds of arrivals per run (then ``requests`` is not used)
     # vLLM's prefix caching (its default): on for workloads whose items carry token ids; a workload without
     # them shares no prefix, and its engines run without the cache, exactly as before it existed.
     prefix_caching: bool = True
@@ -52,12 +62,20 @@ class SimSetup:
             raise ConfigError(f"must be at least 1, got {self.instances}", key="--instances")
         if self.requests < 1:
             raise ConfigError(f"must be at least 1, got {self.requests}", key="--requests")
+        if self.duration is not None and not (self.duration > 0 and math.isfinite(self.duration)):
+            raise ConfigError(f"must be a positive number of seconds, got {self.duration}", key="--duration")
         for key, value in (("--max-num-seqs", self.max_num_seqs),
                            ("--max-num-batched-tokens", self.max_num_batched_tokens),
                            ("--num-gpu-blocks", self.num_gpu_blocks)):
             if value is not None and value < 1:
                 raise ConfigError(f"must be at least 1, got {value}", key=key)
         parse_lengths(self.lengths)
+
+    def requests_at(self, qps: float) -> int:
+        """Requests in a run at ``qps``: enough for ``duration`` seconds of arrivals, else ``requests``."""
+        if self.duration is None:
+            return self.requests
+        return max(2, math.ceil(self.duration * qps))
 
     def engine_config(self, profile: Profile) -> EngineConfig:
         base = profile.engine_defaults()
@@ -91,9 +109,11 @@ class SimRun:
     meta: dict[str, object] = field(default_factory=dict)
 
 
-def prepare(setup: SimSetup) -> Prepared:
+def prepare(setup: SimSetup, requests: int | None = None) -> Prepared:
+    """The first ``requests`` (default ``setup.requests``) items of the setup's workload and their predicted
+    lengths; a longer preparation starts with the same items and lengths (one seed, one sequence)."""
     setup.validate()
-    items = load_workload(setup.workload, num_requests=setup.requests, seed=setup.seed)
+    items = load_workload(setup.workload, num_requests=requests or setup.requests, seed=setup.seed)
     profile = _profile(setup.profile)
     config = setup.engine_config(profile)
     spec = parse_lengths(setup.lengths)
@@ -120,11 +140,28 @@ def arrivals_for(setup: SimSetup, items: Sequence[WorkItem], qps: float) -> list
                                              seed=setup.seed, timestamps=stamps, time_scale=setup.time_scale)]
 
 
+_GROWN: dict[SimSetup, Prepared] = {}
+
+
+def prepared_for(setup: SimSetup, requests: int) -> Prepared:
+    """A preparation of at least ``requests`` items, kept per process and grown (by half again) when short."""
+    have = _GROWN.get(setup)
+    if have is None or len(have.items) < requests:
+        size = requests if have is None else max(requests, len(have.items) * 3 // 2)
+        _GROWN[setup] = have = prepare(setup, size)
+    return have
+
+
 def run_policy(
-    setup: SimSetup, prepared: Prepared, policy: str, qps: float, *, abort: Slo | None = None
+    setup: SimSetup, prepared: Prepared, policy: str, qps: float,
+    *, abort: Slo | Sequence[AbortWindow] | None = None,
 ) -> SimRun:
-    """Simulate ``policy`` at ``qps`` over the prepared workload (stopping early once ``abort`` breaks)."""
-    items = prepared.items
+    """Simulate ``policy`` at ``qps`` over the first ``setup.requests_at(qps)`` prepared requests (stopping
+    early once ``abort`` breaks); a preparation too short for them is grown first."""
+    n = setup.requests_at(qps)
+    if len(prepared.items) < n:
+        prepared = prepared_for(setup, n)
+    items = prepared.items[:n]
     arrivals = arrivals_for(setup, items, qps)
     sim = ClusterSim(
         setup.instances, prepared.config, prepared.profile.model, make_policy(policy),
@@ -132,7 +169,7 @@ def run_policy(
     )
     start = time.perf_counter()
     complete = simulate(
-        sim, [i.prompt_tokens for i in items], [i.output_tokens for i in items], prepared.predicted, arrivals,
+        sim, [i.prompt_tokens for i in items], [i.output_tokens for i in items], prepared.predicted[:n], arrivals,
         abort=abort, hashes=prepared.hashes,
     )
     wall = time.perf_counter() - start
@@ -161,8 +198,29 @@ def slo_samples(run: SimRun, metric: str) -> list[float]:
     return out
 
 
-def slos_hold(run: SimRun, slos: Sequence[Slo]) -> bool:
-    return run.complete and all(s.holds(slo_samples(run, s.metric)) for s in slos)
+def judge(run: SimRun, slos: Sequence[Slo], *, warmup: float = WARMUP_FRACTION) -> ProbeOutcome:
+    """The run as a steady-state probe (:mod:`blockctl.bench.steady`): stable, and every SLO held after
+    warm-up and over the last third; a run stopped early is a break with nothing measured."""
+    if not run.complete:
+        return stopped(run.qps, len(run.records), slos)
+    return evaluate(run.qps, [r.arrival for r in run.records], [r.finish_time for r in run.records],
+                    {s: slo_samples(run, s.metric) for s in slos}, warmup=warmup)
+
+
+def steady_summary(run: SimRun) -> dict[str, object]:
+    """The run judged as steady state: arrival and completion rates after warm-up, whether it kept up, and
+    P50/P99 TTFT and E2E over the requests after warm-up (the first ``WARMUP_FRACTION`` left out)."""
+    recs = run.records
+    tp = window_throughput([r.arrival for r in recs], [r.finish_time for r in recs])
+    w = warmup_count(len(recs))
+    out: dict[str, object] = {"offered_rps": tp.offered_rps, "completed_rps": tp.completed_rps,
+                              "stable": tp.stable, "warmup_requests": w}
+    for metric in ("ttft", "e2e"):
+        xs = slo_samples(run, metric)[w:]
+        for stat in ("p50", "p99"):
+            v = Slo(metric, stat, 1.0).value(xs)
+            out[f"{metric}_{stat}_s"] = "inf" if math.isinf(v) else v
+    return out
 
 
 def to_records(run: SimRun) -> list[RequestRecord]:
@@ -193,11 +251,13 @@ def to_result(setup: SimSetup, prepared: Prepared, run: SimRun, *, label: str | 
     """A ``bench run``-style result (kind "sim") whose config says everything needed to rerun it."""
     config = {
         **{k: getattr(setup, k) for k in setup.__dataclass_fields__},
+        "requests": len(run.records),
         "policy": run.policy,
         "qps": run.qps,
         "engine": dataclasses.asdict(prepared.config),
         "complete": run.complete,
         "wall_s": round(run.wall_s, 3),
+        "steady": steady_summary(run),
     }
     result = RunResult.build(label or run.policy, "sim", config, to_records(run), duration_s=run.duration_s)
     queries, hits = run.meta.get("prefix_cache_queries"), run.meta.get("prefix_cache_hits")

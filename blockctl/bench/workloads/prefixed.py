@@ -22,11 +22,10 @@ it), so the simulator can hash blocks as an engine would; the text is what a liv
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections.abc import Iterator, Sequence
 from typing import overload
-
-import numpy as np
 
 from blockctl.bench.sharegpt import dataset_file, iter_json_array
 from blockctl.bench.workloads.prompts import synth_prompt
@@ -39,7 +38,7 @@ MULTITURN_USERS = 256
 MIN_REPLY = 4
 TENANTS = 150
 TENANT_PROMPT = (1000, 3000)
-QUESTION = LogNormal(np.log(40.0), 0.6)
+QUESTION = LogNormal(math.log(40.0), 0.6)
 GSP_GROUPS, GSP_PER_GROUP, GSP_SYSTEM, GSP_QUESTION, GSP_OUTPUT = 64, 16, 2048, 128, 256
 USER, ASSISTANT = "\n\nUSER: ", "\n\nASSISTANT:"
 
@@ -136,10 +135,12 @@ def _synth_ids(tokens: int, seed: int, *, lead: str = "") -> tuple[str, list[int
     return text, encode(text)
 
 
-def _shared(systems: list[tuple[str, list[int]]], questions: list[int], outputs: list[int], groups: list[int],
+def _shared(systems: list[tuple[str, list[int]]], draws: Iterator[tuple[int, int, int]], n: int,
             seed: int) -> list[WorkItem]:
+    """``n`` requests from (tenant, question tokens, reply tokens) draws. Draws are made one request at a time
+    from one sequence, so a longer workload starts with the same requests (the simulator grows its sample)."""
     out = []
-    for i, (g, q, o) in enumerate(zip(groups, questions, outputs, strict=True)):
+    for i, (g, q, o) in zip(range(n), draws, strict=False):
         sys_text, sys_ids = systems[g]
         q_text, q_ids = _synth_ids(q, seed * 7_919 + i, lead=" ")
         o = max(1, min(o, MAX_CONTEXT - len(sys_ids) - len(q_ids)))
@@ -148,25 +149,34 @@ def _shared(systems: list[tuple[str, list[int]]], questions: list[int], outputs:
     return out
 
 
+def _lognormal(rng: random.Random, dist: LogNormal, lo: int, hi: int) -> int:
+    return max(lo, min(hi, round(rng.lognormvariate(dist.mu, dist.sigma))))
+
+
 def shared_prefix(n: int, seed: int) -> list[WorkItem]:
-    rng = np.random.default_rng(seed)
+    rng = random.Random(seed)
     lo, hi = TENANT_PROMPT
-    systems = [_synth_ids(int(t), 1_000_000 + 1009 * seed + k)
-               for k, t in enumerate(rng.integers(lo, hi + 1, TENANTS))]
-    questions = np.clip(QUESTION.sample(rng, n), 4, 400).tolist()
-    outputs = np.clip(SHAREGPT_OUTPUT.sample(rng, n), 4, 1000).tolist()
-    groups = rng.integers(0, TENANTS, n).tolist()
-    return _shared(systems, questions, outputs, groups, seed)
+    systems = [_synth_ids(rng.randint(lo, hi), 1_000_000 + 1009 * seed + k) for k in range(TENANTS)]
+
+    def draws() -> Iterator[tuple[int, int, int]]:
+        while True:
+            yield (rng.randrange(TENANTS), _lognormal(rng, QUESTION, 4, 400),
+                   _lognormal(rng, SHAREGPT_OUTPUT, 4, 1000))
+
+    return _shared(systems, draws(), n, seed)
 
 
 def generated_shared_prefix(n: int, seed: int) -> list[WorkItem]:
-    rng = np.random.default_rng(seed)
+    rng = random.Random(seed)
     systems = [_synth_ids(GSP_SYSTEM, 2_000_000 + 1009 * seed + k) for k in range(GSP_GROUPS)]
-    groups = [g for g in range(GSP_GROUPS) for _ in range(GSP_PER_GROUP)]
-    order: list[int] = []
-    while len(order) < n:
-        order += rng.permutation(groups).tolist()
-    return _shared(systems, [GSP_QUESTION] * n, [GSP_OUTPUT] * n, order[:n], seed)
+
+    def draws() -> Iterator[tuple[int, int, int]]:
+        groups = [g for g in range(GSP_GROUPS) for _ in range(GSP_PER_GROUP)]
+        while True:  # every group's prompts once per round, rounds shuffled
+            rng.shuffle(groups)
+            yield from ((g, GSP_QUESTION, GSP_OUTPUT) for g in groups)
+
+    return _shared(systems, draws(), n, seed)
 
 
 PREFIX_GENERATORS = {

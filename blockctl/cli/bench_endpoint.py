@@ -1,0 +1,100 @@
+"""``blockctl bench accuracy --endpoint AGENT_URL``: the agent's prediction error against whatever engine it fronts."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from rich.table import Table
+
+from blockctl.cli.ui import console, err_console, ok, print_json
+from blockctl.errors import ConfigError, UpstreamError
+
+E2E_TARGET_PCT = 10.0
+TTFT_TARGET_PCT = 20.0
+BASELINE_GAIN = 0.30  # the agent must beat the constant baseline's MAPE by this share
+
+
+def _range(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    try:
+        a, b = int(lo), int(hi or lo)
+    except ValueError:
+        raise ConfigError(f"expected LO-HI, got {text!r}", key="--concurrency") from None
+    if not 1 <= a <= b:
+        raise ConfigError(f"need 1 <= LO <= HI, got {text!r}", key="--concurrency")
+    return a, b
+
+
+def _fmt(v: Any) -> str:
+    return "—" if v is None else f"{v:.1f}"
+
+
+def endpoint_accuracy(url: str, requests: int, concurrency: str, api_key: str, seed: int, json_out: bool) -> None:
+    from blockctl_agents.predictor.bench_endpoint import drive_closed_loop, report, workload
+
+    lo_hi = _range(concurrency)
+    url = url.rstrip("/")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        models = httpx.get(f"{url}/v1/models", headers=headers, timeout=10, trust_env=False)
+        models.raise_for_status()
+        card = (models.json().get("data") or [{}])[0]
+    except (httpx.HTTPError, ValueError) as exc:
+        raise UpstreamError(f"{url}/v1/models: {exc}", hint="is the agent up, and --api-key right?") from None
+    max_len = int(card.get("max_model_len") or 2048)
+    reqs = workload(requests, max_len, seed)
+    outcomes, wall = asyncio.run(drive_closed_loop(url, headers, reqs, lo_hi, seed))
+    result: dict[str, Any] = {
+        "endpoint": url, "model": card.get("id"), "max_model_len": max_len, "concurrency": list(lo_hi),
+        "seed": seed, **report(outcomes, wall),
+    }
+    try:
+        state = httpx.get(f"{url}/state", headers=headers, timeout=10, trust_env=False).json()
+        result["agent"] = {k: state.get(k) for k in ("profile", "calibration", "learning")}
+    except (httpx.HTTPError, ValueError):
+        result["agent"] = None
+    if json_out:
+        print_json(result)
+        return
+    _print(result)
+
+
+def _print(r: dict[str, Any]) -> None:
+    table = Table(title=f"prediction accuracy at {r['endpoint']} ({r['completed']} of {r['requests']} completed, "
+                  f"{r['concurrency'][0]}-{r['concurrency'][1]} in flight)")
+    for col in ("requests", "n", "E2E MAPE %", "E2E bias %", "TTFT MAPE %", "TTFT bias %"):
+        table.add_column(col, justify="right" if col != "requests" else "left")
+
+    def add(name: str, part: dict[str, Any] | None) -> None:
+        if part:
+            e, t = part["e2e"], part["ttft"]
+            table.add_row(name, str(e["n"]), _fmt(e["mape_pct"]), _fmt(e["bias_pct"]), _fmt(t["mape_pct"]),
+                          _fmt(t["bias_pct"]))
+
+    add("all", {"e2e": r["e2e"], "ttft": r["ttft"]})
+    add("first third", r["first_third"])
+    add("last third", r["last_third"])
+    add("after 100", r["after_100"])
+    for name, part in r["by_inflight_at_dispatch"].items():
+        add(f"{name} in flight at dispatch", part)
+    add("constant baseline (hindsight)", r["constant_baseline"] or None)
+    console.print(table)
+    scored = r["after_100"] or {"e2e": r["e2e"], "ttft": r["ttft"]}
+    base = (r["constant_baseline_after_100"] if r["after_100"] else r["constant_baseline"]) or {}
+    for key, target in (("e2e", E2E_TARGET_PCT), ("ttft", TTFT_TARGET_PCT)):
+        mape = scored[key]["mape_pct"]
+        base_mape = (base.get(key) or {}).get("mape_pct")
+        what = f"{key.upper()} MAPE {_fmt(mape)} % after 100 requests"
+        if mape is not None and mape <= target:
+            ok(f"{what} (target ≤ {target:g} %)")
+        else:
+            err_console.print(f"[yellow]![/yellow] {what}: misses the target ≤ {target:g} %")
+        if mape is not None and base_mape:
+            gain = 1 - mape / base_mape
+            line = f"{key.upper()} {gain:+.0%} vs the constant baseline ({_fmt(base_mape)} %)"
+            if gain >= BASELINE_GAIN:
+                ok(f"{line} (target ≥ {BASELINE_GAIN:.0%} better)")
+            else:
+                err_console.print(f"[yellow]![/yellow] {line}: misses ≥ {BASELINE_GAIN:.0%} better")
