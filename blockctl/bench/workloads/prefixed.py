@@ -21,6 +21,7 @@ it), so the simulator can hash blocks as an engine would; the text is what a liv
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import random
@@ -69,6 +70,14 @@ class Joined(Sequence[int]):
 
 def _conversations(rng: random.Random) -> list[list[tuple[str, str]]]:
     """ShareGPT conversations as (user, reply) turn pairs, shuffled; those without one usable pair dropped."""
+    out = list(_all_conversations())
+    rng.shuffle(out)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _all_conversations() -> tuple[list[tuple[str, str]], ...]:
+    """Every usable conversation in file order (parsed once per process: the file takes seconds)."""
     out = []
     for _line, value in iter_json_array(dataset_file()):
         turns = value.get("conversations") if isinstance(value, dict) else None
@@ -86,8 +95,7 @@ def _conversations(rng: random.Random) -> list[list[tuple[str, str]]]:
             pairs.append((u, r))
         if pairs:
             out.append(pairs)
-    rng.shuffle(out)
-    return out
+    return tuple(out)
 
 
 def _turns(pairs: list[tuple[str, str]]) -> list[WorkItem]:
