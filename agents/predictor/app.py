@@ -79,6 +79,14 @@ def _int_field(data: dict[str, Any], key: str) -> int:
     return value
 
 
+def _hashes_field(data: dict[str, Any]) -> list[int]:
+    """The optional ``block_hashes``: the prompt's chained block hashes (blockctl.engine.prefixcache)."""
+    value = data.get("block_hashes", [])
+    if not isinstance(value, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in value):
+        raise ValueError(f"block_hashes: must be a list of integers, got {type(value).__name__}")
+    return value
+
+
 async def _scrape_loop(core: AgentCore, client: httpx.AsyncClient) -> None:
     """Refresh ``core.obs`` from the engine's /metrics every ``scrape_interval_s``; failures are counted."""
     while True:
@@ -108,7 +116,7 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
                 raise ValueError("body must be a JSON object")
             prompt, predicted = _int_field(data, "prompt_tokens"), _int_field(data, "predicted_output_tokens")
             now = time.monotonic()
-            prediction, view = core.predict(prompt, predicted, now)
+            prediction, view = core.predict(prompt, predicted, now, _hashes_field(data))
         except (ValueError, EngineError) as exc:
             return error_response(400, str(exc))
         return JSONResponse(

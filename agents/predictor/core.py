@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -14,6 +15,7 @@ from blockctl_agents.predictor.accuracy import Calibration, PredictionErrors
 from blockctl_agents.predictor.learn import StepLearner, TtftLearner
 from blockctl_agents.predictor.observe import EngineObservation
 from blockctl_agents.predictor.settings import AgentSettings
+from blockctl_agents.predictor.shadow import ShadowCache
 from blockctl_agents.predictor.tracker import Tracked, Tracker, estimated_produced
 from blockctl_agents.predictor.view import FRESH_S, EngineView, build_view
 
@@ -37,6 +39,7 @@ class AgentCore:
         self.step_learner = StepLearner(model, settings.engine_config) if learn else None
         self.ttft_learner = TtftLearner(settings.request_overhead_ms) if learn else None
         self._admitted_step: dict[str, tuple[int, float]] = {}  # req_id -> (batch, its decode step then)
+        self.shadow = ShadowCache(settings.engine_config)  # the instance's prefix cache, from what it proxied
 
     def token(self, req_id: str, now: float, n: int = 1) -> None:
         """A stream of ``req_id`` carried ``n`` tokens: learn the step it ends, then count them."""
@@ -57,8 +60,11 @@ class AgentCore:
         tr = self.tracker
         return build_view(tr.inflight.values(), now, self.settings.engine_config, self.obs, tr.last_finish_at)
 
-    def predict(self, prompt_tokens: int, predicted_output_tokens: int, now: float) -> tuple[Prediction, EngineView]:
-        """What-if of a new request on this instance from now; EngineError if it can never run here."""
+    def predict(
+        self, prompt_tokens: int, predicted_output_tokens: int, now: float, block_hashes: Sequence[int] = ()
+    ) -> tuple[Prediction, EngineView]:
+        """What-if of a new request on this instance from now; EngineError if it can never run here. With the
+        prompt's ``block_hashes``, its prefill starts after what the shadow cache holds of it."""
         cfg = self.settings.engine_config
         if prompt_tokens < 1 or prompt_tokens >= cfg.max_model_len:
             raise EngineError(
@@ -66,7 +72,8 @@ class AgentCore:
             )
         view = self.view(now)
         length = max(1, min(predicted_output_tokens, cfg.max_model_len - prompt_tokens))
-        new = Request(NEW_ID, prompt_tokens, length)
+        hit = self.shadow.hit(prompt_tokens, block_hashes) if block_hashes else 0
+        new = Request(NEW_ID, prompt_tokens, length, prefix_hit=hit)
         raw = whatif_predict(view.config, self.model, view.running, view.waiting, new)
         self.predictions_total += 1
         ttft, e2e = self.calibration.apply(
@@ -123,6 +130,8 @@ class AgentCore:
         """Remove a request; for a successful one, score the arrival prediction against what happened."""
         t = self.tracker.finish(req_id, ok=ok, now=now)
         admitted_step = self._admitted_step.pop(req_id, None)
+        if t is not None:
+            self.shadow.finish(req_id, output_tokens if output_tokens is not None else t.produced)
         if t is None or not ok:
             return t
         if output_tokens is not None:
@@ -195,6 +204,10 @@ class AgentCore:
                 "predictions": self.predictions_total,
             },
             "errors": {"ttft": self.errors.ttft.summary(), "e2e": self.errors.e2e.summary()},
+            "prefix_cache": self.shadow.state(
+                None if self.obs is None else self.obs.prefix_queries_total,
+                None if self.obs is None else self.obs.prefix_hits_total,
+            ),
             "requests": [
                 {
                     "id": t.req_id,

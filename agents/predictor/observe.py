@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 # vLLM renamed the KV metric in V1; either is accepted (both are fractions in [0, 1] despite the name).
 _KV_NAMES = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
-_WANTED = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:num_preemptions_total", *_KV_NAMES)
+_PREFIX = ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total")
+_WANTED = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:num_preemptions_total", *_KV_NAMES,
+           *_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +21,8 @@ class EngineObservation:
     kv_usage: float | None
     preemptions_total: float | None
     num_gpu_blocks: int | None = None  # from ``vllm:cache_config_info`` labels (the engine's true KV size)
+    prefix_queries_total: float | None = None  # vllm:prefix_cache_queries / _hits (tokens)
+    prefix_hits_total: float | None = None
 
 
 def parse_metrics(text: str, at: float) -> EngineObservation:
@@ -57,6 +61,8 @@ def parse_metrics(text: str, at: float) -> EngineObservation:
         kv_usage=kv,
         preemptions_total=sums.get("vllm:num_preemptions_total"),
         num_gpu_blocks=blocks,
+        prefix_queries_total=sums.get(_PREFIX[0]),
+        prefix_hits_total=sums.get(_PREFIX[1]),
     )
 
 

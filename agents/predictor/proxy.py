@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 
 from blockctl.errors import BadRequest
 from blockctl.openai_api import ENDPOINT_KIND, bad_request_response, error_response, parse_completion_body
-from blockctl.tokens import count_prompt_tokens, get_counter
+from blockctl.tokens import get_counter, prompt_token_ids
 from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.sse import SseTokenCounter
 from blockctl_agents.predictor.tracker import Tracked, fallback_output_tokens
@@ -108,8 +108,9 @@ async def forward_completion(request: Request, core: AgentCore, client: httpx.As
         body = parse_completion_body(raw, ENDPOINT_KIND[path])
         prompt_tokens = _positive_header(request, H_PROMPT)
         predicted = _positive_header(request, H_PREDICTED)
+        token_ids = prompt_token_ids(body, get_counter(core.settings.tokenizer))  # the shadow cache hashes them
         if prompt_tokens is None:
-            prompt_tokens = max(1, count_prompt_tokens(body, get_counter(core.settings.tokenizer)))
+            prompt_tokens = max(1, len(token_ids))
     except BadRequest as exc:
         return bad_request_response(exc)
     except ValueError as exc:
@@ -124,6 +125,7 @@ async def forward_completion(request: Request, core: AgentCore, client: httpx.As
     core.admit(
         Tracked(req_id, now, prompt_tokens, predicted, stream=body.stream, max_tokens=limit), now, _dispatched(request)
     )
+    core.shadow.admit(req_id, token_ids)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
     headers["accept-encoding"] = "identity"
     upstream = client.build_request("POST", path, content=raw, headers=headers)
