@@ -57,14 +57,16 @@ class AgentClient:
         self.http = Http1Pool(self.url, {"authorization": f"Bearer {token}"} if token else None)
 
     async def view(
-        self, prompt_tokens: int, output_tokens: int, *, predict: bool, timeout: float | None = None
+        self, prompt_tokens: int, output_tokens: int, *, predict: bool, timeout: float | None = None,
+        prefix: bytes = b"",
     ) -> InstanceView:
         """Ask ``/predict`` (or ``/load``); UpstreamError on failure, ValueError if malformed.
 
         ``timeout`` None: the caller bounds the call (the router cancels it at its deadline; one task less).
         """
         if predict:
-            body = b'{"prompt_tokens": %d, "predicted_output_tokens": %d}' % (prompt_tokens, output_tokens)
+            body = b'{"prompt_tokens": %d, "predicted_output_tokens": %d%s}' % (
+                prompt_tokens, output_tokens, b', "block_hashes": ' + prefix if prefix else b"")
             call = self.http.request("POST", "/predict", body, _JSON)
         else:
             call = self.http.request("GET", "/load")

@@ -32,6 +32,7 @@ class RouteRequest:
     prompt_tokens: int
     predicted_output_tokens: int
     true_output_tokens: int | None = None  # known only in simulation / oracle experiments
+    prefix: bytes = b""  # the prompt's block hashes as a JSON array (scheduler/parsed.py), sent to /predict
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,7 +86,7 @@ class Router:
         length = self.policy.prediction_length(request)
         tasks = [
             asyncio.ensure_future(
-                clients[n].view(request.prompt_tokens, length, predict=predict)
+                clients[n].view(request.prompt_tokens, length, predict=predict, prefix=request.prefix)
             )
             for n in asked
         ]
