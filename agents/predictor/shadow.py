@@ -33,8 +33,7 @@ class ShadowCache:
 
     def hit(self, prompt_tokens: int, hashes: Sequence[int]) -> int:
         """Tokens of a prompt with these block hashes the instance's cache holds now (what a what-if uses)."""
-        probe = Request("probe", prompt_tokens, 1, block_hashes=hashes)
-        return len(self.cache.lookup(probe)[0]) * self._bs
+        return self.cache.probe(prompt_tokens, hashes)
 
     def admit(self, req_id: str, token_ids: Sequence[int]) -> int:
         """A prompt forwarded to the engine: its hit (tokens) is counted and its blocks are held."""

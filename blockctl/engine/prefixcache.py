@@ -130,6 +130,10 @@ class PrefixCache:
                 evictable += 1
         return found, evictable
 
+    def probe(self, prompt_tokens: int, hashes: Sequence[int]) -> int:
+        """Tokens of a new prompt (with these block hashes) that the cache holds now."""
+        return len(self.lookup(Request("probe", prompt_tokens, 1, block_hashes=hashes))[0]) * self._bs
+
     def admit(self, r: Request, hit: list[int], new_tokens: int) -> None:
         """``r`` is admitted with ``hit`` blocks found by ``lookup`` and ``new_tokens`` to compute now; the
         caller checked that the blocks fit. Counts the lookup as vLLM does."""

@@ -14,11 +14,7 @@ from blockctl.engine.types import Request
 
 def prefix_hit(engine: Engine, prompt_tokens: int, block_hashes: Sequence[int]) -> int:
     """Tokens of a new prompt (with these block hashes) that ``engine``'s prefix cache holds now."""
-    cache = engine.cache
-    if cache is None:
-        return 0
-    probe = Request("probe", prompt_tokens, 1, block_hashes=block_hashes)
-    return len(cache.lookup(probe)[0]) * engine.config.block_size
+    return 0 if engine.cache is None else engine.cache.probe(prompt_tokens, block_hashes)
 
 
 def cached_prefixes(engine: Engine, waiting: list[Request]) -> None:
