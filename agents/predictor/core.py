@@ -107,15 +107,19 @@ class AgentCore:
             "recent_requests": self.tracker.recent_requests(now),
         }
 
-    def admit(self, t: Tracked, now: float, dispatched: tuple[float, float] | None = None) -> None:
+    def admit(
+        self, t: Tracked, now: float, dispatched: tuple[float, float] | None = None,
+        block_hashes: Sequence[int] = (),
+    ) -> None:
         """Track ``t`` with its baseline prediction: ``dispatched`` = (ttft_s, e2e_s) the scheduler got from
-        ``/predict`` when it sent them, else the agent's own what-if now (before ``t`` is added)."""
+        ``/predict`` when it sent them, else the agent's own what-if now (before ``t`` is added), with the
+        prompt's cached part when its ``block_hashes`` are given."""
         t.overhead_s, t.tpot_factor = self.overhead_s(t.prompt_tokens), self.calibration.tpot.value
         if dispatched is not None:
             t.predicted_ttft_s, t.predicted_e2e_s = dispatched
         else:
             try:
-                prediction, _ = self.predict(t.prompt_tokens, t.predicted_output_tokens, now)
+                prediction, _ = self.predict(t.prompt_tokens, t.predicted_output_tokens, now, block_hashes)
             except EngineError:
                 pass  # the engine will reject it; it is tracked (and failed) like any other
             else:

@@ -122,10 +122,12 @@ async def forward_completion(request: Request, core: AgentCore, client: httpx.As
     if req_id in core.tracker.inflight:
         req_id = f"{req_id}-{uuid.uuid4().hex[:8]}"
     now = time.monotonic()
+    hashes = core.shadow.hashes(token_ids)
     core.admit(
-        Tracked(req_id, now, prompt_tokens, predicted, stream=body.stream, max_tokens=limit), now, _dispatched(request)
+        Tracked(req_id, now, prompt_tokens, predicted, stream=body.stream, max_tokens=limit), now, _dispatched(request),
+        hashes,
     )
-    core.shadow.admit(req_id, token_ids)
+    core.shadow.admit(req_id, len(token_ids), hashes)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
     headers["accept-encoding"] = "identity"
     upstream = client.build_request("POST", path, content=raw, headers=headers)

@@ -35,10 +35,10 @@ class ShadowCache:
         """Tokens of a prompt with these block hashes the instance's cache holds now (what a what-if uses)."""
         return self.cache.probe(prompt_tokens, hashes)
 
-    def admit(self, req_id: str, token_ids: Sequence[int]) -> int:
+    def admit(self, req_id: str, prompt_tokens: int, hashes: Sequence[int]) -> int:
         """A prompt forwarded to the engine: its hit (tokens) is counted and its blocks are held."""
         cache = self.cache
-        r = Request(req_id, max(1, len(token_ids)), 1, block_hashes=self.hashes(token_ids))
+        r = Request(req_id, max(1, prompt_tokens), 1, block_hashes=hashes)
         found, evictable = cache.lookup(r)
         hit = len(found) * self._bs
         need = -(-r.prompt_tokens // self._bs) - len(found) + evictable
