@@ -129,8 +129,21 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
         )
 
     async def load(request: Request) -> Response:
+        """GET: the instance's load. POST ``{"prompt_tokens", "block_hashes"}``: also how much of that prompt
+        the instance's prefix cache holds (``prefix_hit_tokens``), for prefix-aware load policies."""
         now = time.monotonic()
-        return JSONResponse(core.load(core.view(now), now))
+        answer = core.load(core.view(now), now)
+        if request.method == "POST":
+            try:
+                data = json.loads(await request.body())
+                if not isinstance(data, dict):
+                    raise ValueError("body must be a JSON object")
+                prompt, hashes = _int_field(data, "prompt_tokens"), _hashes_field(data)
+            except ValueError as exc:
+                return error_response(400, str(exc))
+            answer["prefix_hit_tokens"] = core.shadow.hit(prompt, hashes) if hashes else 0
+            answer["block_size"] = core.settings.engine_config.block_size
+        return JSONResponse(answer)
 
     async def state(request: Request) -> Response:
         return JSONResponse(core.state(time.monotonic()))
@@ -183,7 +196,7 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
         Route("/v1/chat/completions", g(completions), methods=["POST"]),
         Route("/v1/models", g(models), methods=["GET"]),
         Route("/predict", g(predict), methods=["POST"]),
-        Route("/load", g(load), methods=["GET"]),
+        Route("/load", g(load), methods=["GET", "POST"]),
         Route("/state", g(state), methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

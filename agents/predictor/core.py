@@ -64,7 +64,8 @@ class AgentCore:
         self, prompt_tokens: int, predicted_output_tokens: int, now: float, block_hashes: Sequence[int] = ()
     ) -> tuple[Prediction, EngineView]:
         """What-if of a new request on this instance from now; EngineError if it can never run here. With the
-        prompt's ``block_hashes``, its prefill starts after what the shadow cache holds of it."""
+        prompt's ``block_hashes``, its prefill starts after what the shadow cache holds of it (also reported to
+        the scheduler as ``prefix_hit_tokens``)."""
         cfg = self.settings.engine_config
         if prompt_tokens < 1 or prompt_tokens >= cfg.max_model_len:
             raise EngineError(

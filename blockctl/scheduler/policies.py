@@ -76,6 +76,7 @@ class Policy(ABC):
     name: ClassVar[str]  # registry key: the same on the CLI, in config, in results
     needs_prediction: ClassVar[bool] = False  # ask agents /predict (else /load)
     needs_load: ClassVar[bool] = True  # False: the views may be blank (see blank_view)
+    needs_prefix: ClassVar[bool] = False  # True: the views need ``prefix_hit_tokens`` (/load is asked with it)
 
     def sample(self, instances: Sequence[str], rng: random.Random) -> list[str]:
         """Which instances to ask about this request: all of them by default."""

@@ -29,6 +29,7 @@ class CacheAware(Policy):
     """
 
     name = "cache-aware"
+    needs_prefix = True
 
     def __init__(self, cache_threshold: float = 0.3, balance_abs_threshold: int = 64,
                  balance_rel_threshold: float = 1.5) -> None:
@@ -58,6 +59,7 @@ class PrefixLoad(Policy):
     """
 
     name = "prefix-load"
+    needs_prefix = True
 
     def __init__(self, prefix_weight: float = 3.0, queue_weight: float = 2.0, kv_weight: float = 2.0) -> None:
         self.weights = (prefix_weight, queue_weight, kv_weight)
@@ -82,6 +84,7 @@ class KvCost(Policy):
     on the instance and decode blocks are the KV blocks its running requests hold."""
 
     name = "kv-cost"
+    needs_prefix = True
 
     def __init__(self, overlap_weight: float = 1.0) -> None:
         self.overlap_weight = overlap_weight

@@ -36,6 +36,7 @@ async def test_the_shadow_counts_the_hits_the_engine_counts_and_the_what_if_uses
                                              extra_body={"ignore_eos": True})
             warm = (await agent.post("/predict", json={**body, "block_hashes": block_hashes(ids, 16)})).json()
             plain = (await agent.post("/predict", json=body)).json()
+            load = (await agent.post("/load", json={**body, "block_hashes": block_hashes(ids, 16)})).json()
             bad = await agent.post("/predict", json={**body, "block_hashes": "nope"})
             await oai.close()
             for _ in range(100):  # the agent scrapes the engine's counters every 50 ms
@@ -46,4 +47,5 @@ async def test_the_shadow_counts_the_hits_the_engine_counts_and_the_what_if_uses
     assert state["shadow_hits"] > 3 * 1300 and state["shadow_hits"] == state["engine_hits"]
     assert state["agreement"] == 1.0 and state["held_requests"] == 0
     assert warm["ttft_s"] < 0.5 * cold["ttft_s"] and warm["ttft_s"] < 0.5 * plain["ttft_s"]
+    assert load["prefix_hit_tokens"] == (len(ids) - 1) // 16 * 16 and load["block_size"] == 16
     assert bad.status_code == 400 and "block_hashes" in bad.json()["error"]["message"]

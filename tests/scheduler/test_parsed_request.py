@@ -29,3 +29,14 @@ async def test_predict_carries_the_prompt_s_block_hashes(tmp_path: Path) -> None
     assert r.status_code == 200, r.text
     want = block_hashes(get_counter().encode(prompt), BLOCK_SIZE)
     assert len(want) >= 4 and a.predicts[0]["block_hashes"] == b.predicts[0]["block_hashes"] == want
+
+
+async def test_a_prefix_aware_load_policy_routes_to_the_agent_that_holds_the_prefix(tmp_path: Path) -> None:
+    cold, warm = FakeAgent("cold"), FakeAgent("warm")
+    warm.prefix_hit_tokens = 96
+    prompt = "the same long system prompt " * 20
+    async with cluster(tmp_path, cold, warm, policy="cache-aware") as url, httpx.AsyncClient(base_url=url) as http:
+        r = await http.post("/v1/completions", json={"model": "m", "prompt": prompt, "max_tokens": 4})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-blockctl-instance"] == "warm" and not cold.forwarded
+    assert cold.load_bodies[0]["block_hashes"] == block_hashes(get_counter().encode(prompt), BLOCK_SIZE)
