@@ -101,7 +101,7 @@ def run_virtual(
         pred, view = core.predict(prompt, predicted, t, seen)
         core.admit(Tracked(rid, t, prompt, predicted, stream=True), t, (pred.ttft_s, pred.e2e_s))
         if hashes is not None:
-            core.shadow.admit(rid, prompt, seen)
+            core.cache_prompt(rid, prompt, seen)
         req = Request(rid, prompt, true_out, arrival_time=t, block_hashes=h or None)
         engine.add(req)
         reqs[rid] = req

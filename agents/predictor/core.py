@@ -131,6 +131,16 @@ class AgentCore:
             batch = len(self.tracker.inflight)
             self._admitted_step[t.req_id] = (batch, self.step_learner.decode_step_s(batch))
 
+    def cache_prompt(self, req_id: str, prompt_tokens: int, block_hashes: Sequence[int]) -> int:
+        """The tracked request ``req_id`` goes to the engine: the shadow cache takes its prompt, and the part
+        it found cached stays with the request, so later what-ifs start its prefill after it while it
+        waits. Returns that part (tokens)."""
+        hit = self.shadow.admit(req_id, prompt_tokens, block_hashes)
+        t = self.tracker.inflight.get(req_id)
+        if t is not None and hit:
+            t.view_req = Request(req_id, t.prompt_tokens, t.predicted_output_tokens, prefix_hit=hit)
+        return hit
+
     def complete(self, req_id: str, now: float, *, ok: bool, output_tokens: int | None = None) -> Tracked | None:
         """Remove a request; for a successful one, score the arrival prediction against what happened."""
         t = self.tracker.finish(req_id, ok=ok, now=now)

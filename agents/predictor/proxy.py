@@ -127,7 +127,7 @@ async def forward_completion(request: Request, core: AgentCore, client: httpx.As
         Tracked(req_id, now, prompt_tokens, predicted, stream=body.stream, max_tokens=limit), now, _dispatched(request),
         hashes,
     )
-    core.shadow.admit(req_id, len(token_ids), hashes)
+    core.cache_prompt(req_id, len(token_ids), hashes)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
     headers["accept-encoding"] = "identity"
     upstream = client.build_request("POST", path, content=raw, headers=headers)
