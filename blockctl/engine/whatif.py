@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from blockctl.engine.core import Engine
@@ -39,6 +40,8 @@ def predict(
     request whose prediction is already overrun is assumed to need one more token. No noise is added.
     Raises EngineError when ``new`` can never fit this instance.
     """
+    if config.enable_prefix_caching:  # the forecast takes the cache's state as the requests' prefix_hit
+        config = dataclasses.replace(config, enable_prefix_caching=False)
     fast = simulate(config, model, running, waiting, new)
     return fast if fast is not None else predict_exact(config, model, running, waiting, new)
 
@@ -52,6 +55,8 @@ def predict_exact(
 ) -> Prediction:
     """``predict`` by restoring the state into an ``Engine`` and running it (the reference the fast path is
     tested against, and its fallback for states the decode group cannot express)."""
+    if config.enable_prefix_caching:
+        config = dataclasses.replace(config, enable_prefix_caching=False)
     eng = Engine(config, model)
     for r in running:
         c = _copy(r)
