@@ -1,13 +1,13 @@
 """Online learning of the engine the agent fronts: step-time coefficients and the time to first token (pure).
 
 **Steps.** Every engine step ends with one token for each decoding sequence, streamed together, so the agent
-groups token arrivals into steps: a token opens a new step when its request already has a token in the open
-one, or when it comes more than ``GROUP_SHARE`` of a predicted step after the step's first token. A step
-whose first token comes ``d`` after the previous step's first token took ``d``; its shape is known from the
-in-flight table: the requests that already had a token decoded (context = prompt + produced), the requests
-whose first token it carries ran their prefill in it. A step is learned from only when its shape is certain:
-some member also had a token in the previous step (no idle gap), every decoding stream is a member, and no
-non-streaming request is in flight (their progress is unseen).
+groups token arrivals into steps: a token opens a new group when its request already has a token in the open
+one, or when it comes more than ``GROUP_SHARE`` of a predicted step after the group's first token. Each member
+that was already decoding saw exactly that step since its previous token, so the step took the median of
+those gaps (fragments of one step, read apart by a busy loop, each measure the same step). Its shape comes
+from the in-flight table: every stream that had its first token before (context = prompt + produced) decoded
+in it, the members whose first token it carries ran their prefill in it. Nothing is learned while a
+non-streaming request is in flight (its progress is unseen).
 
 The learned model is the profile's form (:mod:`blockctl.engine.steptime`) with a straight roofline
 (``roofline_p = 1``, no weight-read floor: within one engine's operating range the linear layers' cost is
@@ -17,9 +17,14 @@ fitted as linear in the step's tokens ``N``), so it is linear in its coefficient
 
 (``c0`` the per-step constant, overhead included). They start from the profile's model projected onto this
 form over the steps the engine can run, and :class:`~blockctl_agents.predictor.rls.RobustRls` moves them,
-so a wrong profile (GPU on a CPU engine, torch-only steps) is corrected in slope as well as level. Until the
-first rebuild the agent keeps the profile's own model. The learned
-model replaces the agent's step-time model every ``REBUILD_EVERY`` learned steps.
+so a wrong profile (GPU on a CPU engine, torch-only steps) is corrected in slope as well as level.
+
+An update learns a window of consecutive steps (``WINDOW_STEPS``, or fewer that took ``WINDOW_MS``) as one
+observation, their features and times summed: a host that stalls and then catches up (a burst of near-zero
+gaps, as a late emulator or a preempted API server produce) is learned at its average speed, which is what a
+request's latency adds up, instead of as many impossible near-zero steps. The agent predicts with the learned
+model only while it predicted the last ``ERROR_WINDOW`` windows (each before learning it) better than the
+profile's model did; an exact profile (the emulator's own) stays in use.
 
 **First token.** ``actual TTFT - (predicted TTFT without overhead)`` — what the engine adds per request
 (API server, tokenising, queueing the model missed) — is learned as ``r0 + r1 * prompt_tokens/1e3`` by a
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -38,10 +44,12 @@ from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, StepShape
 from blockctl.predict.tracker import Tracked
 from blockctl.promexpo import Families
-from blockctl_agents.predictor.rls import RobustRls
+from blockctl_agents.predictor.rls import ERROR_WINDOW, RobustRls
 
 GROUP_SHARE = 0.5  # tokens within this share of a predicted step after a step's first token belong to it
-REBUILD_EVERY = 8  # learned steps between two rebuilds of the agent's step-time model
+WINDOW_STEPS = 16  # steps summed into one update (the model is linear: a window's time is its features' sum)
+WINDOW_MS = 100.0  # ... or fewer when they took this long
+STEP_CLIP = 2.5  # robust SDs beyond which a step's innovation is clipped
 STEP_DRIFT = 0.01  # per learned step, as a share of the prior SD: a memory of a few hundred steps
 TTFT_DRIFT = 0.05  # per request: a memory of some tens of requests
 TTFT_CLIP = 0.5  # first-token times are heavy-tailed (host stalls): clip hard, tracking the median more than the mean
@@ -69,10 +77,15 @@ class StepLearner:
         big = self._features(self._big_shape())
         sd = [max(abs(v), FLOOR_TERM_MS / f if f > 0 else FLOOR_TERM_MS) for v, f in zip(prior, big, strict=True)]
         self.rls = RobustRls(prior, sd, drift=STEP_DRIFT, lower=[0.0] * len(prior),
-                             upper=[100 * s + 1000.0 for s in sd])
+                             upper=[100 * s + 1000.0 for s in sd], clip=STEP_CLIP)
         self.model = base
         self._open: _Step | None = None
         self.skipped = 0
+        self.steps = 0  # learned steps (an update learns a window of them)
+        self._acc, self._acc_ms = [0.0] * len(prior), 0.0  # the window so far: summed features and times
+        self._acc_profile_ms = 0.0  # ... and what the profile's model says they take
+        self._profile_ape: deque[float] = deque(maxlen=ERROR_WINDOW)
+        self.using = "profile"
 
     def _big_shape(self) -> StepShape:
         c = self.config
@@ -138,10 +151,28 @@ class StepLearner:
         shape = StepShape(prefill_tokens=sum(chunks), prefill_seqs=len(chunks),
                           prefill_attn=sum(c * (c + 1) / 2 for c in chunks), decode_batch=len(decoding),
                           decode_context=context)
-        self.rls.update(self._features(shape), 1e3 * duration, floor=0.05)
-        return self._rebuild() if self.rls.updates % REBUILD_EVERY == 0 else None
+        features = self._features(shape)
+        acc = self._acc
+        for i, f in enumerate(features):
+            acc[i] += f
+        self._acc_ms += 1e3 * duration
+        self._acc_profile_ms += 1e3 * self.base.step_seconds(shape)
+        self.steps += 1
+        if self.steps % WINDOW_STEPS and self._acc_ms < WINDOW_MS:
+            return None
+        self.rls.update(acc, self._acc_ms, floor=0.05)
+        self._profile_ape.append(100.0 * abs(self._acc_profile_ms - self._acc_ms) / self._acc_ms)
+        self._acc, self._acc_ms, self._acc_profile_ms = [0.0] * len(acc), 0.0, 0.0
+        return self._rebuild()
 
     def _rebuild(self) -> StepTimeModel:
+        """The model the agent predicts with: the learned one while it predicted the recent windows better
+        than the profile (before learning each), else the profile's own (an exact profile stays)."""
+        learned, profile = self.rls.recent_mape(), statistics.mean(self._profile_ape)
+        if learned is None or learned >= profile:
+            self.using, self.model = "profile", self.base
+            return self.model
+        self.using = "learned"
         c0, c1, c2, c3, c4, c5 = (float(v) for v in self.rls.theta)
         params = dataclasses.replace(
             self.base.params, const_ms=0.0, linear_mem_ms=0.0, linear_ms_per_token=c1 * 1e-3, roofline_p=1.0,
@@ -158,10 +189,13 @@ class StepLearner:
     def state(self) -> dict[str, Any]:
         return {
             "coefficients": dict(zip(COEFFS, (round(float(v), 6) for v in self.rls.theta), strict=True)),
-            "steps_learned": self.rls.updates,
+            "steps_learned": self.steps,
+            "updates": self.rls.updates,
             "steps_skipped": self.skipped,
             "steps_clipped": self.rls.clipped,
-            "recent_step_mape_pct": self.rls.recent_mape(),
+            "using": self.using,
+            "recent_window_mape_pct": self.rls.recent_mape(),  # each window of steps, predicted before learning it
+            "profile_recent_window_mape_pct": statistics.mean(self._profile_ape) if self._profile_ape else None,
             "decode_step_ms": {str(b): round(1e3 * self.model.step_seconds(StepShape(decode_batch=b,
                                                                                         decode_context=b * 128)), 4)
                                for b in (1, 4, self.config.max_num_seqs)},
@@ -198,7 +232,7 @@ def render_learning(f: Families, steps: StepLearner, ttft: TtftLearner, instance
             {"instance": instance, "name": "request_ms_per_kilo_prompt_token"})
     mape = steps.rls.recent_mape()
     f.gauge("blockctl_agent_learned_step_abs_pct_error",
-            "Mean |error| % of the learned model's step time, predicted before each of the last 200 learned steps.",
-            float("nan") if mape is None else mape, {"instance": instance})
-    f.counter("blockctl_agent_learned_steps", "Engine steps learned from token timings.", steps.rls.updates,
+            "Mean |error| % of the learned model's step time, predicted before learning each of the last 200 "
+            "windows of steps.", float("nan") if mape is None else mape, {"instance": instance})
+    f.counter("blockctl_agent_learned_steps", "Engine steps learned from token timings.", steps.steps,
               {"instance": instance})

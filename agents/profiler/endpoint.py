@@ -102,16 +102,21 @@ class EngineClient:
             s.error = counter.error
         return s
 
-    async def batch(self, specs: Sequence[tuple[int, int, float]]) -> list[Stream]:
+    async def batch(self, specs: Sequence[tuple[int, int, float]], attempts: int = 3) -> list[Stream]:
         """Run ``(prompt_tokens, max_tokens, offset_s)`` streams concurrently, each sent ``offset_s`` after
-        the batch starts; returns them in the same order."""
-        start = time.perf_counter()
-        streams = [Stream(p, m) for p, m, _ in specs]
-        await asyncio.gather(*(self.stream(s, at=start + off) for s, (_, _, off) in zip(streams, specs, strict=True)))
-        failed = [s.error for s in streams if s.error]
-        if failed:
-            raise UpstreamError(f"{len(failed)} of {len(streams)} profiling requests failed: {failed[0]}")
-        return streams
+        the batch starts; returns them in the same order. A batch with a failed stream is run again (its
+        shape is what is measured), up to ``attempts`` times."""
+        failed: list[str] = []
+        for _ in range(attempts):
+            start = time.perf_counter()
+            streams = [Stream(p, m) for p, m, _ in specs]
+            await asyncio.gather(
+                *(self.stream(s, at=start + off) for s, (_, _, off) in zip(streams, specs, strict=True))
+            )
+            failed = [s.error for s in streams if s.error]
+            if not failed:
+                return streams
+        raise UpstreamError(f"{len(failed)} of {len(specs)} profiling requests failed {attempts} times: {failed[0]}")
 
 
 Progress = Callable[[str], None]

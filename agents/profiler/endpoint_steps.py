@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from blockctl.engine.fit import MeasuredRow
 from blockctl_agents.profiler.endpoint import Stream
 
-NEAR = 0.35  # a background token belongs to the injected request's step if within this share of a gap
+NEAR = 0.5  # a background token belongs to the injected request's step if within this share of a gap
 
 
 def _pct(values: Sequence[float], q: float) -> float:
@@ -68,8 +68,8 @@ def decode_rows(runs: Sequence[Sequence[Stream]], segments: int = 3, min_gaps: i
 
 def mixed_steps(background: Sequence[Stream], injected: Sequence[Stream]) -> list[tuple[int, float, int]]:
     """``(prompt_tokens, step_s, context)`` for each injected request whose first token lines up with a token
-    of every background stream and with no other injected request's first token (a stall can pile them up
-    into one step): the gap that all background streams saw end there (their median) is its prefill step."""
+    of most background streams and with no other injected request's first token (a stall can pile them up
+    into one step): the gap those background streams saw end there (their median) is its prefill step."""
     out = []
     for inj in injected:
         if not inj.tokens:
@@ -77,21 +77,23 @@ def mixed_steps(background: Sequence[Stream], injected: Sequence[Stream]) -> lis
         t_first = inj.tokens[0]
         gaps: list[float] = []
         contexts: list[int] = []
+        crowded = False
         for s in background:
             times = s.tokens
             if len(times) < 8 or not times[0] < t_first < times[-1]:
-                break
+                continue
             j = min(range(1, len(times)), key=lambda i: abs(times[i] - t_first))
             usual = statistics.median(times[i] - times[i - 1] for i in range(max(1, j - 6), j)) if j > 1 else 0.0
-            if abs(times[j] - t_first) > NEAR * usual or any(
+            crowded = crowded or any(
                 o is not inj and o.tokens and abs(o.tokens[0] - t_first) < NEAR * usual for o in injected
-            ):
-                break  # not lined up, or another injected request was prefilled in the same step
-            gaps.append(times[j] - times[j - 1])
-            contexts.append(s.prompt_tokens + j)
-        else:
-            if gaps:
-                out.append((inj.prompt_tokens, statistics.median(gaps), round(statistics.mean(contexts))))
+            )
+            if abs(times[j] - t_first) <= NEAR * usual:  # this stream's token came with the first token
+                gaps.append(times[j] - times[j - 1])
+                contexts.append(s.prompt_tokens + j)
+        # most background streams line up (a loaded client reads some late) and no other injected request
+        # was prefilled in the same step
+        if not crowded and 2 * len(gaps) > len(background):
+            out.append((inj.prompt_tokens, statistics.median(gaps), round(statistics.mean(contexts))))
     return out
 
 

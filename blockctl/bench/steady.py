@@ -37,7 +37,7 @@ def last_third_start(n: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Throughput:
-    """Arrivals and completions inside the window [end of warm-up, last arrival]."""
+    """Arrivals and completions inside the window (end of warm-up, last arrival]."""
 
     window_s: float
     arrived: int  # arrivals in the window
@@ -65,8 +65,8 @@ def window_throughput(
         return Throughput(0.0, n, sum(f is not None for f in finishes))
     w = min(warmup_count(n, warmup), n - 1)
     t0, t1 = arrivals[w], arrivals[-1]
-    completed = sum(1 for f in finishes if f is not None and t0 <= f <= t1)
-    return Throughput(t1 - t0, n - w, completed)
+    completed = sum(1 for f in finishes if f is not None and t0 < f <= t1)
+    return Throughput(t1 - t0, n - 1 - w, completed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,18 +41,21 @@ class Plan:
 @dataclass(frozen=True, slots=True)
 class PolicyCapacity:
     """``capacity`` 0.0 when even the lowest probe broke; ``capped`` when the SLO still held at ``max_qps``
-    (a ceiling, not a measurement); ``saturation`` None when no probe up to ``max_qps`` overloaded it."""
+    (a ceiling, not a measurement); ``at_saturation`` when it held at the measured saturation throughput;
+    ``saturation`` None when no probe up to ``max_qps`` overloaded it."""
 
     capacity: float
     capped: bool
     saturation: Saturation | None
     probes: tuple[ProbeOutcome, ...]  # the capacity probes, in the order run
+    at_saturation: bool = False  # it held even offered its measured saturation: capacity = saturation
 
     def to_dict(self) -> dict[str, object]:
         sat = self.saturation
         return {
             "capacity": self.capacity,
             "capped": self.capped,
+            "at_saturation": self.at_saturation,
             "saturation": None if sat is None else sat.completed_rps,
             "probes": [p.to_dict() for p in self.probes],
             "saturation_probes": [] if sat is None else [p.to_dict() for p in sat.probes],
@@ -90,6 +93,7 @@ def find_capacity(probe: Probe, plan: Plan, saturation: Saturation | None) -> Po
 
     res = search_capacity(holds_many, width=1, start=first, resolution=plan.resolution, max_qps=ceiling,
                           rel_resolution=plan.rel_resolution, growth=plan.growth)
-    # Holding at the measured saturation is a measurement; only the user's ceiling makes a capacity a bound.
+    # Holding at the measured saturation is a measurement (capacity = saturation, within the saturation's own
+    # error); only the user's ceiling makes a capacity a bound.
     capped = res.capped and ceiling >= plan.max_qps
-    return PolicyCapacity(res.capacity, capped, saturation, tuple(probes))
+    return PolicyCapacity(res.capacity, capped, saturation, tuple(probes), res.capped and not capped)

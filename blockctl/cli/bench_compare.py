@@ -179,7 +179,7 @@ def register(group: typer.Typer) -> None:
             raise ConfigError(f"must be a positive number of seconds, got {saturation_s}",
                               key="--saturation-duration")
         count, seconds = _size(requests, duration, sim)
-        say = None if as_json else _probe_line
+        say = _probe_line  # on stderr: --json keeps stdout for the JSON document
         t0 = time.perf_counter()
         if sim:
             setup = _sim_setup(instances=instances, profile=profile, max_num_seqs=max_num_seqs,
@@ -237,7 +237,8 @@ def _print_comparison(cmp: Comparison, out_dir: Path, written: list[Path], kind:
         print_json(jsonable({
             "kind": kind,
             "out": str(out_dir),
-            "runs": {f"{q:g}": {r.label: r.summary.to_dict() for r in rs} for q, rs in sorted(cmp.runs.items())},
+            "runs": {f"{q:g}": {r.label: {**r.summary.to_dict(), "steady": r.config.get("steady")} for r in rs}
+                     for q, rs in sorted(cmp.runs.items())},
         }))
         return
     for q, results in sorted(cmp.runs.items()):
@@ -245,8 +246,26 @@ def _print_comparison(cmp: Comparison, out_dir: Path, written: list[Path], kind:
         if kind == "live":  # what the router knew: a live comparison is oracle only when it says so
             for r in results:
                 console.print(f"{r.label}: {lengths_note(r.records)}")
+        steady = [(r.label, r.config["steady"]) for r in results if isinstance(r.config.get("steady"), dict)]
+        if steady:
+            console.print(_steady_table(steady, q))
     plots = [p for p in written if p.suffix == ".png"]
     ok(f"results and {len(plots)} plot(s) in {out_dir}")
+
+
+def _steady_table(rows: list[tuple[str, dict[str, Any]]], qps: float) -> Table:
+    """Each run judged at steady state: post-warm-up percentiles, and whether completions kept up."""
+    table = Table(title=f"{qps:g} QPS at steady state (first 10 % of arrivals left out)")
+    for col in ("policy", "completed / offered req/s", "stable", "TTFT P50", "TTFT P99", "E2E P50", "E2E P99"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+
+    def sec(v: object) -> str:
+        return f"{v:.3f} s" if isinstance(v, float) else str(v)
+
+    for label, s in rows:
+        table.add_row(label, f"{s['completed_rps']:.1f} / {s['offered_rps']:.1f}", "yes" if s["stable"] else "NO",
+                      sec(s["ttft_p50_s"]), sec(s["ttft_p99_s"]), sec(s["e2e_p50_s"]), sec(s["e2e_p99_s"]))
+    return table
 
 
 def _print_capacities(found: dict[str, PolicyCapacity], slo: str, elapsed: float) -> None:
@@ -259,7 +278,8 @@ def _print_capacities(found: dict[str, PolicyCapacity], slo: str, elapsed: float
     table.add_column("probes", justify="right")
     for name, r in found.items():
         ratio = f"{r.capacity / first:.3f}" if first > 0 and not r.capped else "-"
-        cap = f"≥ {r.capacity:.2f} (ceiling)" if r.capped else f"{r.capacity:.2f}"
+        cap = f"≥ {r.capacity:.2f} (ceiling)" if r.capped else f"{r.capacity:.2f}" + (
+            " (= saturation)" if r.at_saturation else "")
         sat = "-" if r.saturation is None else f"{r.saturation.completed_rps:.2f}"
         n_sat = 0 if r.saturation is None else len(r.saturation.probes)
         table.add_row(name, cap, ratio, sat, f"{len(r.probes)} + {n_sat}")

@@ -14,6 +14,8 @@ import typer
 from blockctl.cli.ui import console, err_console, handle_errors, metric_table, ok, print_json
 
 SPEED_TARGET_US = 1000.0
+SATURATED_P50_US = 300.0  # what-if CPU µs over states from a saturated simulation
+SATURATED_P99_US = 1000.0
 RSS_TARGET_MB = 150.0
 E2E_MAPE_TARGET_PCT = 8.0
 LATE_WARN = 0.05  # emulator lateness (share of emulated time) above which the host dominates the error
@@ -41,9 +43,17 @@ def predictor(
     distributions: bool = typer.Option(
         False, "--distributions/--exact-lengths",
         help="In-flight lengths as distributions (the prior at each mean), as the agent keeps a tagger's."),
+    saturated: bool = typer.Option(
+        True, help="Also time what-ifs over states sampled from a saturated simulation (12 instances, "
+        "--running sequences, 512-token budget, 1052 KV blocks, ShareGPT, noisy:50 lengths)."),
+    states: int = typer.Option(300, "--states", min=1, help="Saturated states to sample."),
+    saturation_qps: float = typer.Option(260.0, "--saturation-qps", help="QPS offered to the saturated cluster."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Microseconds per prediction (p50, p99) through the agent's own prediction function, and agent RSS."""
+    """Microseconds per prediction (p50, p99) through the agent's own prediction function, over states
+    sampled from a saturated simulation (most meet a preemption), agent RSS, and online learning's CPU."""
+    from blockctl.engine.profile import load_profile
+    from blockctl_agents.predictor.bench_learn import learning_cost
     from blockctl_agents.predictor.bench_speed import measure_agent_process, synthetic_core, time_predictions
     from blockctl_agents.predictor.launch import local_instance
 
@@ -51,6 +61,14 @@ def predictor(
                              predictions)
     result: dict[str, Any] = {"profile": profile, "distributions": distributions,
                               "in_process": dataclasses.asdict(speed)}
+    result["online_learning"] = learning_cost(load_profile(profile))
+    if saturated:
+        from blockctl.bench.sim.run import SimSetup
+        from blockctl.bench.sim.states import saturated_states, time_states
+
+        setup = SimSetup(12, profile, running, 512, 1052, "sharegpt", lengths="noisy:50", duration=120.0)
+        sampled = saturated_states(setup, saturation_qps, states, running=running, waiting=waiting)
+        result["saturated"] = {"qps": saturation_qps, **dataclasses.asdict(time_states(setup, sampled))}
     if process:
         with (
             tempfile.TemporaryDirectory(prefix="blockctl-bench-") as tmp,
@@ -61,7 +79,8 @@ def predictor(
                     inst.agent_url, inst.auth(), inst.agent_pid, inflight=running + waiting, predictions=200
                 )
             )
-    result["targets"] = {"p50_us": SPEED_TARGET_US, "rss_mb": RSS_TARGET_MB}
+    result["targets"] = {"p50_us": SPEED_TARGET_US, "rss_mb": RSS_TARGET_MB,
+                         "saturated_p50_us": SATURATED_P50_US, "saturated_p99_us": SATURATED_P99_US}
     if json_out:
         print_json(result)
         return
@@ -72,6 +91,7 @@ def predictor(
         ("p99 µs", _fmt(speed.p99_us)),
         ("mean µs", _fmt(speed.mean_us)),
         ("view-building p50 µs", _fmt(speed.view_p50_us)),
+        ("online learning CPU µs per streamed token", _fmt(result["online_learning"]["learning_us_per_token"])),
     ]
     if "process" in result:
         p = result["process"]
@@ -80,10 +100,23 @@ def predictor(
             ("HTTP /predict p50 ms", _fmt(p["http_predict_p50_ms"])),
             ("HTTP /predict p99 ms", _fmt(p["http_predict_p99_ms"])),
         ]
+    sat = result.get("saturated")
+    if sat is not None:
+        rows += [
+            (f"saturated states ({sat['qps']:g} QPS offered)", str(sat["states"])),
+            ("… meeting a preemption", str(sat["preempting"])),
+            ("… what-if p50 / p99 CPU µs", f"{_fmt(sat['p50_us'])} / {_fmt(sat['p99_us'])}"),
+            ("… preempting ones p50 / p99 µs", f"{_fmt(sat['preempting_p50_us'])} / {_fmt(sat['preempting_p99_us'])}"),
+        ]
     console.print(metric_table(f"predictor speed ({profile})", rows))
     _verdict(
         speed.p50_us, SPEED_TARGET_US, f"p50 {speed.p50_us:.0f} µs per prediction", f"target ≤ {SPEED_TARGET_US:.0f} µs"
     )
+    if sat is not None:
+        _verdict(sat["p50_us"], SATURATED_P50_US, f"saturated p50 {sat['p50_us']:.0f} µs",
+                 f"target ≤ {SATURATED_P50_US:.0f} µs")
+        _verdict(sat["p99_us"], SATURATED_P99_US, f"saturated p99 {sat['p99_us']:.0f} µs",
+                 f"target ≤ {SATURATED_P99_US:.0f} µs")
     rss = result.get("process", {}).get("agent_rss_mb")
     if rss is not None:
         _verdict(rss, RSS_TARGET_MB, f"agent RSS {rss:.0f} MB", f"target ≤ {RSS_TARGET_MB:.0f} MB")

@@ -66,5 +66,7 @@ def register(group: typer.Typer) -> None:
             worst = max(cv.get("leave_one_region_out_mape_pct", {}).values(), default=float("nan"))
             ok(f"step-time model: {cv['kfold_mape_pct']:.1f} % MAPE ({cv.get('kfold_k', 5)}-fold cross-validated), "
                f"{worst:.1f} % on the worst held-out region")
+        heavy = doc["measurement"]["prefill_heavy"]
+        ok(f"prefill-heavy: {heavy['steps_found']} of {heavy['injected']} injected prefills lined up with a step")
         ok(f"per request: {fit['request_overhead_ms']:.1f} ms before the first token beyond its prefill step, "
            f"{fit['request_tail_ms']:.1f} ms after the last")

@@ -197,14 +197,30 @@ class ProfileSpec(_Model):
         default_factory=dict, description="Substring of the detected GPU name (case-insensitive) -> profile."
     )
 
+    measure: bool | None = Field(
+        default=None,
+        description="Profile each new engine through its API (blockctl profile engine) and give its agent that "
+        "profile, kept on the host while the engine is unchanged. Default: on for a vLLM engine when no profile "
+        "is named for it (no hosts[].profile, no by_gpu rule matching its GPU, no profiles.default).",
+    )
+
     def select(self, gpu_name: str | None, override: str | None = None) -> str:
+        return self._named(gpu_name, override) or self.default
+
+    def _named(self, gpu_name: str | None, override: str | None) -> str | None:
         if override:
             return override
         if gpu_name:
             for needle, profile in self.by_gpu.items():
                 if needle.lower() in gpu_name.lower():
                     return profile
-        return self.default
+        return self.default if "default" in self.model_fields_set else None
+
+    def measures(self, gpu_name: str | None, override: str | None, engine_kind: str) -> bool:
+        """Whether ``up`` profiles this engine itself (see ``measure``)."""
+        if self.measure is not None:
+            return self.measure
+        return engine_kind != "emulator" and self._named(gpu_name, override) is None
 
 
 class SshSpec(_Model):

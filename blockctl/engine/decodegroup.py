@@ -5,19 +5,92 @@ counter ``g`` stands in for each decoder's progress: decoder i has ``c0[i] + g``
 when ``g == fin[i]``; the decode context sum is ``sum(c0) + batch * g``; a decoder needs a new KV block in the
 step where ``(c0[i] + g) % block_size == 0``, counted by a histogram of ``c0 % block_size``. Steps with
 prefill chunks are run one by one (only their chunks cost work); pure-decode stretches are jumped in closed
-form up to the next finish. Whatever the group cannot express — a preemption, an odd starting state, a batch
-larger than the token budget — hands the state over to the exact ``Engine`` (``None`` from ``simulate`` =
-use the exact path from the start). Same results as ``Engine`` up to float rounding (tested).
+form up to the next finish. A step where a block runs out replays ``Engine.schedule``'s walk over the
+running requests in admission order (:func:`_preempt`): the last admitted are preempted, leave the group
+and go back to the head of the queue with their produced tokens, to be recomputed when readmitted; nothing
+is admitted in that step. Whatever the group cannot express — an odd starting state, a batch larger than
+the token budget — hands the state over to the exact ``Engine`` (``None`` from ``simulate`` = use the exact
+path from the start). Same results as ``Engine`` up to float rounding (tested).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
 
 from blockctl.engine.core import Engine
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Phase, Prediction, Request
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """An instance's state as the group's columns (running, then waiting; index = request), built once and
+    shared by the what-ifs of any number of new requests (:func:`forecast` copies what it mutates)."""
+
+    cfg: EngineConfig
+    model: StepTimeModel
+    prompt: list[int]
+    produced: list[int]
+    out: list[int]  # total output each runs to (a prediction already overrun: one more token)
+    c0: list[int]  # decoders: computed tokens minus g
+    fin: list[int]  # decoders: the g at which they finish
+    heap: list[tuple[int, int]]  # (fin, index) of the decoders, a heap
+    hist: list[int]  # decoders by c0 % block_size
+    sumc0: int  # sum of the decoders' c0
+    batch: int  # running[:batch] decode; at most the last running request is still in its prefill
+    pre: int  # the running request in the middle of its prefill (always the last admitted), or -1
+    pre_c: int
+    used: int  # KV blocks held
+    n_run: int
+    longest: int  # most prompt + output tokens of one request
+    hits: list[int]  # waiting requests' prefix-cache hits at first admission (index - n_run)
+
+
+def columns(
+    cfg: EngineConfig, model: StepTimeModel, running: Sequence[Request], waiting: Sequence[Request]
+) -> Columns | None:
+    """The state's columns; None when the group cannot express it (the exact engine must answer)."""
+    bs, budget, max_seqs = cfg.block_size, cfg.max_num_batched_tokens, cfg.max_num_seqs
+    n_run = len(running)
+    if max_seqs > budget or n_run > max_seqs:
+        return None
+    prompt = [r.prompt_tokens for r in running]
+    produced = [r.num_output_tokens for r in running]
+    c0 = [r.num_computed_tokens for r in running]
+    batch = 0
+    for p, o, c in zip(prompt, produced, c0, strict=True):
+        if o <= 0 or c != p + o - 1:
+            break
+        batch += 1
+    pre = -1
+    pre_c = 0
+    if batch < n_run:
+        pre, pre_c = batch, c0[batch]
+        if batch != n_run - 1 or produced[pre] < 0 or not 0 <= pre_c < prompt[pre] + produced[pre]:
+            return None
+        c0[pre] = 0
+    used = sum([-(-c // bs) for c in c0]) + (-(-pre_c // bs))
+    prompt += [r.prompt_tokens for r in waiting]
+    produced += [max(0, r.num_output_tokens) for r in waiting]
+    out = [r.output_tokens for r in running]
+    out += [r.output_tokens for r in waiting]
+    out = [t if t > o else o + 1 for t, o in zip(out, produced, strict=True)]
+    longest = max([p + t for p, t in zip(prompt, out, strict=True)], default=0)
+    if min(prompt, default=1) < 1 or used > cfg.num_gpu_blocks:
+        return None
+    fin = [t - o for t, o in zip(out[:batch], produced[:batch], strict=True)]
+    heap = list(zip(fin, range(batch), strict=True))
+    heapify(heap)
+    n_all = len(prompt)
+    fin += [0] * (n_all - batch)
+    c0 += [0] * (n_all - n_run)
+    hist = [0] * bs
+    for c in c0[:batch]:
+        hist[c % bs] += 1
+    return Columns(cfg, model, prompt, produced, out, c0, fin, heap, hist, sum(c0[:batch]), batch, pre, pre_c, used,
+                   n_run, longest, [r.prefix_hit for r in waiting])
 
 
 def simulate(
@@ -28,54 +101,34 @@ def simulate(
     new: Request,
 ) -> Prediction | None:
     """``whatif.predict`` by the decode group; None when the exact engine must answer instead."""
+    cols = columns(cfg, model, running, waiting)
+    return None if cols is None else forecast(cols, new)
+
+
+def forecast(cols: Columns, new: Request) -> Prediction | None:
+    """``simulate`` for the state of ``cols`` and the request ``new``; ``cols`` is left as it was."""
+    cfg, model = cols.cfg, cols.model
     bs, budget, max_seqs = cfg.block_size, cfg.max_num_batched_tokens, cfg.max_num_seqs
-    n_run = len(running)
-    if max_seqs > budget or n_run > max_seqs or new.output_tokens < 1:
+    total_blocks = cfg.num_gpu_blocks
+    if new.output_tokens < 1 or new.prompt_tokens < 1:
         return None
-    max_len, total_blocks = cfg.max_model_len, cfg.num_gpu_blocks
-    # Columns of the requests (running, then waiting, then the new one); index = request.
-    prompt = [r.prompt_tokens for r in running]
-    produced = [r.num_output_tokens for r in running]
-    c0 = [r.num_computed_tokens for r in running]  # decoders: computed tokens minus g
-    batch = 0  # running[:batch] decode; at most the last running request is still in its prefill
-    for p, o, c in zip(prompt, produced, c0, strict=True):
-        if o <= 0 or c != p + o - 1:
-            break
-        batch += 1
-    pre = -1  # the running request in the middle of its prefill (always the last admitted), or -1
-    pre_c = 0
-    if batch < n_run:
-        pre, pre_c = batch, c0[batch]
-        if batch != n_run - 1 or produced[pre] < 0 or not 0 <= pre_c < prompt[pre] + produced[pre]:
-            return None
-        c0[pre] = 0
-    used = sum([-(-c // bs) for c in c0]) + (-(-pre_c // bs))
-    prompt += [r.prompt_tokens for r in waiting]
-    prompt.append(new.prompt_tokens)
-    produced += [max(0, r.num_output_tokens) for r in waiting]
-    produced.append(0)
-    out = [r.output_tokens for r in running]
-    out += [r.output_tokens for r in waiting]
-    out.append(new.output_tokens)
-    out = [t if t > o else o + 1 for t, o in zip(out, produced, strict=True)]
-    longest = max([p + t for p, t in zip(prompt, out, strict=True)])
-    if min(prompt) < 1 or longest > max_len or -(-(longest - 1) // bs) > total_blocks or used > total_blocks:
+    longest = max(cols.longest, new.prompt_tokens + new.output_tokens)
+    if longest > cfg.max_model_len or -(-(longest - 1) // bs) > total_blocks:
         return None
-    hits = [r.prefix_hit for r in waiting]  # prefix-cache hits at first admission (index - n_run)
-    hits.append(new.prefix_hit)
-    fin = [t - o for t, o in zip(out[:batch], produced[:batch], strict=True)]
-    heap = list(zip(fin, range(batch), strict=True))
-    n_all = len(prompt)
-    fin += [0] * (n_all - batch)
-    c0 += [0] * (n_all - n_run)
-    hist = [0] * bs
-    for c in c0[:batch]:
-        hist[c % bs] += 1
-    sumc0 = sum(c0[:batch])
-    heapify(heap)
+    prompt = [*cols.prompt, new.prompt_tokens]
+    produced = [*cols.produced, 0]
+    out = [*cols.out, new.output_tokens]
+    c0 = [*cols.c0, 0]
+    fin = [*cols.fin, 0]
+    hits = [*cols.hits, new.prefix_hit]
+    heap = cols.heap.copy()
+    hist = cols.hist.copy()
+    batch, pre, pre_c, used, n_run, sumc0 = cols.batch, cols.pre, cols.pre_c, cols.used, cols.n_run, cols.sumc0
+    n_waiting = len(prompt) - 1 - n_run
     target = len(prompt) - 1
     order = list(range(n_run))  # running requests in admission order (finished ones skipped on hand-over)
     wi = n_run  # head of the waiting queue
+    front: list[int] = []  # preempted requests, queued ahead of wi (admission order)
     free = total_blocks - used
     g = 0
     now = 0.0
@@ -84,10 +137,12 @@ def simulate(
     gpu_ms_raw = model.gpu_ms_raw
     dec_a, dec_b = model.decode_table(len(prompt))  # a pure-decode step of n sequences: dec_a[n] + dec_b * ctx
     while True:
-        if wi > target and pre < 0 and fin[target] > 0 and batch * -(-(fin[target] - g) // bs) <= free:
+        if wi > target and pre < 0 and fin[target] > 0 and batch * -(-(fin[target] - g) // bs) <= free and not front:
             # The target decodes, nobody waits, and the blocks cannot run out before it finishes: only
             # finishes remain, visited in order without the per-event bookkeeping of the loop below.
             for f, i in sorted(heap):
+                if fin[i] != f:
+                    continue  # a stale entry: preempted since
                 if f != g:
                     k = f - g
                     now += (k * (dec_a[batch] + dec_b * (sumc0 + batch * g)) + dec_b * batch * k * (k - 1) * 0.5
@@ -95,12 +150,18 @@ def simulate(
                     g = f
                 if i == target:
                     return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_run,
-                                      waiting=len(waiting), kv_free_blocks=total_blocks - used)
+                                      waiting=n_waiting, kv_free_blocks=total_blocks - used)
                 batch -= 1
                 sumc0 -= c0[i]
         need = hist[-g % bs] if batch else 0
-        if need > free:
-            break  # a decoder cannot get its block: preemption, hand over to the exact engine
+        admit = True
+        if need > free or (pre >= 0 and need + _chunk_blocks(prompt[pre] + produced[pre] - pre_c, pre_c,
+                                                             budget - batch, bs) > free):
+            # A block runs out: preempt as Engine.schedule would; nothing is admitted in this step.
+            free, batch, sumc0, pre, pre_c = _preempt(order, front, fin, c0, produced, prompt, out, hist,
+                                                      g, free, batch, sumc0, pre, pre_c, budget, bs)
+            admit = False
+            need = hist[-g % bs] if batch else 0
         free1 = free - need
         bud = budget - batch
         chunks: list[tuple[int, int, int]] = []
@@ -109,8 +170,6 @@ def simulate(
         if pre >= 0:
             n = min(prompt[pre] + produced[pre] - pre_c, bud)
             nb = -(-(pre_c + n) // bs) + (pre_c // -bs)
-            if nb > free1:
-                break  # the prefilling request preempts itself
             free1 -= nb
             bud -= n
             chunks.append((pre, n, pre_c))
@@ -119,22 +178,25 @@ def simulate(
             else:
                 pt, ps, cached, attn = n, 1, pre_c, n * (pre_c + (n + 1) * 0.5)
         n_running = batch + (1 if pre >= 0 else 0)
-        while wi <= target and bud > 0 and n_running < max_seqs:
-            total = prompt[wi] + produced[wi]
-            h = hits[wi - n_run]
-            if h >= total:
-                h = total - 1
+        while admit and (front or wi <= target) and bud > 0 and n_running < max_seqs:
+            j = front[0] if front else wi
+            total = prompt[j] + produced[j]
+            # A prefix hit counts at a request's first admission only (as in Engine): not after a preemption.
+            h = 0 if front else min(hits[j - n_run], total - 1)
             n = min(total - h, bud)
             nb = -(-(h + n) // bs)
             if nb > free1:
                 break
             free1 -= nb
             bud -= n
-            chunks.append((wi, n, h))
-            order.append(wi)
-            if wi == target:
+            chunks.append((j, n, h))
+            order.append(j)
+            if j == target and t_sched < 0:
                 t_sched = now
-            wi += 1
+            if front:
+                del front[0]
+            else:
+                wi += 1
             n_running += 1
             pt += n
             ps += 1
@@ -146,9 +208,15 @@ def simulate(
             free = free1
             g += 1
             pre = -1
-        elif not heap:
-            break  # nothing runs and nothing can be admitted: let the exact engine sort it out
+        elif not admit:  # the preemption step itself: one decode step (or an empty one) of the survivors
+            now += (dec_a[batch] + dec_b * (sumc0 + batch * g)) * 1e-3
+            free = free1
+            g += 1
         else:
+            while heap and fin[heap[0][1]] != heap[0][0]:
+                heappop(heap)  # stale entries of preempted requests
+            if not heap:
+                break  # nothing runs and nothing can be admitted: let the exact engine sort it out
             k = heap[0][0] - g  # a decode-only stretch lasts until the next finish ...
             if batch * -(-k // bs) > free:  # ... or until the blocks run out
                 k = _steps_affordable(hist, batch, g, k, free, bs)
@@ -158,6 +226,8 @@ def simulate(
             g += k
         while heap and heap[0][0] == g:
             i = heappop(heap)[1]
+            if fin[i] != g:
+                continue  # a stale entry: preempted since
             ci = c0[i]
             free += -(-(ci + g) // bs)
             batch -= 1
@@ -166,21 +236,21 @@ def simulate(
             fin[i] = -1
             if i == target:
                 return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_run,
-                                  waiting=len(waiting), kv_free_blocks=total_blocks - used)
+                                  waiting=n_waiting, kv_free_blocks=total_blocks - used)
         for i, n, cb in chunks:
             ca = cb + n
             if ca < prompt[i] + produced[i]:
                 pre, pre_c = i, ca
                 continue
             produced[i] += 1
-            if i == target:
+            if i == target and t_first < 0:
                 t_first = now
             if produced[i] >= out[i]:
                 free += -(-ca // bs)
                 fin[i] = -1
                 if i == target:
                     return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_run,
-                                      waiting=len(waiting), kv_free_blocks=total_blocks - used)
+                                      waiting=n_waiting, kv_free_blocks=total_blocks - used)
                 continue
             ci = ca - g
             c0[i] = ci
@@ -202,6 +272,10 @@ def simulate(
             r.num_computed_tokens, r.num_output_tokens = c0[i] + g, out[i] - (fin[i] - g)
         r.phase = Phase.RUNNING
         eng.restore(r)
+    for i in front:
+        reqs[i].num_output_tokens = produced[i]
+        reqs[i].num_preemptions = 1  # no prefix hit at readmission (Engine counts hits at first admission)
+        eng.restore(reqs[i])
     for i in range(wi, target + 1):
         reqs[i].num_output_tokens = produced[i]
         reqs[i].prefix_hit = hits[i - n_run]
@@ -214,8 +288,55 @@ def simulate(
     return Prediction(
         ttft_s=tgt.first_token_time, e2e_s=tgt.finish_time,
         queue_s=tgt.first_scheduled_time if tgt.first_scheduled_time is not None else 0.0,
-        running=n_run, waiting=len(waiting), kv_free_blocks=total_blocks - used,
+        running=n_run, waiting=n_waiting, kv_free_blocks=total_blocks - used,
     )
+
+
+def _chunk_blocks(remaining: int, computed: int, budget: int, bs: int) -> int:
+    """New blocks a running request with ``remaining`` tokens to compute takes in a step (as Engine.schedule)."""
+    n = min(remaining, budget)
+    return -(-(computed + n) // bs) + (computed // -bs)
+
+
+def _preempt(
+    order: list[int], front: list[int], fin: list[int], c0: list[int], produced: list[int], prompt: list[int],
+    out: list[int], hist: list[int], g: int, free: int, batch: int, sumc0: int, pre: int, pre_c: int,
+    budget: int, bs: int,
+) -> tuple[int, int, int, int, int]:
+    """``Engine.schedule``'s walk over the running requests when a block runs out, in closed form.
+
+    The walk schedules the running requests in admission order, each taking its new blocks; when none are
+    left it preempts the last admitted until the current one fits, or until it is preempted itself. Since
+    needs are never negative, its victims are exactly the shortest suffix (in admission order) whose removal
+    frees enough: the survivors' new blocks ≤ free + the victims' held blocks. So victims are popped from the
+    end of ``order`` until that holds. They leave the group (blocks freed, produced tokens kept) and go to
+    the head of the queue, earliest admitted first. Returns the new (free, batch, sumc0, pre, pre_c)."""
+    nb_pre = 0
+    if pre >= 0:  # the prefilling request is the last admitted; it gets the budget the decoders leave
+        nb_pre = _chunk_blocks(prompt[pre] + produced[pre] - pre_c, pre_c, budget - batch, bs)
+    need = (hist[-g % bs] if batch else 0) + nb_pre
+    victims: list[int] = []
+    while need > free:
+        v = order.pop()
+        if fin[v] < 0:
+            continue  # finished earlier: no longer running
+        victims.append(v)
+        if v == pre:
+            need -= nb_pre
+            free += -(-pre_c // bs)
+            pre, pre_c = -1, 0
+            continue
+        cv = c0[v]
+        c = cv + g
+        need -= c % bs == 0
+        free += -(-c // bs)
+        produced[v] = out[v] - (fin[v] - g)
+        fin[v] = 0
+        batch -= 1
+        sumc0 -= cv
+        hist[cv % bs] -= 1
+    front[:0] = victims[::-1]
+    return free, batch, sumc0, pre, pre_c
 
 
 def _blocks_over(hist: list[int], batch: int, g: int, k: int, bs: int) -> int:

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from blockctl.engine.core import Engine
-from blockctl.engine.decodegroup import simulate
+from blockctl.engine.decodegroup import columns, forecast, simulate
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Phase, Prediction, Request
 
@@ -40,10 +40,55 @@ def predict(
     request whose prediction is already overrun is assumed to need one more token. No noise is added.
     Raises EngineError when ``new`` can never fit this instance.
     """
-    if config.enable_prefix_caching:  # the forecast takes the cache's state as the requests' prefix_hit
-        config = dataclasses.replace(config, enable_prefix_caching=False)
+    config = _uncached(config)
     fast = simulate(config, model, running, waiting, new)
     return fast if fast is not None else predict_exact(config, model, running, waiting, new)
+
+
+def _uncached(config: EngineConfig) -> EngineConfig:
+    """The forecast takes the cache's state as the requests' ``prefix_hit``: an engine config's caching flag
+    is ignored (an Engine with a cache would hash blocks the what-if's requests do not carry)."""
+    if config.enable_prefix_caching:
+        return dataclasses.replace(config, enable_prefix_caching=False)
+    return config
+
+
+class Forecaster:
+    """``predict`` for one instance state and any number of new requests: the state is read once.
+
+    The state's requests must not change while the forecaster is in use (a simulator keeps one per state).
+    """
+
+    __slots__ = ("_cols", "config", "model", "running", "waiting")
+
+    def __init__(self, config: EngineConfig, model: StepTimeModel, running: Sequence[Request],
+                 waiting: Sequence[Request]) -> None:
+        config = _uncached(config)
+        self.config, self.model, self.running, self.waiting = config, model, running, waiting
+        self._cols = columns(config, model, running, waiting)
+
+    def predict(self, new: Request) -> Prediction:
+        fast = None if self._cols is None else forecast(self._cols, new)
+        return fast if fast is not None else predict_exact(self.config, self.model, self.running, self.waiting, new)
+
+
+def restore_state(
+    config: EngineConfig, model: StepTimeModel, running: Sequence[Request], waiting: Sequence[Request]
+) -> Engine:
+    """An exact ``Engine`` holding copies of the what-if's ``running`` and ``waiting`` requests (without a
+    prefix cache: their ``prefix_hit`` stands for it)."""
+    config = _uncached(config)
+    eng = Engine(config, model)
+    for r in running:
+        c = _copy(r)
+        c.phase = Phase.RUNNING
+        eng.restore(c)
+    for r in waiting:
+        c = _copy(r)
+        c.num_computed_tokens = 0
+        c.phase = Phase.WAITING
+        eng.restore(c)
+    return eng
 
 
 def predict_exact(
@@ -55,18 +100,7 @@ def predict_exact(
 ) -> Prediction:
     """``predict`` by restoring the state into an ``Engine`` and running it (the reference the fast path is
     tested against, and its fallback for states the decode group cannot express)."""
-    if config.enable_prefix_caching:
-        config = dataclasses.replace(config, enable_prefix_caching=False)
-    eng = Engine(config, model)
-    for r in running:
-        c = _copy(r)
-        c.phase = Phase.RUNNING
-        eng.restore(c)
-    for r in waiting:
-        c = _copy(r)
-        c.num_computed_tokens = 0
-        c.phase = Phase.WAITING
-        eng.restore(c)
+    eng = restore_state(config, model, running, waiting)
     free_now = eng.free_blocks
     target = Request(req_id=new.req_id, prompt_tokens=new.prompt_tokens, output_tokens=new.output_tokens,
                      prefix_hit=new.prefix_hit)

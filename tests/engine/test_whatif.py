@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blockctl.engine.decodegroup import simulate
 from blockctl.engine.fit import row_shape
 from blockctl.engine.profile import DEFAULT_PROFILE, load_profile
 from blockctl.engine.types import EngineConfig, Phase, Request, StepShape
-from blockctl.engine.whatif import predict, predict_exact
+from blockctl.engine.whatif import Forecaster, predict, predict_exact, restore_state
 from blockctl.errors import EngineError
 
 PROFILE = load_profile(DEFAULT_PROFILE)
@@ -90,8 +91,9 @@ _states = st.lists(st.tuples(st.integers(1, 300), st.integers(0, 120), st.intege
 @settings(max_examples=150, deadline=None)
 @given(
     running=_states,
-    waiting=st.lists(st.tuples(st.integers(1, 300), st.integers(0, 5), st.integers(1, 150)), max_size=12),
-    new=st.tuples(st.integers(1, 300), st.integers(1, 150)),
+    waiting=st.lists(st.tuples(st.integers(1, 300), st.integers(0, 5), st.integers(1, 150), st.integers(0, 4)),
+                     max_size=12),
+    new=st.tuples(st.integers(1, 300), st.integers(1, 150), st.integers(0, 4)),
     block_size=st.sampled_from([1, 4, 16]),
     blocks=st.integers(30, 400),
     seqs=st.integers(1, 32),
@@ -99,7 +101,7 @@ _states = st.lists(st.tuples(st.integers(1, 300), st.integers(0, 120), st.intege
     prefill_last=st.integers(-1, 40),
 )
 def test_decode_group_fast_path_equals_the_exact_engine(
-    running: list[tuple[int, int, int]], waiting: list[tuple[int, int, int]], new: tuple[int, int],
+    running: list[tuple[int, int, int]], waiting: list[tuple[int, int, int, int]], new: tuple[int, int, int],
     block_size: int, blocks: int, seqs: int, budget: int, prefill_last: int,
 ) -> None:
     cfg = EngineConfig(block_size=block_size, num_gpu_blocks=blocks, max_num_seqs=seqs,
@@ -111,8 +113,10 @@ def test_decode_group_fast_path_equals_the_exact_engine(
         last = run[-1]
         last.num_output_tokens = 0
         last.num_computed_tokens = min(prefill_last, last.prompt_tokens - 1)
-    wait = [Request(f"w{i}", p, o + extra, num_output_tokens=o) for i, (p, o, extra) in enumerate(waiting)]
-    target = Request("new", *new)
+    # prefix_hit: the part of a prompt the instance's cache holds (0, a quarter, ..., all of it)
+    wait = [Request(f"w{i}", p, o + extra, num_output_tokens=o, prefix_hit=p * k // 4)
+            for i, (p, o, extra, k) in enumerate(waiting)]
+    target = Request("new", new[0], new[1], prefix_hit=new[0] * new[2] // 4)
     def fits(r: Request) -> bool:
         return -(-(r.prompt_tokens + r.output_tokens - 1) // block_size) <= blocks
 
@@ -121,6 +125,10 @@ def test_decode_group_fast_path_equals_the_exact_engine(
             predict_exact(cfg, PROFILE.model, run, wait, target)
         return
     exact = predict_exact(cfg, PROFILE.model, run, wait, target)
+    # the simulator's Forecaster (state read once), under a caching config too: hits come from the requests
+    caching = dataclasses.replace(cfg, enable_prefix_caching=True)
+    assert Forecaster(caching, PROFILE.model, run, wait).predict(target) == predict(cfg, PROFILE.model, run, wait,
+                                                                                     target)
     fast = simulate(cfg, PROFILE.model, run, wait, target)
     if fast is None:  # states the group cannot express: the exact path answers through predict()
         assert predict(cfg, PROFILE.model, run, wait, target) == exact
@@ -146,3 +154,104 @@ def test_typical_agent_states_stay_on_the_fast_path(monkeypatch: pytest.MonkeyPa
     for i in range(30):
         running, waiting = decoding_state(rng, 48, 32)
         assert simulate(CFG, PROFILE.model, running, waiting, sample_request(rng, f"n{i}")) is not None
+
+
+class _NoEngine:
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("the decode group handed over to the exact engine")
+
+
+def _exact_preemptions(cfg: EngineConfig, run: list[Request], wait: list[Request], target: Request) -> int:
+    """How many preemptions the exact engine makes while answering (the reference's own run, replayed)."""
+    eng = restore_state(cfg, PROFILE.model, run, wait)
+    t = Request("t", target.prompt_tokens, target.output_tokens)
+    eng.add(t)
+    eng.run_until_finished(t)
+    return eng.num_preemptions_total
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    running=st.lists(st.tuples(st.integers(1, 200), st.integers(1, 80), st.integers(1, 120)), min_size=1,
+                     max_size=20),
+    waiting=st.lists(st.tuples(st.integers(1, 200), st.integers(0, 3), st.integers(1, 120), st.integers(0, 4)),
+                     max_size=10),
+    new=st.tuples(st.integers(1, 200), st.integers(1, 120), st.integers(0, 4)),
+    block_size=st.sampled_from([1, 4, 16]),
+    slack=st.integers(0, 40),
+    seqs=st.integers(4, 24),
+    budget=st.integers(24, 256),
+    prefill_last=st.integers(-1, 40),
+)
+def test_the_decode_group_preempts_like_the_engine_without_handing_over(
+    monkeypatch: pytest.MonkeyPatch, running: list[tuple[int, int, int]], waiting: list[tuple[int, int, int, int]],
+    new: tuple[int, int, int], block_size: int, slack: int, seqs: int, budget: int, prefill_last: int,
+) -> None:
+    """KV just large enough for what runs now (plus ``slack`` blocks): decoders soon run out and preempt."""
+    import blockctl.engine.decodegroup as dg
+
+    run = [Request(f"r{i}", p, o + extra, num_computed_tokens=p + o - 1, num_output_tokens=o, phase=Phase.RUNNING)
+           for i, (p, o, extra) in enumerate(running[:seqs])]
+    if prefill_last >= 0:
+        last = run[-1]
+        last.num_output_tokens = 0
+        last.num_computed_tokens = min(prefill_last, last.prompt_tokens - 1)
+    # prefix_hit: the part of a prompt the instance's cache holds (0, a quarter, ..., all of it)
+    wait = [Request(f"w{i}", p, o + extra, num_output_tokens=o, prefix_hit=p * k // 4)
+            for i, (p, o, extra, k) in enumerate(waiting)]
+    target = Request("new", new[0], new[1], prefix_hit=new[0] * new[2] // 4)
+    held = sum(-(-r.num_computed_tokens // block_size) for r in run)
+    longest = max(-(-(r.prompt_tokens + r.output_tokens - 1) // block_size) for r in [*run, *wait, target])
+    cfg = EngineConfig(block_size=block_size, num_gpu_blocks=max(held, longest) + slack, max_num_seqs=seqs,
+                       max_num_batched_tokens=max(budget, seqs), max_model_len=100_000)
+    exact = predict_exact(cfg, PROFILE.model, run, wait, target)
+    with monkeypatch.context() as m:  # patched per example, undone before the next
+        m.setattr(dg, "Engine", _NoEngine)
+        fast = simulate(cfg, PROFILE.model, run, wait, target)
+    assert fast is not None
+    assert fast.ttft_s == pytest.approx(exact.ttft_s, rel=1e-9)
+    assert fast.e2e_s == pytest.approx(exact.e2e_s, rel=1e-9)
+    assert fast.queue_s == pytest.approx(exact.queue_s, rel=1e-9, abs=1e-12)
+
+
+def test_tight_kv_states_do_preempt_and_stay_on_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The property above is not vacuous: most of these 48 + 32 states preempt in the reference."""
+    import blockctl.engine.decodegroup as dg
+    from blockctl.engine.benchmark import decoding_state, sample_request
+
+    rng = random.Random(13)
+    preempting = 0
+    for i in range(40):
+        running, waiting = decoding_state(rng, 48, 32)
+        held = sum(-(-r.num_computed_tokens // CFG.block_size) for r in running)
+        cfg = EngineConfig(block_size=CFG.block_size, num_gpu_blocks=held + rng.randint(0, 60), max_num_seqs=48,
+                           max_num_batched_tokens=512, max_model_len=CFG.max_model_len)
+        new = sample_request(rng, f"n{i}")
+        longest = max(-(-(r.prompt_tokens + r.output_tokens - 1) // 16) for r in [*running, *waiting, new])
+        if longest > cfg.num_gpu_blocks:
+            continue
+        exact = predict_exact(cfg, PROFILE.model, running, waiting, new)
+        preempting += _exact_preemptions(cfg, running, waiting, new) > 0
+        with monkeypatch.context() as m:
+            m.setattr(dg, "Engine", _NoEngine)
+            fast = simulate(cfg, PROFILE.model, running, waiting, new)
+        assert fast is not None and fast.e2e_s == pytest.approx(exact.e2e_s, rel=1e-9)
+    assert preempting >= 20
+
+
+def test_a_forecaster_answers_like_predict_for_many_new_requests_on_one_state() -> None:
+    """The simulator reads a state once and asks it for every arrival until the state changes."""
+    from blockctl.engine.benchmark import decoding_state, sample_request
+
+    rng = random.Random(17)
+    running, waiting = decoding_state(rng, 48, 32)
+    held = sum(-(-r.num_computed_tokens // CFG.block_size) for r in running)
+    for blocks in (CFG.num_gpu_blocks, held + 20):  # roomy, then tight (the what-ifs preempt)
+        cfg = EngineConfig(block_size=CFG.block_size, num_gpu_blocks=blocks, max_num_seqs=48,
+                           max_num_batched_tokens=512, max_model_len=CFG.max_model_len)
+        whatif = Forecaster(cfg, PROFILE.model, running, waiting)
+        news = [sample_request(rng, f"n{i}") for i in range(12)]
+        news = [n for n in news if -(-(n.prompt_tokens + n.output_tokens - 1) // 16) <= blocks]
+        first = [whatif.predict(n) for n in news]
+        assert first == [predict(cfg, PROFILE.model, running, waiting, n) for n in news]
+        assert [whatif.predict(n) for n in news] == first  # asking again: the shared columns were not mutated

@@ -13,7 +13,8 @@ from blockctl.cli.main import app
 
 def test_bench_predictor_in_process_json() -> None:
     result = CliRunner().invoke(
-        app, ["bench", "predictor", "--running", "8", "--waiting", "4", "--predictions", "30", "--no-process", "--json"]
+        app, ["bench", "predictor", "--running", "8", "--waiting", "4", "--predictions", "30", "--no-process",
+              "--states", "20", "--json"]
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -21,12 +22,15 @@ def test_bench_predictor_in_process_json() -> None:
     assert (speed["running"], speed["waiting"], speed["predictions"]) == (8, 4, 30)
     assert 0 < speed["p50_us"] <= speed["p99_us"]
     assert "process" not in out
+    sat = out["saturated"]  # states from a saturated simulation: 8 seqs per instance, 260 QPS offered to 12
+    assert sat["states"] == 20 and 0 <= sat["preempting"] <= 20 and 0 < sat["p50_us"] <= sat["p99_us"]
 
 
 @pytest.mark.slow
 def test_bench_predictor_measures_a_real_agent_process() -> None:
     result = CliRunner().invoke(
-        app, ["bench", "predictor", "--running", "4", "--waiting", "2", "--predictions", "20", "--json"]
+        app, ["bench", "predictor", "--running", "4", "--waiting", "2", "--predictions", "20", "--no-saturated",
+              "--json"]
     )
     assert result.exit_code == 0, result.output
     proc = json.loads(result.stdout)["process"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import sys
+
+import pytest
 
 from blockctl.engine.steptime import StepTimeModel, StepTimeParams
 from blockctl.engine.types import EngineConfig, StepShape
@@ -93,7 +96,7 @@ def test_agent_learns_the_engine_from_a_wrong_profile() -> None:
     mixed = StepShape(prefill_tokens=150, prefill_seqs=1, prefill_attn=150 * 151 / 2, decode_batch=4,
                       decode_context=400)
     assert abs(core.model.step_seconds(mixed) / TRUTH.step_seconds(mixed) - 1) < 0.2
-    assert learned["steps"]["recent_step_mape_pct"] < 5
+    assert learned["steps"]["recent_window_mape_pct"] < 5 and learned["steps"]["using"] == "learned"
     metrics = render_metrics(core, 0.0)
     assert 'blockctl_agent_learned_coefficient{instance="i",name="step_const_ms"}' in metrics
     assert "blockctl_agent_learned_steps_total" in metrics
@@ -135,3 +138,12 @@ def test_a_profile_request_overhead_seeds_the_first_token_prediction() -> None:
     a, _ = plain.predict(100, 50, 0.0)
     b, _ = seeded.predict(100, 50, 0.0)
     assert abs((b.ttft_s - a.ttft_s) - 0.015) < 1e-6
+
+
+def test_an_exact_profile_stays_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "TRUTH", PROFILE.model)  # the engine is what the profile says
+    core = AgentCore(AgentSettings("http://127.0.0.1:1", "i", PROFILE.name, CONFIG), PROFILE.model)
+    _simulate(core, random.Random(5), 1500)
+    learned = core.learning_state()
+    assert learned is not None and learned["steps"]["updates"] > 10
+    assert learned["steps"]["using"] == "profile" and core.model is PROFILE.model

@@ -10,25 +10,46 @@ from typer.testing import CliRunner
 from blockctl.bench.results import load_results
 from blockctl.cli.main import app
 
+TINY_S = ["--sim", "--instances", "2", "--max-num-seqs", "4", "--num-gpu-blocks", "300",
+          "--workload", "synthetic-sharegpt", "--duration", "60", "--saturation-duration", "60", "--seed", "1",
+          "--jobs", "1"]
 TINY = ["--sim", "--instances", "2", "--max-num-seqs", "4", "--num-gpu-blocks", "300",
         "--workload", "synthetic-sharegpt", "--requests", "120", "--seed", "1", "--jobs", "1"]
 
 
-def test_capacity_json_maps_each_policy_to_its_capacity(tmp_path: Path) -> None:
+def test_capacity_json_gives_each_policy_its_capacity_saturation_and_probes(tmp_path: Path) -> None:
     probes = tmp_path / "probes.json"
-    res = CliRunner().invoke(app, ["bench", "capacity", *TINY, "--policies", "block,round-robin",
+    res = CliRunner().invoke(app, ["bench", "capacity", *TINY_S, "--policies", "block,round-robin",
                                    "--slo", "ttft-p99=2", "--lengths", "noisy:50", "--rel-resolution", "0.05",
                                    "--out", str(probes), "--json"])
     assert res.exit_code == 0, res.output
     caps = json.loads(res.stdout)
     assert list(caps) == ["block", "round-robin"]
-    assert all(isinstance(v, float) and v > 0 for v in caps.values())
-    doc = json.loads(probes.read_text())
-    for name, cap in caps.items():
-        probes_run = doc["policies"][name]["probes"]
-        assert {"qps": cap, "holds": True} in [{"qps": round(p["qps"], 4), "holds": p["holds"]}
-                                               for p in probes_run]
-        assert any(not p["holds"] and p["qps"] > cap for p in probes_run)  # bracketed from above
+    saved = json.loads(probes.read_text())["policies"]
+    for name, r in caps.items():
+        assert set(r) >= {"capacity", "capped", "saturation", "probes"} and r == saved[name]
+        assert 0 < r["capacity"] <= r["saturation"] and not r["capped"]
+        held = [p for p in r["probes"] if p["held"]]
+        assert any(p["qps"] == r["capacity"] for p in held)  # the answer was run and held
+        assert all(p["stable"] and p["slo_value"] <= 2 for p in held)
+        assert any(not p["held"] and p["qps"] > r["capacity"] for p in r["probes"])  # bracketed from above
+        assert all(p["requests"] >= 60 * p["qps"] for p in r["probes"] if not p["stopped_early"])  # 60 s of arrivals
+
+
+def test_capacity_probes_do_not_depend_on_jobs() -> None:
+    runner = CliRunner()
+    args = ["bench", "capacity", *TINY_S[:-2], "--policies", "round-robin,random", "--slo", "ttft-p99=2",
+            "--rel-resolution", "0.05", "--json"]
+    one = runner.invoke(app, [*args, "--jobs", "1"])
+    two = runner.invoke(app, [*args, "--jobs", "2"])
+    assert one.exit_code == 0 and two.exit_code == 0, one.output + two.output
+    assert json.loads(one.stdout) == json.loads(two.stdout)
+
+
+def test_a_short_fixed_count_warns() -> None:
+    res = CliRunner().invoke(app, ["bench", "compare", *TINY, "--policies", "random", "--qps", "6"])
+    assert res.exit_code == 0, res.output
+    assert "--duration" in res.output and "steady state" in res.output
 
 
 def test_compare_writes_results_and_plots(tmp_path: Path) -> None:
@@ -60,13 +81,3 @@ def test_bad_options_name_the_option() -> None:
     assert res.exit_code == 1 and "--lengths" in res.output
 
 
-def test_a_lone_policy_searched_with_two_processes_finds_the_one_process_capacity() -> None:
-    runner = CliRunner()
-    args = ["bench", "capacity", *TINY[:-2], "--policies", "block", "--slo", "ttft-p99=2",
-            "--rel-resolution", "0.05", "--json"]
-    one = runner.invoke(app, [*args, "--jobs", "1"])
-    two = runner.invoke(app, [*args, "--jobs", "2"])
-    assert one.exit_code == 0 and two.exit_code == 0, one.output + two.output
-    # Same deterministic simulation, different probe order: the two answers agree to the resolution.
-    cap1, cap2 = json.loads(one.stdout)["block"], json.loads(two.stdout)["block"]
-    assert abs(cap1 - cap2) <= 0.05 * max(cap1, cap2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -53,12 +54,19 @@ def test_live_capacity_probes_the_real_endpoint(tmp_path: Path) -> None:
     restarts: list[str] = []
     probes: list[tuple[str, float, bool]] = []
     with serve_app_in_thread(create_app(max_num_seqs=2, noise=0.0)) as url:
-        live = LiveSetup(url, tmp_path, str(_workload(tmp_path / "w.jsonl", 8)), 8, "poisson", 0)
+        live = LiveSetup(url, tmp_path, str(_workload(tmp_path / "w.jsonl", 40)), 8, "poisson", 0, duration=2.0)
         found = live_capacities(
-            live, ["round-robin"], [Slo("ttft", "p50", 0.5)], resolution=1.0, start=50.0, max_qps=200.0,
-            progress=lambda p, q, ok: probes.append((p, q, ok)), restart=lambda d, p: restarts.append(p),
+            live, ["round-robin"], [Slo("ttft", "p50", 0.5)], resolution=2.0, rel_resolution=0.2, start=20.0,
+            max_qps=160.0, saturation_s=2.0, progress=lambda p, o, sat: probes.append((p, o.qps, sat)),
+            restart=lambda d, p: restarts.append(p),
         )
     assert restarts == ["round-robin"]
-    # Eight tiny requests keep a median TTFT far below 0.5 s at any rate: the search runs into its ceiling.
-    assert [q for _, q, _ in probes] == [50.0, 100.0, 200.0] and all(ok for *_, ok in probes)
-    assert found["round-robin"].capacity == 200.0 and found["round-robin"].capped
+    r = found["round-robin"]
+    # Saturation probes first (2 s of arrivals each), then capacity probes, none past the ceiling.
+    sat_qps = [q for _, q, sat in probes if sat]
+    assert sat_qps and sat_qps[0] == 20.0 and all(q <= 160.0 for _, q, _ in probes)
+    assert [q for _, q, sat in probes if not sat] == [p.qps for p in r.probes]
+    if r.saturation is not None:
+        assert r.capacity <= r.saturation.completed_rps
+        assert all(p.qps <= r.saturation.completed_rps for p in r.probes)
+    assert all(p.requests == max(2, math.ceil(2.0 * p.qps)) for p in r.probes)  # sized by seconds of arrivals

@@ -148,3 +148,36 @@ def test_engines_listen_on_loopback_and_take_a_key_only_through_files() -> None:
     assert "--host 127.0.0.1 " in k.engine_command
     assert f"--engine-api-key-file {paths.engine_key}" in k.agent_command
     assert paths.engine_key.startswith(paths.run) and "VLLM_API_KEY" not in k.engine_env  # set at bootstrap
+
+
+def test_an_engine_without_a_named_profile_is_measured_and_its_agent_gets_the_result() -> None:
+    s = spec(model={"id": "m/llama 7b", "max_num_seqs": 4})  # vLLM, no hosts[].profile, by_gpu or default
+    paths, plans = plan_host(s, s.hosts[0], probe(2), peer="10.0.0.5")
+    measure = plans[0].measure_command
+    assert "profile engine --endpoint http://127.0.0.1:8100" in measure and "--max-batch 4" in measure
+    agent = shlex.split(plans[0].agent_command)
+    measured = agent[agent.index("--profile") + 1]
+    assert measured.startswith(f"{paths.root}/profiles/a-0-") and measured.endswith(".json")
+    assert f"test -s {measured} ||" in measure  # kept while the engine is unchanged
+    assert plans[0].profile == "h100/llama-2-7b"  # what the spec names (the fallback) is still recorded
+    changed = spec(model={"id": "m/llama 7b", "max_num_seqs": 4}, engine={"env": {"A": "1"}})
+    _, again = plan_host(changed, changed.hosts[0], probe(2), peer="10.0.0.5")
+    assert again[0].measure_command != measure  # another engine: measured again
+
+
+@pytest.mark.parametrize(
+    ("sections", "measured"),
+    [
+        ({"profiles": {"default": "h100/llama-2-7b"}}, False),  # named by the spec
+        ({"profiles": {"by_gpu": {"h100": "h100/llama-2-7b"}}}, False),
+        ({"hosts": [{"address": "10.0.0.5", "name": "a", "profile": "h200/llama-2-7b"}]}, False),
+        ({"engine": {"kind": "emulator"}}, False),  # the emulator runs a profile already
+        ({"engine": {"kind": "emulator"}, "profiles": {"measure": True}}, True),
+        ({"profiles": {"measure": False}}, False),
+        ({}, True),
+    ],
+)
+def test_when_up_measures_a_profile(sections: dict[str, object], measured: bool) -> None:
+    s = spec(**sections)
+    _, plans = plan_host(s, s.hosts[0], probe(1), peer="10.0.0.5")
+    assert bool(plans[0].measure_command) is measured

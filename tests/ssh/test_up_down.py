@@ -187,3 +187,27 @@ async def test_standby_host_is_added_then_removed(ssh_server: SshServer, tmp_pat
         assert wait_gone(f"--port {ports['engine']}", f"--port {ports['agent']}") == []
     finally:
         await lifecycle.down(state_dir)
+
+
+@pytest.mark.slow
+async def test_up_measures_the_engine_and_keeps_the_profile_per_host(ssh_server: SshServer, tmp_path: Path) -> None:
+    """profiles.measure: `blockctl profile engine` runs on the host against the new engine (here the emulator)
+    before its agent starts, and the agent predicts with the measured profile; a second `up` keeps it."""
+    engine_port, agent_port = free_port(), free_port()
+    spec = make_spec(ssh_server, tmp_path / "host", ports={"engine": engine_port, "agent": agent_port},
+                     model={"id": "llama-2-7b", "max_num_seqs": 4, "max_model_len": 512},
+                     profiles={"measure": True})
+    state_dir = tmp_path / "state"
+    state, outcomes = await lifecycle.up(spec, spec_file="cluster.yaml", state_dir=state_dir)
+    try:
+        assert [o.error for o in outcomes] == [None], outcomes[0].error
+        (measured,) = (tmp_path / "host" / "profiles").glob("h1-0-*.json")
+        (inst,) = state.instances
+        headers = {"Authorization": f"Bearer {read_token(state_dir)}"}
+        live = httpx.get(f"{inst.agent_url}/state", headers=headers, timeout=10, trust_env=False).json()
+        assert live["profile"] == measured.stem
+        before = measured.stat().st_mtime
+        _, again = await lifecycle.up(spec, spec_file="cluster.yaml", state_dir=state_dir)
+        assert [o.error for o in again] == [None] and measured.stat().st_mtime == before
+    finally:
+        await lifecycle.down(state_dir)

