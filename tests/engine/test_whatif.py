@@ -85,6 +85,22 @@ def test_overrun_predictions_and_impossible_requests() -> None:
         predict(CFG, PROFILE.model, [], [], Request("n", 50, 0))
 
 
+def _queued(waiting: list[tuple[int, int, int, int]], new: tuple[int, int, int]) -> tuple[list[Request], Request]:
+    """The drawn waiting requests and new one; ``prefix_hit``: the part of a prompt the instance's cache holds
+    (0, a quarter, ..., all of it)."""
+    wait = [Request(f"w{i}", p, o + extra, num_output_tokens=o, prefix_hit=p * k // 4)
+            for i, (p, o, extra, k) in enumerate(waiting)]
+    return wait, Request("new", new[0], new[1], prefix_hit=new[0] * new[2] // 4)
+
+
+def _in_prefill(run: list[Request], prefill_last: int) -> None:
+    """With ``prefill_last`` >= 0, the last admitted running request is still in its (chunked) prefill."""
+    if run and prefill_last >= 0:
+        last = run[-1]
+        last.num_output_tokens = 0
+        last.num_computed_tokens = min(prefill_last, last.prompt_tokens - 1)
+
+
 _states = st.lists(st.tuples(st.integers(1, 300), st.integers(0, 120), st.integers(1, 150)), max_size=24)
 
 
@@ -109,14 +125,8 @@ def test_decode_group_fast_path_equals_the_exact_engine(
     run = [Request(f"r{i}", p, o + extra, num_computed_tokens=p + o - 1 if o else 0, num_output_tokens=o,
                    phase=Phase.RUNNING)
            for i, (p, o, extra) in enumerate(running)]
-    if run and prefill_last >= 0:  # the last admitted one is still in its (chunked) prefill
-        last = run[-1]
-        last.num_output_tokens = 0
-        last.num_computed_tokens = min(prefill_last, last.prompt_tokens - 1)
-    # prefix_hit: the part of a prompt the instance's cache holds (0, a quarter, ..., all of it)
-    wait = [Request(f"w{i}", p, o + extra, num_output_tokens=o, prefix_hit=p * k // 4)
-            for i, (p, o, extra, k) in enumerate(waiting)]
-    target = Request("new", new[0], new[1], prefix_hit=new[0] * new[2] // 4)
+    _in_prefill(run, prefill_last)
+    wait, target = _queued(waiting, new)
     def fits(r: Request) -> bool:
         return -(-(r.prompt_tokens + r.output_tokens - 1) // block_size) <= blocks
 
@@ -192,14 +202,8 @@ def test_the_decode_group_preempts_like_the_engine_without_handing_over(
 
     run = [Request(f"r{i}", p, o + extra, num_computed_tokens=p + o - 1, num_output_tokens=o, phase=Phase.RUNNING)
            for i, (p, o, extra) in enumerate(running[:seqs])]
-    if prefill_last >= 0:
-        last = run[-1]
-        last.num_output_tokens = 0
-        last.num_computed_tokens = min(prefill_last, last.prompt_tokens - 1)
-    # prefix_hit: the part of a prompt the instance's cache holds (0, a quarter, ..., all of it)
-    wait = [Request(f"w{i}", p, o + extra, num_output_tokens=o, prefix_hit=p * k // 4)
-            for i, (p, o, extra, k) in enumerate(waiting)]
-    target = Request("new", new[0], new[1], prefix_hit=new[0] * new[2] // 4)
+    _in_prefill(run, prefill_last)
+    wait, target = _queued(waiting, new)
     held = sum(-(-r.num_computed_tokens // block_size) for r in run)
     longest = max(-(-(r.prompt_tokens + r.output_tokens - 1) // block_size) for r in [*run, *wait, target])
     cfg = EngineConfig(block_size=block_size, num_gpu_blocks=max(held, longest) + slack, max_num_seqs=seqs,
