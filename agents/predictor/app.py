@@ -9,12 +9,14 @@ Routes (the contract the scheduler codes against):
   ``x-request-id``. Responses carry ``x-blockctl-instance``. Engine unreachable, sick or agent draining: 503
   (``engine_unavailable``) with ``x-blockctl-unstarted`` (the engine did not run it: safe to re-route);
   engine failed mid-request: 502 (``engine_error``); both in OpenAI's error JSON.
-* ``POST /predict {"prompt_tokens", "predicted_output_tokens"}`` → ``ttft_s``, ``e2e_s``, ``queue_s`` (seconds
-  from now, calibrated, see accuracy.Calibration) plus the ``/load`` fields; 400 for a bad body or a
+* ``POST /predict {"prompt_tokens", "predicted_output_tokens"[, "block_hashes"]}`` → ``ttft_s``, ``e2e_s``,
+  ``queue_s`` (seconds from now, calibrated, see accuracy.Calibration; with the prompt's block hashes its
+  prefill starts after what the shadow prefix cache holds) plus the ``/load`` fields; 400 for a bad body or a
   prompt that cannot fit the engine; 503 (``engine_unhealthy``, with the reason) while the engine is sick
   (a scrape failed or stalled, a forward was refused) or the agent drains; ``/load`` likewise.
 * ``GET /load`` → ``instance``, ``running``, ``waiting``, ``outstanding``, ``kv_free_blocks``,
-  ``kv_total_blocks``, ``waiting_prompt_blocks``, ``recent_requests`` (no what-if; cheap).
+  ``kv_total_blocks``, ``waiting_prompt_blocks``, ``recent_requests`` (no what-if; cheap). ``POST /load
+  {"prompt_tokens", "block_hashes"}`` adds ``prefix_hit_tokens`` (the shadow cache's match) and ``block_size``.
 * ``GET /state``: everything the agent believes (no prompts). ``GET /health``: 200 when the engine answers
   its /health, else 503. ``GET /metrics``: Prometheus text.
 
@@ -90,6 +92,14 @@ def _int_field(data: dict[str, Any], key: str) -> int:
     value = data.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _MAX_TOKENS:
         raise ValueError(f"{key}: must be an integer in [1, {_MAX_TOKENS}], got {value!r}")
+    return value
+
+
+def _hashes_field(data: dict[str, Any]) -> list[int]:
+    """The optional ``block_hashes``: the prompt's chained block hashes (blockctl.engine.prefixcache)."""
+    value = data.get("block_hashes", [])
+    if not isinstance(value, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in value):
+        raise ValueError(f"block_hashes: must be a list of integers, got {type(value).__name__}")
     return value
 
 
@@ -183,7 +193,7 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
                 raise ValueError("body must be a JSON object")
             prompt, predicted = _int_field(data, "prompt_tokens"), _int_field(data, "predicted_output_tokens")
             now = time.monotonic()
-            prediction, view = core.predict(prompt, predicted, now)
+            prediction, view = core.predict(prompt, predicted, now, _hashes_field(data))
         except BadRequest as exc:
             return bad_request_response(exc)
         except (ValueError, EngineError) as exc:
@@ -201,11 +211,26 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
         )
 
     async def load(request: Request) -> Response:
+        """GET: the instance's load. POST ``{"prompt_tokens", "block_hashes"}``: also how much of that prompt
+        the instance's prefix cache holds (``prefix_hit_tokens``), for prefix-aware load policies."""
         refused = up.health.unavailable()
         if refused is not None:
             return _unavailable(refused)
         now = time.monotonic()
-        return JSONResponse(core.load(core.view(now), now))
+        answer = core.load(core.view(now), now)
+        if request.method == "POST":
+            try:
+                data = loads_json(await read_body(request, settings.max_body_bytes))
+                if not isinstance(data, dict):
+                    raise ValueError("body must be a JSON object")
+                prompt, hashes = _int_field(data, "prompt_tokens"), _hashes_field(data)
+            except BadRequest as exc:
+                return bad_request_response(exc)
+            except ValueError as exc:
+                return error_response(400, str(exc))
+            answer["prefix_hit_tokens"] = core.shadow.hit(prompt, hashes) if hashes else 0
+            answer["block_size"] = core.settings.engine_config.block_size
+        return JSONResponse(answer)
 
     async def state(request: Request) -> Response:
         return JSONResponse(core.state(time.monotonic()))
@@ -258,7 +283,7 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
         Route("/v1/chat/completions", g(completions), methods=["POST"]),
         Route("/v1/models", g(models), methods=["GET"]),
         Route("/predict", g(predict), methods=["POST"]),
-        Route("/load", g(load), methods=["GET"]),
+        Route("/load", g(load), methods=["GET", "POST"]),
         Route("/state", g(state), methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

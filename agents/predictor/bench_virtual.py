@@ -8,6 +8,7 @@ stays zero).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,9 +40,15 @@ def run_virtual(
     offsets: Sequence[float],
     *,
     seed: int = 0,
+    hashes: Sequence[Sequence[int] | None] | None = None,
 ) -> list[Outcome]:
-    """Replay ``(prompt_tokens, true_output_tokens, predicted_output_tokens)`` arriving at ``offsets``."""
+    """Replay ``(prompt_tokens, true_output_tokens, predicted_output_tokens)`` arriving at ``offsets``.
+
+    With ``hashes`` (each request's block hashes, prefixcache.block_hashes) the engine caches prefixes, as
+    vLLM does by default, and the agent prices them from its shadow cache (fed as its proxy would)."""
     config = profile.engine_defaults()
+    if hashes is not None:
+        config = dataclasses.replace(config, enable_prefix_caching=True)
     engine = Engine(config, profile.model, noise=profile.model.rel_noise, seed=seed)
     core = AgentCore(AgentSettings("virtual", "virtual-0", profile.name, config), profile.model)
     reqs: dict[str, Request] = {}
@@ -89,9 +96,13 @@ def run_virtual(
     for i, ((prompt, true_out, predicted), t) in enumerate(zip(requests, offsets, strict=True)):
         advance(t)
         rid = f"v{i}"
-        pred, view = core.predict(prompt, predicted, t)
+        h = () if hashes is None else hashes[i] or ()
+        seen = h[: prompt // config.block_size]  # the agent hashes the prompt it proxies, not the reply
+        pred, view = core.predict(prompt, predicted, t, seen)
         core.admit(Tracked(rid, t, prompt, predicted, stream=True), t, (pred.ttft_s, pred.e2e_s))
-        req = Request(rid, prompt, true_out, arrival_time=t)
+        if hashes is not None:
+            core.cache_prompt(rid, prompt, seen)
+        req = Request(rid, prompt, true_out, arrival_time=t, block_hashes=h or None)
         engine.add(req)
         reqs[rid] = req
         meta[rid] = (prompt, true_out, predicted, pred.ttft_s, pred.e2e_s, len(view.running), len(view.waiting))

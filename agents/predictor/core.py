@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -12,6 +13,7 @@ from blockctl.engine.types import Prediction, Request, StepShape
 from blockctl.engine.whatif import predict as whatif_predict
 from blockctl.errors import EngineError
 from blockctl.predict.observation import EngineObservation
+from blockctl.predict.shadow import ShadowCache
 from blockctl.predict.tracker import RECENT_WINDOW_S, Tracked, Tracker, estimated_produced
 from blockctl.predict.view import FRESH_S, EngineView, build_view
 from blockctl_agents.predictor.accuracy import Calibration, PredictionErrors
@@ -40,6 +42,7 @@ class AgentCore:
         self._admitted_step: dict[str, tuple[int, float]] = {}  # req_id -> (batch, its decode step then)
         # (first-token time, TTFT) of finished requests, for the autoscaler's observed P99 TTFT (RECENT_WINDOW_S)
         self.recent_ttfts: deque[tuple[float, float]] = deque()
+        self.shadow = ShadowCache(settings.engine_config)  # the instance's prefix cache, from what it proxied
 
     def token(self, req_id: str, now: float, n: int = 1) -> None:
         """A stream of ``req_id`` carried ``n`` tokens: learn the step it ends, then count them."""
@@ -60,8 +63,12 @@ class AgentCore:
         tr = self.tracker
         return build_view(tr.inflight.values(), now, self.settings.engine_config, self.obs, tr.last_finish_at)
 
-    def predict(self, prompt_tokens: int, predicted_output_tokens: int, now: float) -> tuple[Prediction, EngineView]:
-        """What-if of a new request on this instance from now; EngineError if it can never run here."""
+    def predict(
+        self, prompt_tokens: int, predicted_output_tokens: int, now: float, block_hashes: Sequence[int] = ()
+    ) -> tuple[Prediction, EngineView]:
+        """What-if of a new request on this instance from now; EngineError if it can never run here. With the
+        prompt's ``block_hashes``, its prefill starts after what the shadow cache holds of it (also reported to
+        the scheduler as ``prefix_hit_tokens``)."""
         cfg = self.settings.engine_config
         if prompt_tokens < 1 or prompt_tokens >= cfg.max_model_len:
             raise EngineError(
@@ -69,7 +76,8 @@ class AgentCore:
             )
         view = self.view(now)
         length = max(1, min(predicted_output_tokens, cfg.max_model_len - prompt_tokens))
-        new = Request(NEW_ID, prompt_tokens, length)
+        hit = self.shadow.hit(prompt_tokens, block_hashes) if block_hashes else 0
+        new = Request(NEW_ID, prompt_tokens, length, prefix_hit=hit)
         raw = whatif_predict(view.config, self.model, view.running, view.waiting, new)
         self.predictions_total += 1
         ttft, e2e = self.calibration.apply(
@@ -103,15 +111,19 @@ class AgentCore:
             "recent_requests": self.tracker.recent_requests(now),
         }
 
-    def admit(self, t: Tracked, now: float, dispatched: tuple[float, float] | None = None) -> None:
+    def admit(
+        self, t: Tracked, now: float, dispatched: tuple[float, float] | None = None,
+        block_hashes: Sequence[int] = (),
+    ) -> None:
         """Track ``t`` with its baseline prediction: ``dispatched`` = (ttft_s, e2e_s) the scheduler got from
-        ``/predict`` when it sent them, else the agent's own what-if now (before ``t`` is added)."""
+        ``/predict`` when it sent them, else the agent's own what-if now (before ``t`` is added), with the
+        prompt's cached part when its ``block_hashes`` are given."""
         t.overhead_s, t.tpot_factor = self.overhead_s(t.prompt_tokens), self.calibration.tpot.value
         if dispatched is not None:
             t.predicted_ttft_s, t.predicted_e2e_s = dispatched
         else:
             try:
-                prediction, _ = self.predict(t.prompt_tokens, t.predicted_output_tokens, now)
+                prediction, _ = self.predict(t.prompt_tokens, t.predicted_output_tokens, now, block_hashes)
             except EngineError:
                 pass  # the engine will reject it; it is tracked (and failed) like any other
             else:
@@ -122,12 +134,24 @@ class AgentCore:
             batch = len(self.tracker.inflight)
             self._admitted_step[t.req_id] = (batch, self.step_learner.decode_step_s(batch))
 
+    def cache_prompt(self, req_id: str, prompt_tokens: int, block_hashes: Sequence[int]) -> int:
+        """The tracked request ``req_id`` goes to the engine: the shadow cache takes its prompt, and the part
+        it found cached stays with the request, so later what-ifs start its prefill after it while it
+        waits. Returns that part (tokens)."""
+        hit = self.shadow.admit(req_id, prompt_tokens, block_hashes)
+        t = self.tracker.inflight.get(req_id)
+        if t is not None and hit:
+            t.view_req = Request(req_id, t.prompt_tokens, t.predicted_output_tokens, prefix_hit=hit)
+        return hit
+
     def complete(self, req_id: str, now: float, *, ok: bool, output_tokens: int | None = None) -> Tracked | None:
         """Remove a request; for a successful one, score the arrival prediction against what happened."""
         t = self.tracker.finish(req_id, ok=ok, now=now)
         admitted_step = self._admitted_step.pop(req_id, None)
         if t is not None and t.first_token_at is not None:
             self.recent_ttfts.append((t.first_token_at, t.first_token_at - t.arrival))
+        if t is not None:
+            self.shadow.finish(req_id, output_tokens if output_tokens is not None else t.produced)
         if t is None or not ok:
             return t
         if output_tokens is not None:
@@ -207,6 +231,10 @@ class AgentCore:
             },
             "errors": {"ttft": self.errors.ttft.summary(), "e2e": self.errors.e2e.summary()},
             "recent_ttfts": [[round(now - at, 3), round(ttft, 4)] for at, ttft in self.recent_ttfts],
+            "prefix_cache": self.shadow.state(
+                None if self.obs is None else self.obs.prefix_queries_total,
+                None if self.obs is None else self.obs.prefix_hits_total,
+            ),
             "requests": [
                 {
                     "id": t.req_id,

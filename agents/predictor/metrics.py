@@ -32,6 +32,16 @@ def render_metrics(core: AgentCore, now: float) -> str:
     age = float("nan") if core.last_scrape_ok is None else now - core.last_scrape_ok
     f.gauge("blockctl_agent_engine_scrape_age_seconds", "Seconds since the last successful engine scrape.", age,
             inst)
+    shadow = core.shadow.cache  # the shadow prefix cache beside the engine's own counters (issue 15 §2)
+    f.counter("blockctl_agent_prefix_shadow_queries", "Prompt tokens the shadow prefix cache was asked about.",
+              shadow.queries, inst)
+    f.counter("blockctl_agent_prefix_shadow_hits", "Prompt tokens the shadow prefix cache found cached.",
+              shadow.hits, inst)
+    engine_hits = None if core.obs is None else core.obs.prefix_hits_total
+    agreement = shadow.hits / engine_hits if engine_hits else float("nan")
+    f.gauge("blockctl_agent_prefix_shadow_agreement",
+            "Shadow prefix-cache hits / the engine's vllm:prefix_cache_hits (NaN until the engine has hits).",
+            agreement, inst)
     cal = core.calibration
     f.gauge("blockctl_agent_calibration_overhead_seconds",
             "Learned latency before the first token that the engine model does not see.", cal.overhead.value, inst)

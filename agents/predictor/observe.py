@@ -12,7 +12,9 @@ from blockctl.predict.observation import EngineObservation
 
 # vLLM renamed the KV metric in V1; either is accepted (both are fractions in [0, 1] despite the name).
 _KV_NAMES = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
-_WANTED = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:num_preemptions_total", *_KV_NAMES)
+_PREFIX = ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total")
+_WANTED = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:num_preemptions_total", *_KV_NAMES,
+           *_PREFIX)
 _PREFIXES = (*(f"{name}{{" for name in _WANTED), *(f"{name} " for name in _WANTED), "vllm:cache_config_info{")
 
 
@@ -43,6 +45,8 @@ def parse_metrics(text: str, at: float) -> EngineObservation:
         kv_usage=kv,
         preemptions_total=sums.get("vllm:num_preemptions_total"),
         num_gpu_blocks=blocks,
+        prefix_queries_total=sums.get(_PREFIX[0]),
+        prefix_hits_total=sums.get(_PREFIX[1]),
     )
 
 

@@ -38,7 +38,7 @@ from blockctl.predict.tracker import Tracked, fallback_output_tokens
 from blockctl.scheduler.call import UNSTARTED_HEADER, Call
 from blockctl.scheduler.http1 import Http1Pool, Stream
 from blockctl.sse import EventFramer, error_event
-from blockctl.tokens import count_prompt_tokens, get_counter
+from blockctl.tokens import get_counter, prompt_token_ids
 from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.health import EngineHealth
 from blockctl_agents.predictor.sse import SseTokenCounter
@@ -167,8 +167,9 @@ async def forward_completion(request: Request, core: AgentCore, up: Upstream) ->
                                  ignore_eos=body.ignore_eos, limit=limit)
         except ValueError as exc:
             raise BadRequest(f"header {H_QUANTILES}: {exc}", param=H_QUANTILES) from None
+        token_ids = prompt_token_ids(body, get_counter(core.settings.tokenizer))  # the shadow cache hashes them
         if prompt_tokens is None:
-            prompt_tokens = max(1, count_prompt_tokens(body, get_counter(core.settings.tokenizer)))
+            prompt_tokens = max(1, len(token_ids))
     except BadRequest as exc:
         return bad_request_response(exc)
     except ValueError as exc:
@@ -180,10 +181,12 @@ async def forward_completion(request: Request, core: AgentCore, up: Upstream) ->
     if req_id in core.tracker.inflight:
         req_id = f"{req_id}-{uuid.uuid4().hex[:8]}"
     now = time.monotonic()
+    hashes = core.shadow.hashes(token_ids)
     core.admit(
         Tracked(req_id, now, prompt_tokens, told, stream=body.stream, max_tokens=limit, length_dist=length), now,
-        _dispatched(request),
+        _dispatched(request), hashes,
     )
+    core.cache_prompt(req_id, len(token_ids), hashes)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
     headers["accept-encoding"] = "identity"
     if core.settings.engine_api_key:  # the agent's own token is never forwarded; the engine's key is set here

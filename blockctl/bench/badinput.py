@@ -204,13 +204,25 @@ def _routes() -> list[Case]:
     agent = frozenset({"agent"})
     cases += [
         Case("GET on /predict", "GET", "/predict", expect=405, targets=agent),
-        Case("POST on /load", "POST", "/load", body=b"{}", expect=405, targets=agent),
+        Case("PUT on /load", "PUT", "/load", body=b"{}", expect=405, targets=agent),
         Case("POST on /state", "POST", "/state", body=b"{}", expect=405, targets=agent),
     ]
     emulator = frozenset({"emulator"})
     cases += [Case("GET on /tokenize", "GET", "/tokenize", expect=405, targets=emulator)]
     assert all(c.targets <= every for c in cases)
     return cases
+
+
+def _load_bodies() -> list[tuple[str, bytes]]:
+    """POST /load (prefix-aware load policies ask how much of a prompt an instance caches)."""
+    return [
+        ("empty body", b""),
+        ("not JSON", b"prompt_tokens=1"),
+        ("JSON array", _j([1, 2])),
+        ("no prompt_tokens", _j({"block_hashes": [1, 2]})),
+        ("block_hashes not a list", _j({"prompt_tokens": 10, "block_hashes": "1,2"})),
+        ("block_hashes of booleans", _j({"prompt_tokens": 10, "block_hashes": [True]})),
+    ]
 
 
 def _predict_bodies() -> list[tuple[str, bytes]]:
@@ -290,6 +302,7 @@ def corpus(*, max_body_bytes: int = 32 << 20) -> list[Case]:
                               _stream_body(path, "\\ud800", stream)))
     cases += [Case(f"/predict: {n}", "POST", "/predict", b, targets=frozenset({"agent"}))
               for n, b in _predict_bodies()]
+    cases += [Case(f"/load: {n}", "POST", "/load", b, targets=frozenset({"agent"})) for n, b in _load_bodies()]
     cases += [Case(f"/tokenize: {n}", "POST", "/tokenize", b, targets=frozenset({"emulator"}))
               for n, b in _tokenize_bodies()]
     cases += _routes() + _headers_and_auth()

@@ -156,6 +156,7 @@ class Summary:
     goodput: float | None = None  # good requests per second, when an SLO was given
     slo_attainment: float | None = None  # fraction of all requests that were good
     errors: dict[str, int] = field(default_factory=dict)  # error message -> count
+    prefix_cache_hit_rate: float | None = None  # engines' prefix_cache_hits / queries (tokens), when known
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

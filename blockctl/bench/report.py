@@ -63,6 +63,7 @@ ROWS: tuple[Row, ...] = (
     Row("E2E p90 (s)", lambda s: s.e2e.p90, _s, "low"),
     Row("E2E p99 (s)", lambda s: s.e2e.p99, _s, "low"),
     Row("send lateness p99 (ms)", lambda s: s.lateness.p99, _ms),
+    Row("prefix cache hit rate", lambda s: s.prefix_cache_hit_rate, _pct, "high"),
 )
 
 

@@ -168,7 +168,14 @@ def accuracy(
         from blockctl.engine.profile import load_profile
         from blockctl_agents.predictor.bench_virtual import run_virtual
 
-        outcomes = run_virtual(load_profile(profile), reqs, times, seed=seed)
+        prof = load_profile(profile)
+        hashes = None
+        if any(i.token_ids is not None for i in items):  # a shared-prefix workload: caching on, as vLLM's default
+            from blockctl.engine.prefixcache import block_hashes
+
+            bs = prof.engine_defaults().block_size
+            hashes = [None if i.token_ids is None else block_hashes(list(i.token_ids), bs) for i in items]
+        outcomes = run_virtual(prof, reqs, times, seed=seed, hashes=hashes)
     else:
         with (
             tempfile.TemporaryDirectory(prefix="blockctl-bench-") as tmp,

@@ -231,7 +231,7 @@ class Engine:
                 if r.phase != Phase.RUNNING:  # r preempted itself: nothing more runs this step
                     break
             free -= new_blocks
-            if cache is not None:
+            if cache is not None and (new_blocks or (c + n) // bs != c // bs):  # blocks taken or filled
                 cache.grow(r, c, n)
             reqs.append(r)
             tokens.append(n)

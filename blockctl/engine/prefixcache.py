@@ -112,8 +112,11 @@ class PrefixCache:
     def lookup(self, r: Request) -> tuple[list[int], int]:
         """The blocks a waiting request with no computed tokens finds cached, and how many of them are in the
         free queue (taking them costs free blocks). Changes nothing."""
-        held = self._held_of(r)
+        held = self._held.get(r)
         limit = (r.prompt_tokens + r.num_output_tokens - 1) // self._bs
+        if held is None:  # a request the cache never saw has no private blocks: only its hashes can hit
+            held = _Held(-1)
+            limit = min(limit, len(r.block_hashes or ()))
         found: list[int] = []
         evictable = 0
         by_hash, ev = self._by_hash, self.evictable
@@ -126,6 +129,10 @@ class PrefixCache:
             if b in ev:
                 evictable += 1
         return found, evictable
+
+    def probe(self, prompt_tokens: int, hashes: Sequence[int]) -> int:
+        """Tokens of a new prompt (with these block hashes) that the cache holds now."""
+        return len(self.lookup(Request("probe", prompt_tokens, 1, block_hashes=hashes))[0]) * self._bs
 
     def admit(self, r: Request, hit: list[int], new_tokens: int) -> None:
         """``r`` is admitted with ``hit`` blocks found by ``lookup`` and ``new_tokens`` to compute now; the

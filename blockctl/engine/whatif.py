@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from blockctl.engine.core import Engine
@@ -39,8 +40,17 @@ def predict(
     request whose prediction is already overrun is assumed to need one more token. No noise is added.
     Raises EngineError when ``new`` can never fit this instance.
     """
+    config = _uncached(config)
     fast = simulate(config, model, running, waiting, new)
     return fast if fast is not None else predict_exact(config, model, running, waiting, new)
+
+
+def _uncached(config: EngineConfig) -> EngineConfig:
+    """The forecast takes the cache's state as the requests' ``prefix_hit``: an engine config's caching flag
+    is ignored (an Engine with a cache would hash blocks the what-if's requests do not carry)."""
+    if config.enable_prefix_caching:
+        return dataclasses.replace(config, enable_prefix_caching=False)
+    return config
 
 
 class Forecaster:
@@ -53,6 +63,7 @@ class Forecaster:
 
     def __init__(self, config: EngineConfig, model: StepTimeModel, running: Sequence[Request],
                  waiting: Sequence[Request]) -> None:
+        config = _uncached(config)
         self.config, self.model, self.running, self.waiting = config, model, running, waiting
         self._cols = columns(config, model, running, waiting)
 
@@ -64,7 +75,9 @@ class Forecaster:
 def restore_state(
     config: EngineConfig, model: StepTimeModel, running: Sequence[Request], waiting: Sequence[Request]
 ) -> Engine:
-    """An exact ``Engine`` holding copies of the what-if's ``running`` and ``waiting`` requests."""
+    """An exact ``Engine`` holding copies of the what-if's ``running`` and ``waiting`` requests (without a
+    prefix cache: their ``prefix_hit`` stands for it)."""
+    config = _uncached(config)
     eng = Engine(config, model)
     for r in running:
         c = _copy(r)

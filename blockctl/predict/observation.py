@@ -16,3 +16,5 @@ class EngineObservation:
     kv_usage: float | None
     preemptions_total: float | None
     num_gpu_blocks: int | None = None  # from ``vllm:cache_config_info`` labels (the engine's true KV size)
+    prefix_queries_total: float | None = None  # vllm:prefix_cache_queries / _hits (tokens)
+    prefix_hits_total: float | None = None

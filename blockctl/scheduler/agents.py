@@ -36,7 +36,12 @@ def view_from_json(instance: str, data: Any, *, with_prediction: bool) -> Instan
             prediction = Prediction(float(times[0]), float(times[1]), float(times[2]), load[0], load[1], load[3])
     except KeyError as exc:
         raise ValueError(f"malformed agent answer: missing {exc}") from None
-    return InstanceView(instance, prediction, *load)
+    hit, bs = data.get("prefix_hit_tokens", 0), data.get("block_size", 16)
+    if type(hit) is not int or type(bs) is not int or bs < 1:
+        raise ValueError("malformed agent answer: prefix_hit_tokens or block_size is not an integer")
+    running, waiting, outstanding, free, total, waiting_blocks, recent = load
+    return InstanceView(instance, prediction, running, waiting, outstanding, free, total, waiting_blocks, recent,
+                        hit, bs)
 
 
 def _reason(content: bytes) -> str:
@@ -57,15 +62,20 @@ class AgentClient:
         self.http = Http1Pool(self.url, {"authorization": f"Bearer {token}"} if token else None)
 
     async def view(
-        self, prompt_tokens: int, output_tokens: int, *, predict: bool, timeout: float | None = None
+        self, prompt_tokens: int, output_tokens: int, *, predict: bool, timeout: float | None = None,
+        prefix: bytes = b"",
     ) -> InstanceView:
         """Ask ``/predict`` (or ``/load``); UpstreamError on failure, ValueError if malformed.
 
         ``timeout`` None: the caller bounds the call (the router cancels it at its deadline; one task less).
         """
         if predict:
-            body = b'{"prompt_tokens": %d, "predicted_output_tokens": %d}' % (prompt_tokens, output_tokens)
+            body = b'{"prompt_tokens": %d, "predicted_output_tokens": %d%s}' % (
+                prompt_tokens, output_tokens, b', "block_hashes": ' + prefix if prefix else b"")
             call = self.http.request("POST", "/predict", body, _JSON)
+        elif prefix:  # prefix-aware load policies: the agent also says how much of the prompt it holds
+            body = b'{"prompt_tokens": %d, "block_hashes": %s}' % (prompt_tokens, prefix)
+            call = self.http.request("POST", "/load", body, _JSON)
         else:
             call = self.http.request("GET", "/load")
         try:

@@ -32,12 +32,13 @@ from blockctl.scheduler import lengths
 from blockctl.scheduler.call import Flight
 from blockctl.scheduler.membership import Membership
 from blockctl.scheduler.metrics import SchedulerMetrics
+from blockctl.scheduler.parsed import parse_request
 from blockctl.scheduler.policies import RouteRequest, make_policy
 from blockctl.scheduler.proxy import Deadlines, forward
 from blockctl.scheduler.reqlog import RequestLogger, RequestLogSettings
 from blockctl.scheduler.routing import Router
 from blockctl.tokenize_api import max_model_len, tokenize_response
-from blockctl.tokens import count_prompt_tokens, get_counter, prompt_text
+from blockctl.tokens import get_counter
 
 log = logging.getLogger("blockctl.scheduler")
 
@@ -156,12 +157,13 @@ class Scheduler:
         try:
             body = parse_completion_body(raw, ENDPOINT_KIND[request.url.path])
             hint = lengths.parse_hint(request.headers.get(lengths.HINT_HEADER))
-            prompt_tokens = count_prompt_tokens(body, self.counter)
+            parsed = parse_request(body, self.counter)
+            prompt_tokens = parsed.prompt_tokens
         except (BadRequest, ValueError) as exc:
             self.metrics.requests["bad_request"] += 1
             return bad_request_response(exc if isinstance(exc, BadRequest) else BadRequest(str(exc)))
         started = time.perf_counter()
-        tagged = await self._tag(body) if hint is None and self.tagger is not None else None
+        tagged = await self._tag(parsed.text) if hint is None and self.tagger is not None else None
         output_tokens, source = lengths.resolve(
             hint=hint, tagged=tagged, limit=body.output_limit(), ignore_eos=body.ignore_eos,
             default=self.settings.default_output_tokens,
@@ -172,7 +174,8 @@ class Scheduler:
             self.metrics.requests["no_instance"] += 1
             return error_response(503, NO_INSTANCE, type="service_unavailable")
         length = prior(output_tokens) if source in ("tagger", "fallback") else None
-        route = RouteRequest(prompt_tokens, output_tokens, true_output_tokens=hint, length=length)
+        route = RouteRequest(prompt_tokens, output_tokens, true_output_tokens=hint, length=length,
+                             prefix=parsed.hashes_json)
         candidates = await self.router.candidates(route, serving, clients)
         self.metrics.routing_seconds.observe(time.perf_counter() - started)
         headers = {
@@ -185,7 +188,7 @@ class Scheduler:
         if length is not None:  # one number stands for a distribution: let the agent know
             headers["x-blockctl-predicted-output-quantiles"] = format_atoms(length)
         done = None if self.request_log is None else self.request_log.done(
-            prompt=prompt_text(body), prompt_tokens=prompt_tokens, predicted=output_tokens, source=source,
+            prompt=parsed.text, prompt_tokens=prompt_tokens, predicted=output_tokens, source=source,
             model=body.model or "")
         flight = Flight(self.flights)
         # Starlette cancels a streamed reply when its client leaves; a non-streamed one needs a watcher.
@@ -215,10 +218,10 @@ class Scheduler:
         except BadRequest:
             return None
 
-    async def _tag(self, body: object) -> int | None:
+    async def _tag(self, text: str) -> int | None:
         assert self.tagger is not None
         try:
-            return await self.tagger.predict(prompt_text(body))
+            return await self.tagger.predict(text)
         except Exception as exc:  # a broken tagger must not break routing: use the fallback length
             log.warning("length tagger failed (%s); using the fallback length", type(exc).__name__)
             return None

@@ -34,6 +34,7 @@ class RouteRequest:
     predicted_output_tokens: int
     true_output_tokens: int | None = None  # known only in simulation / oracle experiments
     length: LengthDist | None = None  # the predicted length as a distribution, when the tagger gives one
+    prefix: bytes = b""  # the prompt's block hashes as a JSON array (scheduler/parsed.py), sent to /predict
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,8 @@ class InstanceView:
     kv_total_blocks: int
     waiting_prompt_blocks: int  # KV blocks the waiting requests' prompts will need (Llumnix freeness)
     recent_requests: int  # requests the instance received in the last 60 s (min-qpm)
+    prefix_hit_tokens: int = 0  # tokens of this request's prompt the instance's prefix cache holds
+    block_size: int = 16  # the instance's KV block size (tokens)
 
 
 def blank_view(instance: str) -> InstanceView:
@@ -75,6 +78,7 @@ class Policy(ABC):
     name: ClassVar[str]  # registry key: the same on the CLI, in config, in results
     needs_prediction: ClassVar[bool] = False  # ask agents /predict (else /load)
     needs_load: ClassVar[bool] = True  # False: the views may be blank (see blank_view)
+    needs_prefix: ClassVar[bool] = False  # True: the views need ``prefix_hit_tokens`` (/load is asked with it)
 
     def sample(self, instances: Sequence[str], rng: random.Random) -> list[str]:
         """Which instances to ask about this request: all of them by default."""
@@ -256,6 +260,17 @@ POLICIES: dict[str, type[Policy]] = {
         INFaaS, Oracle,
     )
 }
+
+
+def _register_prefix_policies() -> None:
+    """The prefix-aware baselines live in their own module (it imports this one)."""
+    from blockctl.scheduler.prefix_policies import CacheAware, KvCost, PrefixLoad
+
+    for cls in (CacheAware, PrefixLoad, KvCost):
+        POLICIES[cls.name] = cls
+
+
+_register_prefix_policies()
 
 
 def make_policy(name: str, **params: Any) -> Policy:

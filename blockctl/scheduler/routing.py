@@ -84,9 +84,10 @@ class Router:
         asked = [n for n in self.policy.sample(serving, self.rng) if n in clients]
         predict = self.policy.needs_prediction
         length = self.policy.prediction_length(request)
+        prefix = request.prefix if predict or self.policy.needs_prefix else b""
         tasks = [
             asyncio.ensure_future(
-                clients[n].view(request.prompt_tokens, length, predict=predict)
+                clients[n].view(request.prompt_tokens, length, predict=predict, prefix=prefix)
             )
             for n in asked
         ]

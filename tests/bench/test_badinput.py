@@ -25,7 +25,7 @@ async def test_every_bad_request_gets_openai_error_json(tmp_path: Path) -> None:
                 assert (await http.get("/health")).status_code == 200
     failures = [(r.target, f.case, f.problem) for r in reports for f in r.results if not f.correct]
     assert failures == []
-    assert {r.target: r.tried for r in reports} == {"scheduler": 118, "agent": 136, "emulator": 117}
+    assert {r.target: r.tried for r in reports} == {"scheduler": 118, "agent": 142, "emulator": 117}
     answered = sum(servers.scheduler.metrics.routed.values())
     lines = servers.request_log.read_text(encoding="utf-8").splitlines()
     assert answered >= 10 and len(lines) == answered  # 4xx answers of the instance are logged too

@@ -165,3 +165,11 @@ def test_a_cached_prefix_shortens_the_predicted_ttft() -> None:
     cold = predict_exact(cfg, model, [], [], Request("n", 3000, 10))
     warm = predict_exact(cfg, model, [], [], Request("n", 3000, 10, prefix_hit=2992))
     assert warm.ttft_s < 0.5 * cold.ttft_s
+
+
+def test_the_what_if_takes_hits_from_requests_even_under_a_caching_config() -> None:
+    prof = load_profile(DEFAULT_PROFILE)
+    plain = prof.engine_defaults()
+    caching = dataclasses.replace(plain, enable_prefix_caching=True)
+    new = Request("n", 3000, 10, prefix_hit=2992)
+    assert predict_exact(caching, prof.model, [], [], new) == predict_exact(plain, prof.model, [], [], new)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -12,7 +13,7 @@ from blockctl.engine.decodegroup import simulate
 from blockctl.engine.fit import row_shape
 from blockctl.engine.profile import DEFAULT_PROFILE, load_profile
 from blockctl.engine.types import EngineConfig, Phase, Request, StepShape
-from blockctl.engine.whatif import predict, predict_exact, restore_state
+from blockctl.engine.whatif import Forecaster, predict, predict_exact, restore_state
 from blockctl.errors import EngineError
 
 PROFILE = load_profile(DEFAULT_PROFILE)
@@ -84,14 +85,31 @@ def test_overrun_predictions_and_impossible_requests() -> None:
         predict(CFG, PROFILE.model, [], [], Request("n", 50, 0))
 
 
+def _queued(waiting: list[tuple[int, int, int, int]], new: tuple[int, int, int]) -> tuple[list[Request], Request]:
+    """The drawn waiting requests and new one; ``prefix_hit``: the part of a prompt the instance's cache holds
+    (0, a quarter, ..., all of it)."""
+    wait = [Request(f"w{i}", p, o + extra, num_output_tokens=o, prefix_hit=p * k // 4)
+            for i, (p, o, extra, k) in enumerate(waiting)]
+    return wait, Request("new", new[0], new[1], prefix_hit=new[0] * new[2] // 4)
+
+
+def _in_prefill(run: list[Request], prefill_last: int) -> None:
+    """With ``prefill_last`` >= 0, the last admitted running request is still in its (chunked) prefill."""
+    if run and prefill_last >= 0:
+        last = run[-1]
+        last.num_output_tokens = 0
+        last.num_computed_tokens = min(prefill_last, last.prompt_tokens - 1)
+
+
 _states = st.lists(st.tuples(st.integers(1, 300), st.integers(0, 120), st.integers(1, 150)), max_size=24)
 
 
 @settings(max_examples=150, deadline=None)
 @given(
     running=_states,
-    waiting=st.lists(st.tuples(st.integers(1, 300), st.integers(0, 5), st.integers(1, 150)), max_size=12),
-    new=st.tuples(st.integers(1, 300), st.integers(1, 150)),
+    waiting=st.lists(st.tuples(st.integers(1, 300), st.integers(0, 5), st.integers(1, 150), st.integers(0, 4)),
+                     max_size=12),
+    new=st.tuples(st.integers(1, 300), st.integers(1, 150), st.integers(0, 4)),
     block_size=st.sampled_from([1, 4, 16]),
     blocks=st.integers(30, 400),
     seqs=st.integers(1, 32),
@@ -99,7 +117,7 @@ _states = st.lists(st.tuples(st.integers(1, 300), st.integers(0, 120), st.intege
     prefill_last=st.integers(-1, 40),
 )
 def test_decode_group_fast_path_equals_the_exact_engine(
-    running: list[tuple[int, int, int]], waiting: list[tuple[int, int, int]], new: tuple[int, int],
+    running: list[tuple[int, int, int]], waiting: list[tuple[int, int, int, int]], new: tuple[int, int, int],
     block_size: int, blocks: int, seqs: int, budget: int, prefill_last: int,
 ) -> None:
     cfg = EngineConfig(block_size=block_size, num_gpu_blocks=blocks, max_num_seqs=seqs,
@@ -107,12 +125,8 @@ def test_decode_group_fast_path_equals_the_exact_engine(
     run = [Request(f"r{i}", p, o + extra, num_computed_tokens=p + o - 1 if o else 0, num_output_tokens=o,
                    phase=Phase.RUNNING)
            for i, (p, o, extra) in enumerate(running)]
-    if run and prefill_last >= 0:  # the last admitted one is still in its (chunked) prefill
-        last = run[-1]
-        last.num_output_tokens = 0
-        last.num_computed_tokens = min(prefill_last, last.prompt_tokens - 1)
-    wait = [Request(f"w{i}", p, o + extra, num_output_tokens=o) for i, (p, o, extra) in enumerate(waiting)]
-    target = Request("new", *new)
+    _in_prefill(run, prefill_last)
+    wait, target = _queued(waiting, new)
     def fits(r: Request) -> bool:
         return -(-(r.prompt_tokens + r.output_tokens - 1) // block_size) <= blocks
 
@@ -121,6 +135,10 @@ def test_decode_group_fast_path_equals_the_exact_engine(
             predict_exact(cfg, PROFILE.model, run, wait, target)
         return
     exact = predict_exact(cfg, PROFILE.model, run, wait, target)
+    # the simulator's Forecaster (state read once), under a caching config too: hits come from the requests
+    caching = dataclasses.replace(cfg, enable_prefix_caching=True)
+    assert Forecaster(caching, PROFILE.model, run, wait).predict(target) == predict(cfg, PROFILE.model, run, wait,
+                                                                                     target)
     fast = simulate(cfg, PROFILE.model, run, wait, target)
     if fast is None:  # states the group cannot express: the exact path answers through predict()
         assert predict(cfg, PROFILE.model, run, wait, target) == exact
@@ -166,8 +184,9 @@ def _exact_preemptions(cfg: EngineConfig, run: list[Request], wait: list[Request
 @given(
     running=st.lists(st.tuples(st.integers(1, 200), st.integers(1, 80), st.integers(1, 120)), min_size=1,
                      max_size=20),
-    waiting=st.lists(st.tuples(st.integers(1, 200), st.integers(0, 3), st.integers(1, 120)), max_size=10),
-    new=st.tuples(st.integers(1, 200), st.integers(1, 120)),
+    waiting=st.lists(st.tuples(st.integers(1, 200), st.integers(0, 3), st.integers(1, 120), st.integers(0, 4)),
+                     max_size=10),
+    new=st.tuples(st.integers(1, 200), st.integers(1, 120), st.integers(0, 4)),
     block_size=st.sampled_from([1, 4, 16]),
     slack=st.integers(0, 40),
     seqs=st.integers(4, 24),
@@ -175,20 +194,16 @@ def _exact_preemptions(cfg: EngineConfig, run: list[Request], wait: list[Request
     prefill_last=st.integers(-1, 40),
 )
 def test_the_decode_group_preempts_like_the_engine_without_handing_over(
-    monkeypatch: pytest.MonkeyPatch, running: list[tuple[int, int, int]], waiting: list[tuple[int, int, int]],
-    new: tuple[int, int], block_size: int, slack: int, seqs: int, budget: int, prefill_last: int,
+    monkeypatch: pytest.MonkeyPatch, running: list[tuple[int, int, int]], waiting: list[tuple[int, int, int, int]],
+    new: tuple[int, int, int], block_size: int, slack: int, seqs: int, budget: int, prefill_last: int,
 ) -> None:
     """KV just large enough for what runs now (plus ``slack`` blocks): decoders soon run out and preempt."""
     import blockctl.engine.decodegroup as dg
 
     run = [Request(f"r{i}", p, o + extra, num_computed_tokens=p + o - 1, num_output_tokens=o, phase=Phase.RUNNING)
            for i, (p, o, extra) in enumerate(running[:seqs])]
-    if prefill_last >= 0:
-        last = run[-1]
-        last.num_output_tokens = 0
-        last.num_computed_tokens = min(prefill_last, last.prompt_tokens - 1)
-    wait = [Request(f"w{i}", p, o + extra, num_output_tokens=o) for i, (p, o, extra) in enumerate(waiting)]
-    target = Request("new", *new)
+    _in_prefill(run, prefill_last)
+    wait, target = _queued(waiting, new)
     held = sum(-(-r.num_computed_tokens // block_size) for r in run)
     longest = max(-(-(r.prompt_tokens + r.output_tokens - 1) // block_size) for r in [*run, *wait, target])
     cfg = EngineConfig(block_size=block_size, num_gpu_blocks=max(held, longest) + slack, max_num_seqs=seqs,
@@ -231,7 +246,6 @@ def test_tight_kv_states_do_preempt_and_stay_on_the_fast_path(monkeypatch: pytes
 def test_a_forecaster_answers_like_predict_for_many_new_requests_on_one_state() -> None:
     """The simulator reads a state once and asks it for every arrival until the state changes."""
     from blockctl.engine.benchmark import decoding_state, sample_request
-    from blockctl.engine.whatif import Forecaster
 
     rng = random.Random(17)
     running, waiting = decoding_state(rng, 48, 32)

@@ -39,11 +39,13 @@ class FakeAgent:
     predicts: list[dict[str, Any]] = field(default_factory=list)
     forwarded: list[dict[str, str]] = field(default_factory=list)  # headers of forwarded traffic
     loads: int = 0
+    prefix_hit_tokens: int = 0  # answered to a POST /load (prefix-aware load policies)
+    load_bodies: list[dict[str, Any]] = field(default_factory=list)
 
     def app(self) -> Starlette:
         return Starlette(routes=[
             Route("/predict", self._predict, methods=["POST"]),
-            Route("/load", self._load, methods=["GET"]),
+            Route("/load", self._load, methods=["GET", "POST"]),
             Route("/v1/completions", self._complete, methods=["POST"]),
             Route("/v1/chat/completions", self._complete, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
@@ -77,6 +79,10 @@ class FakeAgent:
         if 503 in (self.traffic_status, self.predict_status):  # a real agent whose engine is down: probes fail
             err = {"message": "engine unreachable", "type": "x", "param": None, "code": "engine_unhealthy"}
             return JSONResponse({"error": err}, status_code=503)
+        if request.method == "POST":
+            self.load_bodies.append(await request.json())
+            return JSONResponse({**self._load_json(), "prefix_hit_tokens": self.prefix_hit_tokens,
+                                 "block_size": 16})
         return JSONResponse(self._load_json())
 
     async def _models(self, request: Request) -> Response:

@@ -41,7 +41,7 @@ def choose(name: str, views: list[InstanceView], seed: int = 0, **params: object
 def test_registry_has_every_contract_name() -> None:
     assert set(POLICIES) == {
         "block", "block-ttft", "block-p90", "block-po2", "block-pok", "round-robin", "random", "least-outstanding",
-        "min-qpm", "llumnix", "infaas", "oracle",
+        "min-qpm", "llumnix", "infaas", "oracle", "cache-aware", "prefix-load", "kv-cost",
     }
     for name, cls in POLICIES.items():
         assert cls.name == name

@@ -126,17 +126,18 @@ class ClusterSim:
 
     def dispatch(
         self, index: int, t: float, prompt_tokens: int, output_tokens: int, predicted: int,
-        length: LengthDist | None = None,
+        length: LengthDist | None = None, block_hashes: Sequence[int] | None = None,
     ) -> SimRecord:
         """Route a request arriving at ``t`` (after :meth:`advance` to ``t``) and hand it to an engine;
-        ``length`` is its predicted length as a distribution (None: exactly ``predicted``)."""
+        ``length`` is its predicted length as a distribution (None: exactly ``predicted``); ``block_hashes``
+        key its blocks in the engines' prefix caches (when the config turns caching on)."""
         route = RouteRequest(prompt_tokens, predicted, output_tokens, length)
         policy = self.policy
         names = policy.sample(self.names, self.rng)
         told = policy.prediction_length(route)
         if policy.needs_prediction or policy.needs_load:
             ask = policy.needs_prediction
-            views = [self._view(self._instances[n], t, prompt_tokens, told, ask) for n in names]
+            views = [self._view(self._instances[n], t, prompt_tokens, told, ask, block_hashes) for n in names]
         else:
             views = [blank_view(n) for n in names]
         chosen = policy.choose(route, views, self.rng)
@@ -145,16 +146,21 @@ class ClusterSim:
         rec = SimRecord(index, chosen, t, prompt_tokens, output_tokens, told,
                         None if pred is None else pred.ttft_s, None if pred is None else pred.e2e_s)
         self.records.append(rec)
-        req = Request(str(index), prompt_tokens, output_tokens, arrival_time=t)
+        req = Request(str(index), prompt_tokens, output_tokens, arrival_time=t, block_hashes=block_hashes)
         try:
             inst.engine.add(req)
         except EngineError as exc:
             rec.error = exc.message
             return rec
-        inst.agent.admit(req, told, t, length=length)
+        inst.agent.admit(req, told, t, length=length, block_hashes=block_hashes)
         inst.adds += 1
         self._inflight[req.req_id] = rec
         return rec
+
+    def prefix_cache_counts(self) -> tuple[int, int]:
+        """(queries, hits) in tokens, summed over the instances' prefix caches (as vLLM counts them)."""
+        caches = [i.engine.cache for i in self._instances.values() if i.engine.cache is not None]
+        return sum(c.queries for c in caches), sum(c.hits for c in caches)
 
     def agent_queues(self, name: str) -> tuple[list[Request], list[Request]]:
         """(running, waiting) of instance ``name`` as its agent sees them (fresh copies, predicted lengths)."""
@@ -174,7 +180,8 @@ class ClusterSim:
         return n
 
     def _view(
-        self, inst: _Instance, t: float, prompt_tokens: int, told: int, with_prediction: bool
+        self, inst: _Instance, t: float, prompt_tokens: int, told: int, with_prediction: bool,
+        block_hashes: Sequence[int] | None = None,
     ) -> InstanceView:
         engine = inst.engine
         agent = inst.agent
@@ -185,10 +192,11 @@ class ClusterSim:
             view = agent.view()
             whatif = Forecaster(view.config, self.model, view.running, view.waiting)
             inst.observed = (key, view, whatif)
+        hit = agent.prefix_hit(prompt_tokens, block_hashes)
         prediction: Prediction | None = None
         if with_prediction:
             cap = max(1, self.config.max_model_len - prompt_tokens)
-            new = Request("new", prompt_tokens, min(told, cap))
+            new = Request("new", prompt_tokens, min(told, cap), prefix_hit=hit)
             p = whatif.predict(new)
             lag = max(0.0, engine.now - t)
             prediction = Prediction(p.ttft_s + lag, p.e2e_s + lag, p.queue_s + lag, p.running, p.waiting,
@@ -203,6 +211,8 @@ class ClusterSim:
             kv_total_blocks=view.kv_total_blocks,
             waiting_prompt_blocks=view.waiting_prompt_blocks,
             recent_requests=agent.tracker.recent_requests(t),
+            prefix_hit_tokens=hit,
+            block_size=self.config.block_size,
         )
 
     def _finish(self, inst: _Instance, req: Request) -> SimRecord:
@@ -224,6 +234,7 @@ def simulate(
     abort: Slo | Sequence[AbortWindow] | None = None,
     check_every: int = 25,
     lengths: Sequence[LengthDist | None] | None = None,
+    hashes: Sequence[Sequence[int] | None] | None = None,
 ) -> bool:
     """Feed every request at its arrival time, then drain; False if stopped early because ``abort`` broke.
 
@@ -249,7 +260,7 @@ def simulate(
             ):
                 return False
         rec = sim.dispatch(i, t, prompt_tokens[i], output_tokens[i], predicted[i],
-                           None if lengths is None else lengths[i])
+                           None if lengths is None else lengths[i], None if hashes is None else hashes[i])
         if rec.error is not None:
             for k, w in enumerate(windows):
                 over_done[k] += i >= w.start

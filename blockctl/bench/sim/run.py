@@ -25,6 +25,7 @@ from blockctl.bench.steady import (
     window_throughput,
 )
 from blockctl.bench.workloads import WorkItem, arrival_times, load_workload
+from blockctl.engine.prefixcache import block_hashes
 from blockctl.engine.profile import DEFAULT_PROFILE, Profile, load_profile
 from blockctl.engine.types import EngineConfig
 from blockctl.errors import ConfigError
@@ -53,6 +54,9 @@ class SimSetup:
     noise: bool = True  # step-time noise from the profile's measured spread
     time_scale: float = 1.0  # trace arrivals only
     duration: float | None = None  # seconds of arrivals per run (then ``requests`` is not used)
+    # vLLM's prefix caching (its default): on for workloads whose items carry token ids; a workload without
+    # them shares no prefix, and its engines run without the cache, exactly as before it existed.
+    prefix_caching: bool = True
 
     def validate(self) -> None:
         if self.instances < 1:
@@ -91,6 +95,7 @@ class Prepared:
     profile: Profile
     config: EngineConfig
     lengths: list[LengthDist | None] | None = None  # ... and as a distribution (None: exactly ``predicted``)
+    hashes: list[list[int] | None] | None = None  # block hashes per item when the engines cache prefixes
 
 
 @dataclass(slots=True)
@@ -118,8 +123,13 @@ def prepare(setup: SimSetup, requests: int | None = None) -> Prepared:
     predicted = predicted_lengths(
         spec, [i.output_tokens for i in items], [i.prompt for i in items], seed=setup.seed + 7919
     )
+    hashes = None
+    if setup.prefix_caching and any(i.token_ids is not None for i in items):
+        config = dataclasses.replace(config, enable_prefix_caching=True)
+        bs = config.block_size
+        hashes = [None if i.token_ids is None else block_hashes(list(i.token_ids), bs) for i in items]
     prompts = [i.prompt for i in items]
-    return Prepared(items, predicted, profile, config, predicted_dists(spec, predicted, prompts))
+    return Prepared(items, predicted, profile, config, predicted_dists(spec, predicted, prompts), hashes)
 
 
 @lru_cache(maxsize=8)
@@ -165,11 +175,15 @@ def run_policy(
     complete = simulate(
         sim, [i.prompt_tokens for i in items], [i.output_tokens for i in items], prepared.predicted[:n], arrivals,
         abort=abort, lengths=None if prepared.lengths is None else prepared.lengths[:n],
+        hashes=None if prepared.hashes is None else prepared.hashes[:n],
     )
     wall = time.perf_counter() - start
     ends = [r.finish_time for r in sim.records if r.finish_time is not None]
     duration = (max(ends) - arrivals[0]) if ends and arrivals else 0.0
-    return SimRun(policy, qps, sim.records, complete, wall, duration)
+    meta: dict[str, object] = {}
+    if prepared.config.enable_prefix_caching:
+        meta["prefix_cache_queries"], meta["prefix_cache_hits"] = sim.prefix_cache_counts()
+    return SimRun(policy, qps, sim.records, complete, wall, duration, meta)
 
 
 def slo_samples(run: SimRun, metric: str) -> list[float]:
@@ -251,4 +265,8 @@ def to_result(setup: SimSetup, prepared: Prepared, run: SimRun, *, label: str | 
         "wall_s": round(run.wall_s, 3),
         "steady": steady_summary(run),
     }
-    return RunResult.build(label or run.policy, "sim", config, to_records(run), duration_s=run.duration_s)
+    result = RunResult.build(label or run.policy, "sim", config, to_records(run), duration_s=run.duration_s)
+    queries, hits = run.meta.get("prefix_cache_queries"), run.meta.get("prefix_cache_hits")
+    if isinstance(queries, int) and isinstance(hits, int) and queries:
+        result.summary = dataclasses.replace(result.summary, prefix_cache_hit_rate=hits / queries)
+    return result

@@ -12,11 +12,13 @@ from pathlib import Path
 from blockctl.bench.workloads.arrivals import PROCESSES, ArrivalSpec, arrival_times, parse_arrival
 from blockctl.bench.workloads.dataset import load_builtin_sharegpt, load_sharegpt_file
 from blockctl.bench.workloads.files import read_file
+from blockctl.bench.workloads.prefixed import PREFIX_GENERATORS
 from blockctl.bench.workloads.prompts import synth_prompt
-from blockctl.bench.workloads.synthetic import GENERATORS
+from blockctl.bench.workloads.synthetic import GENERATORS as _SYNTHETIC
 from blockctl.bench.workloads.types import WorkItem, Workload
 from blockctl.errors import WorkloadError
 
+GENERATORS = {**_SYNTHETIC, **PREFIX_GENERATORS}
 WORKLOADS: tuple[str, ...] = ("sharegpt", "sharegpt:train|val|test", *GENERATORS)
 SPLITS = ("train", "val", "test")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -17,6 +18,9 @@ class WorkItem:
     prompt_tokens: int
     output_tokens: int  # reference (true) output length
     timestamp: float | None = None  # seconds from trace start (trace replay)
+    # The prompt's token ids under the workload tokenizer, and when known the reply's after them (multi-turn
+    # replays): what an engine's prefix cache hashes. None for workloads whose prompts share nothing.
+    token_ids: Sequence[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,56 @@
+"""The agent's shadow prefix cache, from what it proxied, against the emulator's own counters; and /predict
+pricing a prompt whose prefix the instance holds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import openai
+import pytest
+
+from blockctl.engine.prefixcache import block_hashes
+from blockctl.tokens import get_counter
+from blockctl_agents.emulator.app import create_app as create_emulator
+from blockctl_agents.predictor.app import create_app
+from tests.conftest import serve_app
+
+from .helpers import PROFILE, TOKEN, settings
+
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.mark.slow
+async def test_the_shadow_counts_the_hits_the_engine_counts_and_the_what_if_uses_them() -> None:
+    system = " ".join(["the quick brown fox jumps over the lazy dog"] * 150)  # ~1350 tokens
+    prompts = [f"{system} question {q}" for q in ("one", "two", "three", "one")]
+    async with serve_app(create_emulator(seed=1)) as engine_url:
+        app = create_app(settings(engine_url, scrape_interval_s=0.05), PROFILE.model)
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, headers=AUTH, timeout=30) as agent:
+            oai = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=TOKEN, max_retries=0)
+            ids = get_counter().encode(prompts[1])
+            body = {"prompt_tokens": len(ids), "predicted_output_tokens": 5}
+            cold = (await agent.post("/predict", json={**body, "block_hashes": block_hashes(ids, 16)})).json()
+            for p in prompts:  # one at a time, as the test compares counters request by request in total
+                await oai.completions.create(model="emulated", prompt=p, max_tokens=5,
+                                             extra_body={"ignore_eos": True})
+            warm = (await agent.post("/predict", json={**body, "block_hashes": block_hashes(ids, 16)})).json()
+            plain = (await agent.post("/predict", json=body)).json()
+            load = (await agent.post("/load", json={**body, "block_hashes": block_hashes(ids, 16)})).json()
+            bad = await agent.post("/predict", json={**body, "block_hashes": "nope"})
+            await oai.close()
+            for _ in range(100):  # the agent scrapes the engine's counters every 50 ms
+                state = (await agent.get("/state")).json()["prefix_cache"]
+                if state["engine_queries"] == state["shadow_queries"]:
+                    break
+                await asyncio.sleep(0.05)
+            metrics = (await agent.get("/metrics")).text
+    assert state["shadow_hits"] > 3 * 1300 and state["shadow_hits"] == state["engine_hits"]
+    assert state["agreement"] == 1.0 and state["held_requests"] == 0
+    exposed = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("blockctl_agent_prefix_shadow_")}
+    assert exposed["blockctl_agent_prefix_shadow_agreement"] == 1.0
+    assert exposed["blockctl_agent_prefix_shadow_hits_total"] == state["shadow_hits"]
+    assert warm["ttft_s"] < 0.5 * cold["ttft_s"] and warm["ttft_s"] < 0.5 * plain["ttft_s"]
+    assert load["prefix_hit_tokens"] == (len(ids) - 1) // 16 * 16 and load["block_size"] == 16
+    assert bad.status_code == 400 and "block_hashes" in bad.json()["error"]["message"]
