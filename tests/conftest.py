@@ -38,8 +38,12 @@ def _wide_cli_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
 def bind_loopback(port: int = 0) -> socket.socket:
     """A listening-ready TCP socket on 127.0.0.1 (port 0: the OS picks a free one)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()  # a port in use must not leak the socket (a ResourceWarning, an error under pytest)
+        raise
     return sock
 
 
