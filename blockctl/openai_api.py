@@ -117,10 +117,17 @@ class CompletionRequest(_Sampling):
             p = p[0]
         if len(p) == 0:
             raise ValueError("prompt: must not be empty")
-        bad = [t for t in p if isinstance(t, int) and not 0 <= t <= MAX_TOKEN_ID] if isinstance(p, list) else []
-        if bad:
-            raise ValueError(f"prompt: token id {bad[0]} is out of vocabulary")
+        bad = _bad_token_id(p) if isinstance(p, list) and isinstance(p[0], int) else None
+        if bad is not None:
+            raise ValueError(f"prompt: token id {bad} is out of vocabulary")
         return self
+
+
+def _bad_token_id(ids: list[int]) -> int | None:
+    """The first id outside [0, MAX_TOKEN_ID], or None (min/max first: C speed for the usual good prompt)."""
+    if min(ids) >= 0 and max(ids) <= MAX_TOKEN_ID:
+        return None
+    return next(t for t in ids if not 0 <= t <= MAX_TOKEN_ID)
 
 
 class ChatCompletionRequest(_Sampling):

@@ -13,14 +13,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from blockctl import __version__
 from blockctl.errors import BadRequest
 from blockctl.openai_api import (
     bad_request_response,
-    bearer_matches,
-    error_response,
     http_error_handlers,
     read_body,
 )
@@ -28,6 +25,7 @@ from blockctl.promexpo import CONTENT_TYPE
 from blockctl.tokenize_api import tokenize_response
 from blockctl.tokens import get_counter
 from blockctl_agents.emulator import metrics
+from blockctl_agents.emulator.auth import RequireKey
 from blockctl_agents.emulator.config import EmulatorSettings, resolve
 from blockctl_agents.emulator.serving import completions
 from blockctl_agents.emulator.state import Emulator
@@ -75,23 +73,6 @@ async def version(request: Request) -> Response:
     return JSONResponse({"version": f"blockctl-emulator {__version__}"})
 
 
-class _RequireKey:
-    """vLLM's ``--api-key``: every ``/v1`` route needs ``Authorization: Bearer <key>`` (401 otherwise)."""
-
-    def __init__(self, app: ASGIApp, key: str) -> None:
-        self.app, self.keys = app, (key.encode(),)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1"):
-            auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-            if not bearer_matches(auth, self.keys):
-                denied = error_response(401, "invalid or missing API key", type="authentication_error",
-                                        code="invalid_api_key")
-                await denied(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def create_app(settings: EmulatorSettings | None = None, **overrides: Any) -> Starlette:
     """A ready-to-serve emulator; ``overrides`` are EmulatorSettings fields (e.g. ``max_num_seqs=8``).
 
@@ -111,7 +92,7 @@ def create_app(settings: EmulatorSettings | None = None, **overrides: Any) -> St
         finally:
             await emu.stop()
 
-    middleware = [Middleware(_RequireKey, key=settings.api_key)] if settings.api_key else []
+    middleware = [Middleware(RequireKey, key=settings.api_key)] if settings.api_key else []
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),

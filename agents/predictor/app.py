@@ -21,8 +21,9 @@ Routes (the contract the scheduler codes against):
   its /health, else 503. ``GET /metrics``: Prometheus text.
 
 Auth: when a token is configured, every route except ``/health`` and ``/metrics`` needs
-``Authorization: Bearer <token>`` — the OpenAI routes too, so an agent on a GPU host's network port is not an
-open inference endpoint beside the scheduler. ``/health`` and ``/metrics`` carry no prompts and no secrets.
+``Authorization: Bearer <token>`` (the scheme in any case, RFC 9110) — the OpenAI routes too, so an agent on a
+GPU host's network port is not an open inference endpoint beside the scheduler. ``/health`` and ``/metrics``
+carry no prompts and no secrets.
 The token is never forwarded to the engine.
 """
 

@@ -14,6 +14,7 @@ import typer
 from blockctl.bench.badinput import TARGETS, Report, Target, corpus, run_corpus
 from blockctl.cli.ui import console, fail, handle_errors, metric_table, ok, print_json
 from blockctl.errors import ConfigError
+from blockctl.secrets import read_secret_file
 
 LOCAL_BODY_LIMIT = 1 << 20  # the local servers' body limit (the oversize case sends one byte more)
 
@@ -33,12 +34,7 @@ async def _local() -> tuple[list[Report], dict[str, Any]]:
 
 
 def _read_key(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return path.read_text(encoding="utf-8").strip() or None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path), key="api-key-file") from None
+    return read_secret_file(path, what="API key", key="--api-key-file").strip() or None if path else None
 
 
 @handle_errors

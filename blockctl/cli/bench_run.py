@@ -19,6 +19,7 @@ from blockctl.bench.results import RunResult, jsonable, save_results
 from blockctl.bench.workloads import WORKLOADS, WorkItem, parse_arrival, read_workload
 from blockctl.cli.ui import console, fail, handle_errors, ok, print_json
 from blockctl.errors import ConfigError
+from blockctl.secrets import read_secret_file
 
 LATE_WARNING_S = 0.1  # warn when the generator sends requests this much later than scheduled (p99)
 
@@ -45,7 +46,11 @@ def register(group: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="Write the full results (JSON) here."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON; no progress bar."),
         api_key: str | None = typer.Option(
-            None, "--api-key", envvar="BLOCKCTL_API_KEY", help="Bearer token for the endpoint."
+            None, "--api-key", envvar="BLOCKCTL_API_KEY",
+            help="Bearer token for the endpoint (prefer the variable or --api-key-file: a flag shows in `ps`).",
+        ),
+        api_key_file: Path | None = typer.Option(
+            None, "--api-key-file", help="File (mode 0600) holding the endpoint's bearer token."
         ),
         lengths: str = typer.Option(
             "none", "--lengths", help="none: no length information (as production); oracle: the true length "
@@ -60,6 +65,8 @@ def register(group: typer.Typer) -> None:
         if not qps > 0:
             raise ConfigError(f"must be > 0 (got {qps})", key="--qps")
         check_length_mode(lengths)
+        if api_key_file is not None:
+            api_key = read_secret_file(api_key_file, what="API key", key="--api-key-file").strip()
         arrival_spec = parse_arrival(arrival)
         request_slo = parse_request_slo(slo) if slo else None
         loaded = read_workload(workload, num_requests=requests, seed=seed)

@@ -77,3 +77,18 @@ def test_daemon_refuses_to_start_with_an_open_key_file(tmp_path: Path, capsys: p
     os.chmod(keys, 0o644)
     assert main(["--state-dir", str(tmp_path), "--port", "1", "--api-key-file", str(keys)]) == 2
     assert "must not be readable by group or others" in capsys.readouterr().err
+
+
+def test_bench_commands_read_the_client_key_from_a_private_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from blockctl.cli.main import app
+
+    key = tmp_path / "key"
+    key.write_text("sk-1\n")
+    os.chmod(key, 0o644)
+    for argv in (["bench", "run", "--endpoint", "http://127.0.0.1:1", "--api-key-file", str(key)],
+                 ["bench", "bad-input", "--endpoint", "http://127.0.0.1:1", "--api-key-file", str(key)]):
+        result = CliRunner().invoke(app, argv)
+        assert result.exit_code == 1, result.output
+        assert "must not be readable by group or others" in result.output
