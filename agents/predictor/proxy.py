@@ -27,7 +27,7 @@ from blockctl.openai_api import (
     read_body,
 )
 from blockctl.predict.lengths import told_length
-from blockctl.predict.tracker import Tracked, fallback_output_tokens
+from blockctl.predict.tracker import DEFAULT_OUTPUT_TOKENS, Tracked, fallback_output_tokens
 from blockctl.sse import EventFramer, error_event
 from blockctl.tokens import count_prompt_tokens, get_counter
 from blockctl_agents.predictor.core import AgentCore
@@ -120,8 +120,8 @@ async def forward_completion(request: Request, core: AgentCore, client: httpx.As
         limit = body.output_limit()
         told = predicted if predicted is not None else fallback_output_tokens(limit, body.ignore_eos)
         try:
-            length = told_length(request.headers.get(H_QUANTILES), predicted=told, hinted=predicted is not None,
-                                 ignore_eos=body.ignore_eos, limit=limit)
+            length = told_length(request.headers.get(H_QUANTILES), default=DEFAULT_OUTPUT_TOKENS,
+                                 hinted=predicted is not None, ignore_eos=body.ignore_eos, limit=limit)
         except ValueError as exc:
             raise BadRequest(f"header {H_QUANTILES}: {exc}", param=H_QUANTILES) from None
         if prompt_tokens is None:
