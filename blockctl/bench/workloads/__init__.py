@@ -17,7 +17,7 @@ from blockctl.bench.workloads.synthetic import GENERATORS
 from blockctl.bench.workloads.types import WorkItem, Workload
 from blockctl.errors import WorkloadError
 
-WORKLOADS: tuple[str, ...] = ("sharegpt", "sharegpt:train|val|test", *GENERATORS)
+WORKLOADS: tuple[str, ...] = ("sharegpt", "sharegpt:test", *GENERATORS)  # also sharegpt:train, sharegpt:val
 SPLITS = ("train", "val", "test")
 
 __all__ = [
