@@ -34,7 +34,7 @@ from blockctl.openai_api import (
     read_body,
 )
 from blockctl.predict.lengths import told_length
-from blockctl.predict.tracker import Tracked, fallback_output_tokens
+from blockctl.predict.tracker import DEFAULT_OUTPUT_TOKENS, Tracked, fallback_output_tokens
 from blockctl.scheduler.call import UNSTARTED_HEADER, Call
 from blockctl.scheduler.http1 import Http1Pool, Stream
 from blockctl.sse import EventFramer, error_event
@@ -163,8 +163,8 @@ async def forward_completion(request: Request, core: AgentCore, up: Upstream) ->
         limit = body.output_limit()
         told = predicted if predicted is not None else fallback_output_tokens(limit, body.ignore_eos)
         try:
-            length = told_length(request.headers.get(H_QUANTILES), predicted=told, hinted=predicted is not None,
-                                 ignore_eos=body.ignore_eos, limit=limit)
+            length = told_length(request.headers.get(H_QUANTILES), default=DEFAULT_OUTPUT_TOKENS,
+                                 hinted=predicted is not None, ignore_eos=body.ignore_eos, limit=limit)
         except ValueError as exc:
             raise BadRequest(f"header {H_QUANTILES}: {exc}", param=H_QUANTILES) from None
         token_ids = prompt_token_ids(body, get_counter(core.settings.tokenizer))  # the shadow cache hashes them

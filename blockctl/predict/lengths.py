@@ -123,17 +123,18 @@ def format_atoms(d: LengthDist) -> str:
 
 
 def told_length(
-    quantiles: str | None, *, predicted: int, hinted: bool, ignore_eos: bool, limit: int | None
+    quantiles: str | None, *, default: int, hinted: bool, ignore_eos: bool, limit: int | None
 ) -> LengthDist | None:
     """The distribution an agent keeps for a request it was told ``predicted`` tokens for (None: exact).
 
     The ``x-blockctl-predicted-output-quantiles`` header (``quantiles``) wins. Else a length the router
     sent (``hinted``: its tagger's mean or the client's hint) or ``ignore_eos`` with ``max_tokens`` (the
-    length is then known) is taken as exact, the stronger evidence; with neither, ``predicted`` is a
-    fallback that says nothing about this request, so it is the :func:`prior` at that mean.
+    length is then known) is taken as exact, the stronger evidence; with neither, the agent's fallback
+    ``default`` says nothing about this request, so it is the :func:`prior` at that mean (``max_tokens``
+    caps it where it runs).
     ValueError for a malformed header."""
     if quantiles is not None:
         return parse_atoms(quantiles)
     if hinted or (ignore_eos and limit is not None):
         return None
-    return prior(predicted)
+    return prior(default)

@@ -173,7 +173,9 @@ class Scheduler:
         if not serving:
             self.metrics.requests["no_instance"] += 1
             return error_response(503, NO_INSTANCE, type="service_unavailable")
-        length = prior(output_tokens) if source in ("tagger", "fallback") else None
+        # a number that stands for a distribution (max_tokens still caps it where it runs)
+        length = (prior(tagged) if source == "tagger" and tagged else
+                  prior(self.settings.default_output_tokens) if source == "fallback" else None)
         route = RouteRequest(prompt_tokens, output_tokens, true_output_tokens=hint, length=length,
                              prefix=parsed.hashes_json)
         candidates = await self.router.candidates(route, serving, clients)

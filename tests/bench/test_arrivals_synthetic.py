@@ -88,7 +88,7 @@ def test_burstgpt_zipf_lengths_and_gamma_timestamps() -> None:
 
 def test_every_builtin_name_is_loadable_without_the_dataset() -> None:
     for name in WORKLOADS:
-        if not name.startswith("sharegpt"):  # sharegpt, its tagger splits and conversations need the dataset
+        if not name.startswith("sharegpt"):  # the ShareGPT forms need the dataset
             assert len(load_workload(name, num_requests=3)) == 3
 
 

@@ -128,5 +128,8 @@ async def test_invalid_body_is_a_400_before_the_engine(agent: httpx.AsyncClient)
         "/v1/completions", headers={**AUTH, "x-blockctl-predicted-output-tokens": "x"}, json={"prompt": "hi"}
     )
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "x-blockctl-predicted-output-tokens"
+    bad_quantiles = {**AUTH, "x-blockctl-predicted-output-quantiles": "10,0,30"}
+    resp = await agent.post("/v1/completions", headers=bad_quantiles, json={"prompt": "hi"})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "x-blockctl-predicted-output-quantiles"
     state = (await agent.get("/state", headers=AUTH)).json()
     assert state["totals"]["requests"] == 0

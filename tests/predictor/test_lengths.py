@@ -66,9 +66,9 @@ def test_what_the_agent_keeps_for_what_it_was_told() -> None:
     from blockctl.predict.lengths import told_length
 
     sent = format_atoms(dist([5, 50, 500]))
-    assert told_length(sent, predicted=185, hinted=True, ignore_eos=False, limit=None) is dist([5, 50, 500])
-    assert told_length(None, predicted=40, hinted=True, ignore_eos=False, limit=None) is None  # a hint: exact
-    assert told_length(None, predicted=64, hinted=False, ignore_eos=True, limit=64) is None  # ignore_eos: exact
-    assert told_length(None, predicted=256, hinted=False, ignore_eos=False, limit=None) is prior(256)  # nothing
+    assert told_length(sent, default=256, hinted=True, ignore_eos=False, limit=None) is dist([5, 50, 500])
+    assert told_length(None, default=256, hinted=True, ignore_eos=False, limit=None) is None  # a hint: exact
+    assert told_length(None, default=256, hinted=False, ignore_eos=True, limit=64) is None  # ignore_eos: exact
+    assert told_length(None, default=256, hinted=False, ignore_eos=False, limit=64) is prior(256)  # nothing
     with pytest.raises(ValueError):
-        told_length("1,x", predicted=1, hinted=True, ignore_eos=False, limit=None)
+        told_length("1,x", default=256, hinted=True, ignore_eos=False, limit=None)

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from blockctl.cluster.state import ensure_token, load_state
+from blockctl.predict.lengths import format_atoms, prior
 from blockctl.scheduler.app import SchedulerSettings, create_app
 from blockctl.tokens import get_counter
 from tests.conftest import free_port, serve_app
@@ -50,6 +51,8 @@ async def test_block_routes_to_least_predicted_e2e_and_passes_headers(tmp_path: 
     assert len(slow.predicts) == len(fast.predicts) == 1 and not slow.forwarded
     sent = fast.forwarded[0]
     assert sent["x-blockctl-predicted-output-tokens"] == "64"
+    # the fallback stands for ShareGPT's length shape at its mean (max_tokens caps it at the agent)
+    assert sent["x-blockctl-predicted-output-quantiles"] == format_atoms(prior(256))
     assert int(sent["x-blockctl-prompt-tokens"]) == fast.predicts[0]["prompt_tokens"] > 0
     assert sent["x-blockctl-predicted-e2e-ms"] == "500.0"
     assert sent["authorization"] == f"Bearer {fast.token}"

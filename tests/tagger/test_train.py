@@ -45,6 +45,8 @@ def test_tagger_learns_more_than_the_median(tiny_tagger: Path, synthetic_jsonl: 
     assert set(rows) == {"median", "ngram-ridge", "tiny", "tiny (mean)"}  # typical and calibrated mean
     assert rows["tiny"]["mae"] < 0.6 * rows["median"]["mae"]
     assert rows["tiny"]["kendall_tau"] > 0.4
+    (cover,) = report["intervals"]  # the calibrated P10–P90 on the held-out split
+    assert cover["name"] == "tiny" and 0.6 <= cover["coverage"] <= 0.95 and cover["median_width"] > 0
     # the same split as training used: the saved test metrics are reproduced by a fresh load
     saved = json.loads((tiny_tagger / "metrics.json").read_text())["test"]
     assert rows["tiny"]["mae"] == pytest.approx(saved["mae"])

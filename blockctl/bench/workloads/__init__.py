@@ -19,7 +19,7 @@ from blockctl.bench.workloads.types import WorkItem, Workload
 from blockctl.errors import WorkloadError
 
 GENERATORS = {**_SYNTHETIC, **PREFIX_GENERATORS}
-WORKLOADS: tuple[str, ...] = ("sharegpt", "sharegpt:train|val|test", *GENERATORS)
+WORKLOADS: tuple[str, ...] = ("sharegpt", "sharegpt:test", *GENERATORS)  # also sharegpt:train, sharegpt:val
 SPLITS = ("train", "val", "test")
 
 __all__ = [
