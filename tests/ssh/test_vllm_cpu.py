@@ -43,6 +43,9 @@ async def test_agent_in_front_of_real_vllm(ssh_server: SshServer, tmp_path: Path
             "health_timeout_s": 900,
         },
         ports={"engine": engine_port, "agent": agent_port},
+        # This test is about the agent in front of a real vLLM, not about measuring a profile (that is
+        # tests/predictor/test_vllm_fidelity.py): keep `up` from profiling the engine first.
+        profiles={"measure": False},
     )
     state_dir = tmp_path / "state"
     state, outcomes = await lifecycle.up(spec, spec_file="cluster.yaml", state_dir=state_dir)
