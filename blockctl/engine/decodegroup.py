@@ -56,40 +56,58 @@ def columns(
     n_run = len(running)
     if max_seqs > budget or n_run > max_seqs:
         return None
-    prompt = [r.prompt_tokens for r in running]
-    produced = [r.num_output_tokens for r in running]
-    c0 = [r.num_computed_tokens for r in running]
-    batch = 0
-    for p, o, c in zip(prompt, produced, c0, strict=True):
-        if o <= 0 or c != p + o - 1:
-            break
-        batch += 1
+    # One pass per queue (this runs for every instance state in the simulator, so it is kept flat).
+    prompt: list[int] = []
+    produced: list[int] = []
+    out: list[int] = []
+    c0: list[int] = []
+    fin: list[int] = []
+    hist = [0] * bs
+    batch = used = sumc0 = longest = 0
     pre = -1
     pre_c = 0
-    if batch < n_run:
-        pre, pre_c = batch, c0[batch]
-        if batch != n_run - 1 or produced[pre] < 0 or not 0 <= pre_c < prompt[pre] + produced[pre]:
+    for r in running:
+        p, o, c, t = r.prompt_tokens, r.num_output_tokens, r.num_computed_tokens, r.output_tokens
+        if t <= o:
+            t = o + 1  # a prediction already overrun: one more token
+        prompt.append(p)
+        produced.append(o)
+        out.append(t)
+        if p + t > longest:
+            longest = p + t
+        if pre < 0 and o > 0 and c == p + o - 1:  # decoding (decoders come first, in admission order)
+            c0.append(c)
+            fin.append(t - o)
+            hist[c % bs] += 1
+            sumc0 += c
+            used += -(-c // bs)
+            batch += 1
+        elif pre < 0 and batch == n_run - 1 and o >= 0 and 0 <= c < p + o:  # the last admitted, prefilling
+            pre, pre_c = batch, c
+            c0.append(0)
+            fin.append(0)
+            used += -(-c // bs)
+        else:
             return None
-        c0[pre] = 0
-    used = sum([-(-c // bs) for c in c0]) + (-(-pre_c // bs))
-    prompt += [r.prompt_tokens for r in waiting]
-    produced += [max(0, r.num_output_tokens) for r in waiting]
-    out = [r.output_tokens for r in running]
-    out += [r.output_tokens for r in waiting]
-    out = [t if t > o else o + 1 for t, o in zip(out, produced, strict=True)]
-    longest = max([p + t for p, t in zip(prompt, out, strict=True)], default=0)
+    for r in waiting:
+        p, o, t = r.prompt_tokens, r.num_output_tokens, r.output_tokens
+        if o < 0:
+            o = 0
+        if t <= o:
+            t = o + 1
+        prompt.append(p)
+        produced.append(o)
+        out.append(t)
+        if p + t > longest:
+            longest = p + t
     if min(prompt, default=1) < 1 or used > cfg.num_gpu_blocks:
         return None
-    fin = [t - o for t, o in zip(out[:batch], produced[:batch], strict=True)]
-    heap = list(zip(fin, range(batch), strict=True))
+    heap = list(zip(fin[:batch], range(batch), strict=True))
     heapify(heap)
-    n_all = len(prompt)
-    fin += [0] * (n_all - batch)
-    c0 += [0] * (n_all - n_run)
-    hist = [0] * bs
-    for c in c0[:batch]:
-        hist[c % bs] += 1
-    return Columns(cfg, model, prompt, produced, out, c0, fin, heap, hist, sum(c0[:batch]), batch, pre, pre_c, used,
+    n_wait = len(waiting)
+    fin += [0] * n_wait
+    c0 += [0] * n_wait
+    return Columns(cfg, model, prompt, produced, out, c0, fin, heap, hist, sumc0, batch, pre, pre_c, used,
                    n_run, longest, [r.prefix_hit for r in waiting])
 
 
@@ -137,22 +155,47 @@ def forecast(cols: Columns, new: Request) -> Prediction | None:
     gpu_ms_raw = model.gpu_ms_raw
     dec_a, dec_b = model.decode_table(len(prompt))  # a pure-decode step of n sequences: dec_a[n] + dec_b * ctx
     while True:
-        if wi > target and pre < 0 and fin[target] > 0 and batch * -(-(fin[target] - g) // bs) <= free and not front:
-            # The target decodes, nobody waits, and the blocks cannot run out before it finishes: only
-            # finishes remain, visited in order without the per-event bookkeeping of the loop below.
-            for f, i in sorted(heap):
-                if fin[i] != f:
-                    continue  # a stale entry: preempted since
-                if f != g:
-                    k = f - g
-                    now += (k * (dec_a[batch] + dec_b * (sumc0 + batch * g)) + dec_b * batch * k * (k - 1) * 0.5
-                            ) * 1e-3
-                    g = f
-                if i == target:
-                    return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_run,
-                                      waiting=n_waiting, kv_free_blocks=total_blocks - used)
-                batch -= 1
-                sumc0 -= c0[i]
+        if wi > target and pre < 0 and not front and fin[target] > 0:
+            # The target decodes and nobody waits: only finishes remain, visited in order with the blocks
+            # counted per stretch, without the admission bookkeeping below, until the target finishes or a
+            # block would run out before the next finish (the loop below then preempts).
+            safe = False  # once the blocks cannot run out before the target's finish, they are not counted
+            while True:
+                f = heap[0][0]
+                while fin[heap[0][1]] != f:
+                    heappop(heap)  # a stale entry: preempted since
+                    f = heap[0][0]
+                k = f - g
+                if not safe:
+                    if batch * -(-(fin[target] - g) // bs) <= free:
+                        safe = True
+                    else:
+                        if k < bs:  # _blocks_over for a stretch shorter than a block (the common case), inlined
+                            m = -g % bs
+                            need = 0
+                            for j in range(m, m - k, -1):
+                                need += hist[j]  # hist[-1] is hist[bs - 1]: indices wrap as residues do
+                        else:
+                            need = _blocks_over(hist, batch, g, k, bs)
+                        if need > free:
+                            break
+                        free -= need
+                now += (k * (dec_a[batch] + dec_b * (sumc0 + batch * g)) + dec_b * batch * k * (k - 1) * 0.5) * 1e-3
+                g = f
+                while heap and heap[0][0] == g:
+                    i = heappop(heap)[1]
+                    if fin[i] != g:
+                        continue
+                    if i == target:
+                        return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_run,
+                                          waiting=n_waiting, kv_free_blocks=total_blocks - used)
+                    ci = c0[i]
+                    batch -= 1
+                    sumc0 -= ci
+                    fin[i] = -1
+                    if not safe:
+                        free += -(-(ci + g) // bs)
+                        hist[ci % bs] -= 1
         need = hist[-g % bs] if batch else 0
         admit = True
         if need > free or (pre >= 0 and need + _chunk_blocks(prompt[pre] + produced[pre] - pre_c, pre_c,

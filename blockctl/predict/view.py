@@ -97,56 +97,79 @@ def build_view(
     obs: EngineObservation | None,
     last_finish_at: float | None = None,
 ) -> EngineView:
+    # One pass over the table (this runs for every instance on every arrival in the simulator): progress,
+    # lengths, KV blocks and the requests unstarted at the scrape, with the rules of the helpers above inlined.
     running: list[Request] = []
+    run_tracked: list[Tracked] = []
     waiting: list[Request] = []
-    by_id: dict[str, Tracked] = {}
     max_len = config.max_model_len
+    bs = config.block_size
+    fresh = obs is not None and now - obs.at <= FRESH_S
+    count_unstarted = fresh and obs is not None and obs.waiting is not None
+    obs_at = obs.at if obs is not None else 0.0
+    unstarted = used_view = waiting_blocks = 0
+    phase_running, phase_waiting = Phase.RUNNING, Phase.WAITING
     for t in inflight:
         prompt = t.prompt_tokens
         cap = max_len - prompt
         if cap < 1:
             continue  # the engine rejects it; it will leave the table in a moment
-        by_id[t.req_id] = t
         produced = t.produced if t.stream else estimated_produced(t, now)
         if produced >= cap:
             produced = cap - 1
-        total = run_length(produced, t.predicted_output_tokens, t.max_tokens, cap, t.length_dist)
+        predicted, max_tokens, dist = t.predicted_output_tokens, t.max_tokens, t.length_dist
+        if dist is None and produced < predicted <= cap and (max_tokens is None or predicted <= max_tokens):
+            total = predicted  # run_length's common case
+        else:
+            total = run_length(produced, predicted, max_tokens, cap, dist)
         req = t.view_req
         if req is None:  # one Request per tracked request, refreshed in place (the what-if copies it)
             req = t.view_req = Request(t.req_id, prompt, total)
         req.arrival_time = t.arrival - now
         req.output_tokens = total
-        set_progress(req, produced, running=produced > 0)
-        (running if produced > 0 else waiting).append(req)
-
-    fresh = obs is not None and now - obs.at <= FRESH_S
-    preempted = 0
-    if fresh and obs is not None and obs.waiting is not None:
-        unstarted = 0
-        for t in by_id.values():
-            first = _first_token_at(t)
-            if t.arrival <= obs.at and (first is None or first > obs.at):
+        req.num_output_tokens = produced
+        if produced > 0:  # set_progress, running
+            req.num_computed_tokens = prompt + produced - 1
+            req.phase = phase_running
+            running.append(req)
+            run_tracked.append(t)
+            used_view += -(-(prompt + produced) // bs)
+        else:
+            req.num_computed_tokens = 0
+            req.phase = phase_waiting
+            waiting.append(req)
+            waiting_blocks += -(-prompt // bs)
+        if count_unstarted and t.arrival <= obs_at:
+            first = t.first_token_at if t.stream or t.predicted_ttft_s is None else _first_token_at(t)
+            if first is None or first > obs_at:
                 unstarted += 1
+
+    preempted = 0
+    if count_unstarted and obs is not None and obs.waiting is not None:
         excess = obs.waiting - unstarted
-        moved: list[Request] = []
-        for req in reversed(running):
+        moved: list[int] = []
+        for k in range(len(running) - 1, -1, -1):
             if len(moved) >= excess:
                 break
-            t = by_id[req.req_id]
-            if t.stream and t.last_token_at is not None and t.last_token_at >= obs.at:
+            t = run_tracked[k]
+            if t.stream and t.last_token_at is not None and t.last_token_at >= obs_at:
                 continue  # it produced a token since the scrape: running
-            moved.append(req)
-        for req in moved:
-            running.remove(req)
-            set_progress(req, req.num_output_tokens, running=False)
-        preempted = len(moved)
-        waiting = moved[::-1] + waiting
+            moved.append(k)
+        if moved:
+            moved_reqs = [running[k] for k in moved]
+            for k in moved:  # descending indices: deleting keeps the others in place
+                del running[k]
+            for req in moved_reqs:
+                set_progress(req, req.num_output_tokens, running=False)
+                blocks = _blocks(req.prompt_tokens + req.num_output_tokens, bs)
+                used_view -= blocks
+                waiting_blocks += blocks
+            preempted = len(moved)
+            waiting = moved_reqs[::-1] + waiting
 
     if obs is not None and obs.num_gpu_blocks is not None and obs.num_gpu_blocks != config.num_gpu_blocks:
         config = dataclasses.replace(config, num_gpu_blocks=obs.num_gpu_blocks)
-    bs = config.block_size
     total_blocks = config.num_gpu_blocks
-    used_view = sum(_blocks(r.prompt_tokens + r.num_output_tokens, bs) for r in running)
     kv_free = max(0, total_blocks - used_view)
     hidden = 0
     sim_config = config
@@ -158,7 +181,6 @@ def build_view(
             hidden = int(used_metric - used_view)
             # floor at half the cache, so one large request the engine holds always fits the what-if
             sim_config = dataclasses.replace(config, num_gpu_blocks=max(total_blocks // 2, total_blocks - hidden))
-    waiting_blocks = sum(_blocks(r.prompt_tokens + r.num_output_tokens, bs) for r in waiting)
     return EngineView(
         running=running,
         waiting=waiting,
