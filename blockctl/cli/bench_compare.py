@@ -59,6 +59,8 @@ def _warn_short(requests: int, duration: float | None, rates: list[float]) -> No
             f"{SHORT_RUN_S:.0f} s of arrivals: too short for queues to reach steady state; use --duration")
 
 
+PROFILE_HELP = ("Sim: step-time profile; a mixed cluster lists NAME:COUNT parts adding up to --instances, e.g. "
+                "h100/llama-2-7b:6,h200/llama-2-7b:6.")
 LENGTHS_HELP = ("What the router is told of reply lengths. Sim: oracle (default) | noisy:PCT | fixed:N | "
                 "tagger:DIR. Live: none (default: it predicts them, tagger or fallback) | oracle (the true "
                 "length is sent).")
@@ -105,7 +107,7 @@ def register(group: typer.Typer) -> None:
         arrival: str = typer.Option("poisson", "--arrival", help="poisson | gamma:BURSTINESS | constant"),
         seed: int = typer.Option(0, "--seed", help="Seed of the workload sample, arrivals and noise."),
         instances: int = typer.Option(12, "--instances", min=1, help="Sim: number of instances."),
-        profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="Sim: step-time profile."),
+        profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help=PROFILE_HELP),
         max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", help="Sim: engine setting."),
         max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens", help="Sim."),
         num_gpu_blocks: int | None = typer.Option(None, "--num-gpu-blocks", help="Sim: KV blocks."),
@@ -150,7 +152,7 @@ def register(group: typer.Typer) -> None:
         arrival: str = typer.Option("poisson", "--arrival", help="poisson | gamma:BURSTINESS | constant"),
         seed: int = typer.Option(0, "--seed", help="Seed of the workload sample, arrivals and noise."),
         instances: int = typer.Option(12, "--instances", min=1, help="Sim: number of instances."),
-        profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="Sim: step-time profile."),
+        profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help=PROFILE_HELP),
         max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", help="Sim: engine setting."),
         max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens", help="Sim."),
         num_gpu_blocks: int | None = typer.Option(None, "--num-gpu-blocks", help="Sim: KV blocks."),

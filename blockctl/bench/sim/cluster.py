@@ -47,11 +47,13 @@ class SimRecord:
 
 
 class _Instance:
-    __slots__ = ("adds", "agent", "engine", "name", "next_scrape", "observed")
+    __slots__ = ("adds", "agent", "config", "engine", "model", "name", "next_scrape", "observed")
 
     def __init__(self, name: str, engine: Engine, config: EngineConfig) -> None:
         self.name = name
         self.engine = engine
+        self.config = config  # its own engine settings and step-time model (they differ in a mixed cluster)
+        self.model = engine.model
         self.agent = SimAgent(engine, config)  # all that routing learns about the engine comes through it
         self.next_scrape = engine.now  # virtual time of the agent's next /metrics scrape
         self.adds = 0  # requests handed to the engine so far
@@ -89,22 +91,32 @@ class ClusterSim:
         *,
         seed: int = 0,
         noise: float | None = None,
+        engines: Sequence[tuple[EngineConfig, StepTimeModel]] | None = None,
     ) -> None:
+        """``engines``: a mixed cluster, each instance's own (config, model) (``instances`` of them); else every
+        instance runs ``config`` and ``model``."""
+        if engines is not None and len(engines) != instances:
+            raise ValueError(f"{len(engines)} engine settings for {instances} instances")
         self.config = config
         self.model = model
+        self._engines = list(engines) if engines is not None else None
         self.policy = policy
         self.rng = random.Random(seed)
         self._rel = model.rel_noise if noise is None else noise
         self._seed = seed
         self.names = [f"i{i}" for i in range(instances)]
-        self._instances = {name: _Instance(name, self._engine(i), config) for i, name in enumerate(self.names)}
+        self._instances = {name: _Instance(name, self._engine(i), self._config(i)) for i, name in enumerate(self.names)}
         self.records: list[SimRecord] = []
         self._inflight: dict[str, SimRecord] = {}
         self.now = 0.0
 
+    def _config(self, i: int) -> EngineConfig:
+        return self.config if self._engines is None else self._engines[i % len(self._engines)][0]
+
     def _engine(self, i: int, now: float = 0.0) -> Engine:
         """Instance ``i``'s engine: the cluster's step-time noise, its own seed derived from the cluster's."""
-        return Engine(self.config, self.model, now=now, noise=self._rel, seed=self._seed * 1_000_003 + i)
+        model = self.model if self._engines is None else self._engines[i % len(self._engines)][1]
+        return Engine(self._config(i), model, now=now, noise=self._rel, seed=self._seed * 1_000_003 + i)
 
     def advance(self, t: float) -> list[SimRecord]:
         """Run every instance through the steps that start before ``t``; the records that finished."""
@@ -190,12 +202,12 @@ class ClusterSim:
             _, view, whatif = inst.observed
         else:
             view = agent.view()
-            whatif = Forecaster(view.config, self.model, view.running, view.waiting)
+            whatif = Forecaster(view.config, inst.model, view.running, view.waiting)
             inst.observed = (key, view, whatif)
         hit = agent.prefix_hit(prompt_tokens, block_hashes)
         prediction: Prediction | None = None
         if with_prediction:
-            cap = max(1, self.config.max_model_len - prompt_tokens)
+            cap = max(1, inst.config.max_model_len - prompt_tokens)
             new = Request("new", prompt_tokens, min(told, cap), prefix_hit=hit)
             p = whatif.predict(new)
             lag = max(0.0, engine.now - t)
@@ -212,7 +224,7 @@ class ClusterSim:
             waiting_prompt_blocks=view.waiting_prompt_blocks,
             recent_requests=agent.tracker.recent_requests(t),
             prefix_hit_tokens=hit,
-            block_size=self.config.block_size,
+            block_size=inst.config.block_size,
         )
 
     def _finish(self, inst: _Instance, req: Request) -> SimRecord:

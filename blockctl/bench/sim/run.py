@@ -27,6 +27,7 @@ from blockctl.bench.steady import (
 from blockctl.bench.workloads import WorkItem, arrival_times, load_workload
 from blockctl.engine.prefixcache import block_hashes
 from blockctl.engine.profile import DEFAULT_PROFILE, Profile, load_profile
+from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig
 from blockctl.errors import ConfigError
 from blockctl.predict.lengths import LengthDist
@@ -41,7 +42,7 @@ class SimSetup:
     """
 
     instances: int = 12
-    profile: str = DEFAULT_PROFILE
+    profile: str = DEFAULT_PROFILE  # one profile, or a mixed cluster: "NAME:COUNT,NAME:COUNT" (see profile_names)
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     num_gpu_blocks: int | None = None
@@ -71,6 +72,25 @@ class SimSetup:
             if value is not None and value < 1:
                 raise ConfigError(f"must be at least 1, got {value}", key=key)
         held_out_workload(self.workload, parse_lengths(self.lengths))
+        self.profile_names()
+
+    def profile_names(self) -> list[str]:
+        """Each instance's profile, in instance order. ``--profile NAME`` gives every instance NAME; a mixed
+        cluster lists ``NAME:COUNT`` parts, comma-separated, whose counts add up to ``--instances`` (e.g.
+        ``h100/llama-2-7b:6,h200/llama-2-7b:6``: i0–i5 on H100, i6–i11 on H200)."""
+        if "," not in self.profile and ":" not in self.profile:
+            return [self.profile] * self.instances
+        names: list[str] = []
+        for part in self.profile.split(","):
+            name, sep, count = part.strip().rpartition(":")
+            if not sep or not name or not count.isdigit() or int(count) < 1:
+                raise ConfigError(f"'{part}' is not NAME:COUNT (a mixed cluster lists NAME:COUNT parts, "
+                                  "comma-separated)", key="--profile")
+            names += [name] * int(count)
+        if len(names) != self.instances:
+            raise ConfigError(f"the counts add up to {len(names)} instances, but --instances is {self.instances}",
+                              key="--profile")
+        return names
 
     def requests_at(self, qps: float) -> int:
         """Requests in a run at ``qps``: enough for ``duration`` seconds of arrivals, else ``requests``."""
@@ -96,6 +116,8 @@ class Prepared:
     config: EngineConfig
     lengths: list[LengthDist | None] | None = None  # ... and as a distribution (None: exactly ``predicted``)
     hashes: list[list[int] | None] | None = None  # block hashes per item when the engines cache prefixes
+    # a mixed cluster: each instance's (engine config, step-time model); None: all run ``config``/``profile``
+    engines: tuple[tuple[EngineConfig, StepTimeModel], ...] | None = None
 
 
 @dataclass(slots=True)
@@ -118,18 +140,27 @@ def prepare(setup: SimSetup, requests: int | None = None) -> Prepared:
     spec = parse_lengths(setup.lengths)
     items = load_workload(held_out_workload(setup.workload, spec)[0], num_requests=requests or setup.requests,
                           seed=setup.seed)
-    profile = _profile(setup.profile)
+    names = setup.profile_names()
+    profile = _profile(names[0])
     config = setup.engine_config(profile)
+    engines = None
+    if len(set(names)) > 1:
+        engines = tuple((setup.engine_config(_profile(n)), _profile(n).model) for n in names)
+        if len({c.block_size for c, _ in engines}) > 1 or len({c.max_model_len for c, _ in engines}) > 1:
+            raise ConfigError("a mixed cluster's profiles must agree on block size and max_model_len "
+                              "(one workload is hashed and capped for all)", key="--profile")
     predicted = predicted_lengths(
         spec, [i.output_tokens for i in items], [i.prompt for i in items], seed=setup.seed + 7919
     )
     hashes = None
     if setup.prefix_caching and any(i.token_ids is not None for i in items):
         config = dataclasses.replace(config, enable_prefix_caching=True)
+        if engines is not None:
+            engines = tuple((dataclasses.replace(c, enable_prefix_caching=True), m) for c, m in engines)
         bs = config.block_size
         hashes = [None if i.token_ids is None else block_hashes(list(i.token_ids), bs) for i in items]
     prompts = [i.prompt for i in items]
-    return Prepared(items, predicted, profile, config, predicted_dists(spec, predicted, prompts), hashes)
+    return Prepared(items, predicted, profile, config, predicted_dists(spec, predicted, prompts), hashes, engines)
 
 
 @lru_cache(maxsize=8)
@@ -169,7 +200,7 @@ def run_policy(
     arrivals = arrivals_for(setup, items, qps)
     sim = ClusterSim(
         setup.instances, prepared.config, prepared.profile.model, make_policy(policy),
-        seed=setup.seed, noise=None if setup.noise else 0.0,
+        seed=setup.seed, noise=None if setup.noise else 0.0, engines=prepared.engines,
     )
     start = time.perf_counter()
     complete = simulate(
