@@ -148,7 +148,7 @@ async def _open(core: AgentCore, up: Upstream, path: str, raw: bytes, headers: d
 
 
 async def forward_completion(request: Request, core: AgentCore, up: Upstream) -> Response:
-    path = request.url.path
+    path = request.scope["path"]  # not request.url: it builds a whole URL
     try:
         async with asyncio.timeout(up.body_timeout_s):
             raw = await read_body(request, core.settings.max_body_bytes)

@@ -102,10 +102,19 @@ def exact(tokens: int) -> LengthDist:
 
 def prior(mean: float, shape: Sequence[int] = DEFAULT_QUANTILES) -> LengthDist:
     """``shape`` scaled to ``mean``: what a typical length alone says about one request."""
+    if shape is DEFAULT_QUANTILES:
+        return _default_prior(mean)  # per request on the scheduler's and the agent's hot paths
     scale = mean / (sum(shape) / len(shape))
     return dist([max(1, round(a * scale)) for a in shape])
 
 
+@lru_cache(maxsize=4096)
+def _default_prior(mean: float) -> LengthDist:
+    scale = mean / (sum(DEFAULT_QUANTILES) / len(DEFAULT_QUANTILES))
+    return dist([max(1, round(a * scale)) for a in DEFAULT_QUANTILES])
+
+
+@lru_cache(maxsize=4096)
 def parse_atoms(text: str) -> LengthDist:
     """``"12,30,55"`` (the ``x-blockctl-predicted-output-quantiles`` header) → a distribution;
     ValueError when it is not 1 to ``MAX_ATOMS`` positive whole numbers."""
@@ -119,7 +128,12 @@ def parse_atoms(text: str) -> LengthDist:
 
 
 def format_atoms(d: LengthDist) -> str:
-    return ",".join(str(a) for a in d.atoms)
+    return _format(d.atoms)
+
+
+@lru_cache(maxsize=4096)
+def _format(atoms: tuple[int, ...]) -> str:
+    return ",".join(str(a) for a in atoms)
 
 
 def told_length(

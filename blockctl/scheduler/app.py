@@ -155,7 +155,7 @@ class Scheduler:
             self.metrics.requests["too_large"] += 1
             return error_response(413, f"request body larger than {self.settings.max_body_bytes} bytes")
         try:
-            body = parse_completion_body(raw, ENDPOINT_KIND[request.url.path])
+            body = parse_completion_body(raw, ENDPOINT_KIND[request.scope["path"]])
             hint = lengths.parse_hint(request.headers.get(lengths.HINT_HEADER))
             parsed = parse_request(body, self.counter)
             prompt_tokens = parsed.prompt_tokens
@@ -199,7 +199,7 @@ class Scheduler:
             gone.add_done_callback(lambda t: None if t.cancelled() else flight.abort("the client went away"))
         try:
             response = await forward(
-                self.router, candidates, clients, path=request.url.path, body=raw, headers=headers,
+                self.router, candidates, clients, path=request.scope["path"], body=raw, headers=headers,
                 stream=body.stream, max_retries=self.settings.max_retries, metrics=self.metrics,
                 deadlines=self.settings.deadlines, flight=flight, done=done,
             )

@@ -9,7 +9,8 @@ Every policy has the same contract, used by the scheduler daemon and the cluster
 3. ``choose(request, views, rng)`` returns the name of one of ``views``.
 
 NOTE: ties are broken by ``rng.choice`` over the tied views sorted by name, so a seeded rng gives the same
-choice every time. Predictive policies skip views whose ``prediction`` is None; when no view has one they
+choice every time. Predictions within ``PREDICTION_TIE_S`` of the best count as tied: on idle instances the
+agents' calibrations differ by microseconds, which must not send every request to one instance. Predictive policies skip views whose ``prediction`` is None; when no view has one they
 fall back to least-outstanding (the best non-predictive signal every view carries). Round-robin's counter
 is the only state any policy holds.
 """
@@ -59,14 +60,19 @@ def blank_view(instance: str) -> InstanceView:
     return InstanceView(instance, None, 0, 0, 0, 0, 0, 0, 0)
 
 
+PREDICTION_TIE_S = 0.001  # predicted latencies closer than this are a tie (well below any prediction's error)
+
+
 def _pick(
-    views: Sequence[InstanceView], key: Callable[[InstanceView], float], rng: random.Random
+    views: Sequence[InstanceView], key: Callable[[InstanceView], float], rng: random.Random,
+    tolerance: float = 0.0,
 ) -> str:
-    """Name of the view with the least ``key``; exact ties broken by ``rng`` over names in sorted order."""
+    """Name of the view with the least ``key``; ties (within ``tolerance`` of the least) broken by ``rng`` over
+    names in sorted order."""
     if not views:
         raise ClusterError("no instance to route to", hint="blockctl status")
-    best = min(key(v) for v in views)
-    tied = sorted(v.instance for v in views if key(v) == best)
+    best = min(key(v) for v in views) + tolerance
+    tied = sorted(v.instance for v in views if key(v) <= best)
     return tied[0] if len(tied) == 1 else rng.choice(tied)
 
 
@@ -113,7 +119,8 @@ class _Predictive(Policy):
         if not predicted:
             return _pick(views, _least_outstanding, rng)
         metric = self.metric
-        return _pick(predicted, lambda v: metric(v.prediction) if v.prediction else math.inf, rng)
+        return _pick(predicted, lambda v: metric(v.prediction) if v.prediction else math.inf, rng,
+                     PREDICTION_TIE_S)
 
 
 class Block(_Predictive):
