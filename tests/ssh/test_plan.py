@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from blockctl.cluster.spec import ClusterSpec, parse_spec
+from blockctl.cluster.ssh.bootstrap import HostOutcome, _measured
+from blockctl.cluster.ssh.connection import Completed, TransportFailure
 from blockctl.cluster.ssh.plan import expand_home, plan_host
 from blockctl.cluster.ssh.probe import Gpu, ProbeResult, parse_probe, probe_script
 from blockctl.errors import HostError
@@ -181,3 +184,54 @@ def test_when_up_measures_a_profile(sections: dict[str, object], measured: bool)
     s = spec(**sections)
     _, plans = plan_host(s, s.hosts[0], probe(1), peer="10.0.0.5")
     assert bool(plans[0].measure_command) is measured
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, line: str) -> None:
+        self.lines.append(line)
+
+
+class _Conn:
+    """A host connection whose commands end as given (an exit status, or an exception)."""
+
+    def __init__(self, ends: int | Exception) -> None:
+        self.ends, self.log, self.ran = ends, _Log(), []  # type: ignore[var-annotated]
+
+    async def run(self, command: str, **_: object) -> Completed:
+        self.ran.append(command)
+        if isinstance(self.ends, Exception):
+            raise self.ends
+        return Completed(self.ends, "", "cannot connect to http://127.0.0.1:8100" if self.ends else "")
+
+
+TIMED_OUT = HostError("`profile engine-0` did not finish within 1800s", host="a", stage="measure-profile")
+
+
+@pytest.mark.parametrize("ends", [0, 2, TIMED_OUT])
+def test_a_failed_measurement_falls_back_to_the_named_profile(ends: int | Exception) -> None:
+    s = spec(model={"id": "m/llama 7b", "max_num_seqs": 4})
+    _, (plan,) = plan_host(s, s.hosts[0], probe(1), peer="10.0.0.5")
+    conn, outcome = _Conn(ends), HostOutcome("a")
+    got = asyncio.run(_measured(conn, plan, outcome))  # type: ignore[arg-type]
+    assert conn.ran == [plan.measure_command]
+    agent = shlex.split(got.agent_command)
+    if ends == 0:
+        assert got == plan and not outcome.notes
+        return
+    assert agent[agent.index("--profile") + 1] == "h100/llama-2-7b"  # the spec's profile (its default here)
+    before = shlex.split(plan.agent_command)
+    assert agent[: before.index("--profile")] == before[: before.index("--profile")]  # otherwise the same agent
+    assert agent[before.index("--profile") + 2 :] == before[before.index("--profile") + 2 :]
+    assert outcome.notes == ["a-0: profile measurement failed, agent uses h100/llama-2-7b (see the host log)"]
+    assert any("cannot connect" in line or "did not finish" in line for line in conn.log.lines)
+
+
+def test_a_lost_connection_while_measuring_is_the_host_failing() -> None:
+    s = spec(model={"id": "m/llama 7b"})
+    _, (plan,) = plan_host(s, s.hosts[0], probe(1), peer="10.0.0.5")
+    with pytest.raises(TransportFailure):
+        asyncio.run(_measured(_Conn(TransportFailure("connection lost", host="a", stage="measure-profile")), plan,  # type: ignore[arg-type]
+                              HostOutcome("a")))

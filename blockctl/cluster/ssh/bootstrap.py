@@ -21,7 +21,7 @@ import httpx
 from blockctl.cluster.spec import ClusterSpec, HostSpec
 from blockctl.cluster.ssh import processes
 from blockctl.cluster.ssh.connection import HostConn, TransportFailure, connect
-from blockctl.cluster.ssh.hostlog import HostLog, host_log_path
+from blockctl.cluster.ssh.hostlog import HostLog, host_log_path, tail_text
 from blockctl.cluster.ssh.install import Wheel, build_wheel, install
 from blockctl.cluster.ssh.plan import InstancePlan, RemotePaths, plan_host
 from blockctl.cluster.ssh.probe import probe
@@ -79,6 +79,27 @@ async def _reachable(url: str, timeout_s: float) -> str | None:
     return problem
 
 
+async def _measured(conn: HostConn, plan: InstancePlan, outcome: HostOutcome) -> InstancePlan:
+    """Profile ``plan``'s engine through its API; when that fails, the agent runs the profile the spec names
+    (or the default) instead, and the host's outcome says so: a profile is worth having, not worth an outage."""
+    if not plan.measure_command:
+        return plan
+    what = f"profile engine-{plan.index}"
+    try:
+        done = await conn.run(plan.measure_command, check=False, timeout=MEASURE_TIMEOUT_S, what=what)
+        problem = None if done.exit_status == 0 else (
+            f"exit status {done.exit_status}: {tail_text(done.stderr) or 'no message'}")
+    except TransportFailure:
+        raise  # the host is gone, not the measurement
+    except HostError as exc:  # it did not finish in time
+        problem = exc.message
+    if problem is None:
+        return plan
+    conn.log.write(f"measuring {plan.name}'s profile failed ({problem}); its agent uses {plan.profile}")
+    outcome.notes.append(f"{plan.name}: profile measurement failed, agent uses {plan.profile} (see the host log)")
+    return dataclasses.replace(plan, agent_command=plan.fallback_agent_command)
+
+
 async def _start_instances(
     conn: HostConn, spec: ClusterSpec, paths: RemotePaths, plans: list[InstancePlan], outcome: HostOutcome
 ) -> list[InstanceState]:
@@ -92,11 +113,9 @@ async def _start_instances(
                 for p, e in zip(plans, engines, strict=True)
             ]
         )
-    measured = [p for p in plans if p.measure_command]
-    if measured:
+    if any(p.measure_command for p in plans):
         with log.stage("measure-profile"):  # profiles.measure: the agent starts with its engine's own profile
-            for p in measured:
-                await conn.run(p.measure_command, timeout=MEASURE_TIMEOUT_S, what=f"profile engine-{p.index}")
+            plans = [await _measured(conn, p, outcome) for p in plans]
     with log.stage("start-agent"):
         agents = [await processes.ensure(conn, paths, p, "agent") for p in plans]
     with log.stage("wait-agent"):

@@ -70,6 +70,7 @@ class InstancePlan:
     engine_env: dict[str, str] = field(default_factory=dict)
     agent_command: str = ""
     measure_command: str = ""  # profiles the running engine into the file the agent's --profile names
+    fallback_agent_command: str = ""  # the agent with ``profile`` instead, when measuring fails
 
     def log(self, paths: RemotePaths, role: str) -> str:
         return f"{paths.logs}/{role}-{self.index}.log"
@@ -177,27 +178,8 @@ def plan_host(
         measure_command, agent_profile = "", profile
         if spec.profiles.measures(gpu_name, host.profile, spec.engine.kind):
             measure_command, agent_profile = _measure(spec, paths, name, engine_port, engine_command, env)
-        agent_command = " ".join(
-            [
-                q(paths.python),
-                "-m",
-                "blockctl_agents.predictor",
-                "--engine-url",
-                f"http://127.0.0.1:{engine_port}",
-                "--host",
-                q(host.agent_bind),
-                "--port",
-                str(agent_port),
-                "--profile",
-                q(agent_profile),
-                "--token-file",
-                q(paths.token),
-                "--name",
-                q(name),
-                *(["--engine-api-key-file", q(paths.engine_key)] if spec.engine.api_key_file else []),
-                *map(q, flags),
-            ]
-        )
+        ports_and_name = (name, engine_port, agent_port)
+        agent_command = _agent_command(spec, paths, host, *ports_and_name, agent_profile, flags)
         plans.append(
             InstancePlan(
                 name=name,
@@ -211,9 +193,38 @@ def plan_host(
                 engine_env=env,
                 agent_command=agent_command,
                 measure_command=measure_command,
+                fallback_agent_command=(_agent_command(spec, paths, host, *ports_and_name, profile, flags)
+                                        if measure_command else ""),
             )
         )
     return paths, plans
+
+
+def _agent_command(
+    spec: ClusterSpec, paths: RemotePaths, host: HostSpec, name: str, engine_port: int, agent_port: int,
+    profile: str, flags: list[str],
+) -> str:
+    return " ".join(
+        [
+            q(paths.python),
+            "-m",
+            "blockctl_agents.predictor",
+            "--engine-url",
+            f"http://127.0.0.1:{engine_port}",
+            "--host",
+            q(host.agent_bind),
+            "--port",
+            str(agent_port),
+            "--profile",
+            q(profile),
+            "--token-file",
+            q(paths.token),
+            "--name",
+            q(name),
+            *(["--engine-api-key-file", q(paths.engine_key)] if spec.engine.api_key_file else []),
+            *map(q, flags),
+        ]
+    )
 
 
 def _measure(
