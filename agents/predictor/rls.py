@@ -54,7 +54,9 @@ class RobustRls:
         self.recent_ape: deque[float] = deque(maxlen=ERROR_WINDOW)  # |y - ŷ| / y before each update, in %
 
     def predict(self, x: Sequence[float]) -> float:
-        return float(self.theta @ np.asarray(x, dtype=np.float64))
+        # a plain dot product: for a handful of coefficients numpy's call overhead is most of the cost, and this
+        # runs for every request the agent forwards and every /predict
+        return float(sum(t * v for t, v in zip(self.theta.tolist(), x, strict=True)))
 
     def update(self, x: Sequence[float], y: float, floor: float) -> float:
         """One observation; returns the prediction made before it (``floor`` bounds the relative weight)."""
