@@ -27,7 +27,7 @@ from blockctl.openai_api import (
     parse_completion_body,
     read_body,
 )
-from blockctl.predict.lengths import format_atoms, prior
+from blockctl.predict.lengths import dist, format_atoms, prior
 from blockctl.scheduler import lengths
 from blockctl.scheduler.call import Flight
 from blockctl.scheduler.membership import Membership
@@ -163,7 +163,8 @@ class Scheduler:
             self.metrics.requests["bad_request"] += 1
             return bad_request_response(exc if isinstance(exc, BadRequest) else BadRequest(str(exc)))
         started = time.perf_counter()
-        tagged = await self._tag(parsed.text) if hint is None and self.tagger is not None else None
+        tagged_length = await self._tag(parsed.text) if hint is None and self.tagger is not None else None
+        tagged, atoms = tagged_length if tagged_length is not None else (None, None)
         output_tokens, source = lengths.resolve(
             hint=hint, tagged=tagged, limit=body.output_limit(), ignore_eos=body.ignore_eos,
             default=self.settings.default_output_tokens,
@@ -174,7 +175,7 @@ class Scheduler:
             self.metrics.requests["no_instance"] += 1
             return error_response(503, NO_INSTANCE, type="service_unavailable")
         # a number that stands for a distribution (max_tokens still caps it where it runs)
-        length = (prior(tagged) if source == "tagger" and tagged else
+        length = ((dist(atoms) if atoms else prior(tagged)) if source == "tagger" and tagged else
                   prior(self.settings.default_output_tokens) if source == "fallback" else None)
         route = RouteRequest(prompt_tokens, output_tokens, true_output_tokens=hint, length=length,
                              prefix=parsed.hashes_json)
@@ -220,10 +221,16 @@ class Scheduler:
         except BadRequest:
             return None
 
-    async def _tag(self, text: str) -> int | None:
+    async def _tag(self, text: str) -> tuple[int, tuple[int, ...] | None] | None:
+        """The tagger's length and, when it has a calibration, the atoms of its distribution."""
         assert self.tagger is not None
         try:
-            return await self.tagger.predict(text)
+            with_atoms = getattr(self.tagger, "predict_length", None)
+            if with_atoms is not None:
+                answer: tuple[int, tuple[int, ...] | None] | None = await with_atoms(text)
+                return answer
+            tokens = await self.tagger.predict(text)
+            return None if tokens is None else (tokens, None)
         except Exception as exc:  # a broken tagger must not break routing: use the fallback length
             log.warning("length tagger failed (%s); using the fallback length", type(exc).__name__)
             return None

@@ -28,7 +28,9 @@ class LengthPredictor(Protocol):
     """What the scheduler needs from a length tagger (``blockctl.tagger.online.OnlineTagger``).
 
     ``predict`` returns None when it has no answer in time (the fallback length is used). Optional async
-    ``start()`` / ``close()`` methods are called at daemon start-up and shutdown when the object has them.
+    ``start()`` / ``close()`` methods are called at daemon start-up and shutdown when the object has them. An
+    optional async ``predict_length(text)`` returning ``(tokens, atoms or None)`` gives the calibrated
+    distribution of the length too (the scheduler then sends those atoms, not a prior around ``tokens``).
     """
 
     async def predict(self, prompt_text: str) -> int | None: ...

@@ -10,9 +10,10 @@ Every policy has the same contract, used by the scheduler daemon and the cluster
 
 NOTE: ties are broken by ``rng.choice`` over the tied views sorted by name, so a seeded rng gives the same
 choice every time. Predictions within ``PREDICTION_TIE_S`` of the best count as tied: on idle instances the
-agents' calibrations differ by microseconds, which must not send every request to one instance. Predictive policies skip views whose ``prediction`` is None; when no view has one they
-fall back to least-outstanding (the best non-predictive signal every view carries). Round-robin's counter
-is the only state any policy holds.
+agents' calibrations differ by microseconds, which must not send every request to one instance.
+Predictive policies skip views whose ``prediction`` is None; when no view has one they fall back to
+least-outstanding (the best non-predictive signal every view carries). Round-robin's counter is the only
+state any policy holds.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Online tagging on the caller's event loop: micro-batches prompts, runs the model in one worker thread.
 
 ``await tagger.predict(text)`` returns predicted output tokens, or None when ``deadline_ms`` passes first
-(the caller then routes with its fallback length instead of waiting). Inference never runs on the loop:
+(the caller then routes with its fallback length instead of waiting). ``await tagger.predict_length(text)``
+also returns the calibrated length distribution of the prompt's bin (its atoms; None for a tagger saved
+without calibration), which the scheduler passes on to the agents. Inference never runs on the loop:
 batches go to a single-thread executor, because torch blocks. While one batch runs, new prompts queue
 and form the next batch (up to ``max_batch``). An idle worker starts at once by default: waiting
 ``max_wait_ms`` for company adds that wait to every request at low load, and at high load batches form
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from blockctl.tagger.calibration import Calibration
 from blockctl.tagger.config import read_config, require_runtime
 
 # torch CPU threads of the scheduler daemon's tagger (torch's default is one per core): the daemon's event loop
@@ -71,8 +74,11 @@ class OnlineTagger:
     ) -> None:
         if max_batch < 1 or max_wait_ms < 0 or deadline_ms <= 0:
             raise ValueError("max_batch >= 1, max_wait_ms >= 0 and deadline_ms > 0 are required")
+        # A directory's calibration maps the model's raw answer to a mean and a distribution; the batches then
+        # ask the model for raw answers.
+        self.calibration: Calibration | None = None
         if isinstance(model, (str, Path)):  # fail at startup, not silently on the first request
-            read_config(model)
+            self.calibration = Calibration.from_dict(read_config(model).calibration)
             require_runtime()
         self._source = model
         self._predictor: BatchPredictor | None = None if isinstance(model, (str, Path)) else model
@@ -111,6 +117,22 @@ class OnlineTagger:
 
     async def predict(self, prompt_text: str) -> int | None:
         """Predicted output tokens, or None if not answered within ``deadline_ms`` (load time included)."""
+        raw = await self._ask(prompt_text)
+        if raw is None or self.calibration is None:
+            return raw
+        return self.calibration(raw)
+
+    async def predict_length(self, prompt_text: str) -> tuple[int, tuple[int, ...] | None] | None:
+        """(predicted output tokens, the calibrated distribution's atoms or None), or None like ``predict``."""
+        raw = await self._ask(prompt_text)
+        if raw is None:
+            return None
+        if self.calibration is None:
+            return raw, None
+        return self.calibration(raw), self.calibration.atoms(raw)
+
+    async def _ask(self, prompt_text: str) -> int | None:
+        """The model's answer (raw when there is a calibration), or None past the deadline or on failure."""
         self.stats.requests += 1
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline_s
@@ -175,6 +197,8 @@ class OnlineTagger:
         """Runs in the worker thread; CPU time separates the model's cost from waiting for a busy core."""
         cpu, wall = time.thread_time(), time.perf_counter()
         try:
+            if self.calibration is not None:  # a directory's Tagger: raw answers, calibrated by the caller
+                return predictor.predict(prompts, calibrated=False)  # type: ignore[call-arg]
             return predictor.predict(prompts)
         finally:
             self.stats.inference_cpu_s += time.thread_time() - cpu

@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 
 from blockctl.cluster.state import ensure_token
+from blockctl.predict.lengths import dist, format_atoms
 from blockctl.scheduler.app import SchedulerSettings, create_app
 from blockctl.tagger.online import OnlineTagger
 from blockctl.tagger.predict import Tagger
@@ -31,3 +32,9 @@ async def test_scheduler_routes_with_the_tagger_length(tmp_path: Path, tiny_tagg
                 got.append(int(r.headers["x-blockctl-predicted-output-tokens"]))
     assert got == expected
     assert tagger.stats.answered == 2 and agent.predicts[0]["predicted_output_tokens"] == expected[0]
+    # the agents get the calibrated distribution of each prompt's bin, not a prior around its mean
+    offline = Tagger(tiny_tagger)
+    assert offline.calibration is not None
+    bins = [offline.calibration.atoms(raw) for raw in offline.predict(prompts, calibrated=False)]
+    sent = [h["x-blockctl-predicted-output-quantiles"] for h in agent.forwarded]
+    assert sent == [format_atoms(dist(atoms)) for atoms in bins if atoms is not None]
