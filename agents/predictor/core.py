@@ -10,9 +10,9 @@ from typing import Any
 
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import Prediction, Request, StepShape
-from blockctl.engine.whatif import predict as whatif_predict
 from blockctl.errors import EngineError
 from blockctl.predict.observation import EngineObservation
+from blockctl.predict.sampled import ExpectedForecaster
 from blockctl.predict.shadow import ShadowCache
 from blockctl.predict.tracker import RECENT_WINDOW_S, Tracked, Tracker, estimated_produced
 from blockctl.predict.view import FRESH_S, EngineView, build_view
@@ -78,7 +78,7 @@ class AgentCore:
         length = max(1, min(predicted_output_tokens, cfg.max_model_len - prompt_tokens))
         hit = self.shadow.hit(prompt_tokens, block_hashes) if block_hashes else 0
         new = Request(NEW_ID, prompt_tokens, length, prefix_hit=hit)
-        raw = whatif_predict(view.config, self.model, view.running, view.waiting, new)
+        raw = ExpectedForecaster(view, self.model).predict(new)
         self.predictions_total += 1
         ttft, e2e = self.calibration.apply(
             raw.ttft_s, raw.e2e_s, self.step_wait_s(view, now), self.overhead_s(prompt_tokens)

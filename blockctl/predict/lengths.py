@@ -57,6 +57,13 @@ class LengthDist:
             return None
         return math.ceil(self._suffix[j] / n)
 
+    def draw_total(self, produced: int, u: float) -> int | None:
+        """A total length drawn from the atoms above ``produced`` (``u`` uniform in [0, 1)); None when none is."""
+        atoms = self.atoms
+        j = bisect.bisect_right(atoms, produced)
+        n = len(atoms) - j
+        return None if n == 0 else atoms[j + min(n - 1, int(u * n))]
+
     def quantile(self, q: float) -> float:
         """The ``q`` quantile, linear between atoms (atom i sits at probability (i + ½)/K)."""
         atoms = self.atoms

@@ -47,6 +47,9 @@ class EngineView:
     waiting_prompt_blocks: int
     preempted: int  # running requests moved to waiting by the preemption rule
     hidden_blocks: int  # KV blocks in use that the view does not account for
+    # req_id -> (its length distribution, the most it may still run to) for the requests whose length is a
+    # distribution (the others run to their ``output_tokens``): what blockctl.predict.sampled draws from
+    lengths: dict[str, tuple[LengthDist, int]] = dataclasses.field(default_factory=dict)
 
 
 def _blocks(tokens: int, block_size: int) -> int:
@@ -108,6 +111,7 @@ def build_view(
     count_unstarted = fresh and obs is not None and obs.waiting is not None
     obs_at = obs.at if obs is not None else 0.0
     unstarted = used_view = waiting_blocks = 0
+    lengths: dict[str, tuple[LengthDist, int]] = {}
     phase_running, phase_waiting = Phase.RUNNING, Phase.WAITING
     for t in inflight:
         prompt = t.prompt_tokens
@@ -122,6 +126,8 @@ def build_view(
             total = predicted  # run_length's common case
         else:
             total = run_length(produced, predicted, max_tokens, cap, dist)
+            if dist is not None and not dist.exact:
+                lengths[t.req_id] = (dist, cap if max_tokens is None or max_tokens > cap else max_tokens)
         req = t.view_req
         if req is None:  # one Request per tracked request, refreshed in place (the what-if copies it)
             req = t.view_req = Request(t.req_id, prompt, total)
@@ -190,4 +196,5 @@ def build_view(
         waiting_prompt_blocks=waiting_blocks,
         preempted=preempted,
         hidden_blocks=hidden,
+        lengths=lengths,
     )

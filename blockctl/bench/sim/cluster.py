@@ -13,9 +13,9 @@ from blockctl.bench.steady import AbortWindow
 from blockctl.engine.core import Engine
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, Prediction, Request
-from blockctl.engine.whatif import Forecaster
 from blockctl.errors import EngineError
 from blockctl.predict.lengths import LengthDist
+from blockctl.predict.sampled import ExpectedForecaster
 from blockctl.predict.view import EngineView
 from blockctl.scheduler.policies import InstanceView, Policy, RouteRequest, blank_view
 
@@ -60,7 +60,7 @@ class _Instance:
         # (engine.now, adds, scrapes) when last viewed -> (the agent's view, what-ifs over it); the agent's
         # knowledge changes only when the engine steps (which moves its clock), by an add or by a scrape, so an
         # equal key means an unchanged view that can be reused (predict never mutates its requests).
-        self.observed: tuple[tuple[float, int, float], EngineView, Forecaster] | None = None
+        self.observed: tuple[tuple[float, int, float], EngineView, ExpectedForecaster] | None = None
 
     def scrape_until(self, t: float) -> list[Request]:
         """Step the engine to each scrape time up to ``t`` and let the agent scrape there; the finished."""
@@ -202,7 +202,7 @@ class ClusterSim:
             _, view, whatif = inst.observed
         else:
             view = agent.view()
-            whatif = Forecaster(view.config, inst.model, view.running, view.waiting)
+            whatif = ExpectedForecaster(view, inst.model)
             inst.observed = (key, view, whatif)
         hit = agent.prefix_hit(prompt_tokens, block_hashes)
         prediction: Prediction | None = None
