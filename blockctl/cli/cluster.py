@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -12,11 +13,14 @@ from rich.table import Table
 
 from blockctl.cli.ui import console, err_console, fail, handle_errors, ok, print_json
 from blockctl.cluster import local
-from blockctl.cluster.schedulers import converge_schedulers, scheduler_specs
+from blockctl.cluster.schedulers import SchedulerSpec, converge_schedulers, scheduler_specs
 from blockctl.cluster.state import ClusterState, load_state, resolve_state_dir, save_state
 from blockctl.cluster.status import ClusterStatus, gather_status
 from blockctl.engine.profile import DEFAULT_PROFILE
 from blockctl.errors import ClusterError, ConfigError
+
+if TYPE_CHECKING:
+    from blockctl.cluster.spec import ClusterSpec
 
 STATE_DIR_HELP = "State directory (cluster.json, token, logs). Default: $BLOCKCTL_STATE_DIR or ~/.local/state/blockctl."
 
@@ -50,14 +54,22 @@ def _up_ssh(spec_file: Path, state_dir: Path) -> ClusterState:
                 err_console.print(f"[dim]{escape(outcome.error.stderr_tail.rstrip())}[/dim]")
     if not state.instances:
         raise ClusterError("no host came up", hint="blockctl up -c FILE (after fixing the hosts above)")
-    s = spec.scheduler
-    specs = scheduler_specs(s.daemons, base_port=s.port, policy=s.policy, host=s.host, tagger=s.tagger,
-                            api_key_file=s.api_key_file, k=s.policy_params.get("k"), request_log=s.request_log,
-                            request_log_enabled=s.request_log_enabled, request_log_max_mb=s.request_log_max_mb,
-                            request_log_backups=s.request_log_backups, log_prompts=s.log_prompts)
-    state = dataclasses.replace(state, schedulers=converge_schedulers(state_dir, state.schedulers, specs))
+    state = dataclasses.replace(state, schedulers=converge_schedulers(state_dir, state.schedulers,
+                                                                      _scheduler_specs(spec)))
     save_state(state_dir, state)
     return state
+
+
+def _scheduler_specs(spec: ClusterSpec) -> list[SchedulerSpec]:
+    """The scheduler daemons a cluster spec's ``scheduler`` section asks for."""
+    s = spec.scheduler
+    return scheduler_specs(s.daemons, base_port=s.port, policy=s.policy, host=s.host, tagger=s.tagger,
+                           api_key_file=s.api_key_file, k=s.policy_params.get("k"), request_log=s.request_log,
+                           request_log_enabled=s.request_log_enabled, request_log_max_mb=s.request_log_max_mb,
+                           request_log_backups=s.request_log_backups, log_prompts=s.log_prompts,
+                           predict_timeout_ms=s.predict_timeout_ms, max_retries=s.max_retries,
+                           first_byte_floor_s=s.first_byte_floor_s, first_byte_factor=s.first_byte_factor,
+                           idle_timeout_s=s.idle_timeout_s, drain_s=s.drain_s)
 
 
 def _status_table(status: ClusterStatus) -> None:

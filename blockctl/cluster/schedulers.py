@@ -31,6 +31,11 @@ class SchedulerSpec:
     tagger: str | None = None
     api_key_file: str | None = None
     predict_timeout_ms: float | None = None
+    max_retries: int | None = None
+    first_byte_floor_s: float | None = None  # the forwarding deadlines (scheduler.proxy.Deadlines); None: default
+    first_byte_factor: float | None = None
+    idle_timeout_s: float | None = None
+    drain_s: float | None = None
     # Request log: each daemon writes PATH with "-<port>" before its suffix (default STATE/logs/requests.jsonl).
     request_log: str | None = None
     request_log_enabled: bool = True
@@ -62,6 +67,11 @@ class SchedulerSpec:
             ("--tagger", self.tagger),
             ("--api-key-file", self.api_key_file),
             ("--predict-timeout-ms", self.predict_timeout_ms),
+            ("--max-retries", self.max_retries),
+            ("--first-byte-floor", self.first_byte_floor_s),
+            ("--first-byte-factor", self.first_byte_factor),
+            ("--idle-timeout", self.idle_timeout_s),
+            ("--drain", self.drain_s),
         ):
             if value is not None:
                 argv += [flag, str(value)]

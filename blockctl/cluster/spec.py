@@ -174,6 +174,24 @@ class SchedulerSpec(_Model):
     request_log_max_mb: float | None = Field(default=None, gt=0, description="Rotate past this size (MB, def. 64).")
     request_log_backups: int | None = Field(default=None, ge=0, description="Rotated files kept (default 5).")
     log_prompts: bool = Field(default=False, description="Prompt text in the request log (for retraining).")
+    predict_timeout_ms: float | None = Field(
+        default=None, gt=0, description="Deadline for all agents' /predict answers to one request (ms, def. 100)."
+    )
+    max_retries: int | None = Field(
+        default=None, ge=0, description="Further instances tried for a request that provably did not run (def. 2)."
+    )
+    first_byte_floor_s: float | None = Field(
+        default=None, gt=0, description="Seconds a forwarded request may wait for its first byte at least (def. 10)."
+    )
+    first_byte_factor: float | None = Field(
+        default=None, gt=0, description="First-byte deadline = max(floor, this x predicted TTFT or E2E) (def. 4)."
+    )
+    idle_timeout_s: float | None = Field(
+        default=None, gt=0, description="Longest gap between streamed chunks, seconds (default 30)."
+    )
+    drain_s: float | None = Field(
+        default=None, ge=0, description="After SIGTERM, seconds requests in flight may still run (default 5)."
+    )
 
     @field_validator("policy")
     @classmethod

@@ -198,3 +198,21 @@ def test_up_local_passes_request_log_options_to_the_daemons(tmp_path: Path,
                                       "--request-log", str(tmp_path / "r.jsonl")])
     assert result.exit_code == 0, result.output
     assert seen[1].request_log == str(tmp_path / "r.jsonl") and seen[1].request_log_enabled
+
+
+def test_cluster_spec_sets_the_daemons_deadlines_and_retries(tmp_path: Path) -> None:
+    """scheduler.{predict_timeout_ms, max_retries, first_byte_*, idle_timeout_s, drain_s} in the cluster spec
+    reach each daemon's command line, and the daemon's parser reads them back as given."""
+    from blockctl.cli.cluster import _scheduler_specs
+
+    data = {"hosts": [{"address": "gpu-a"}], "model": {"id": "tiny"},
+            "scheduler": {"predict_timeout_ms": 250, "max_retries": 0, "first_byte_floor_s": 3.5,
+                          "first_byte_factor": 6, "idle_timeout_s": 12, "drain_s": 1.5}}
+    (spec,) = _scheduler_specs(parse_spec(data))
+    args = _parser().parse_args(spec.argv(tmp_path)[3:])  # past "python -m blockctl.scheduler"
+    assert (args.predict_timeout_ms, args.max_retries, args.first_byte_floor, args.first_byte_factor,
+            args.idle_timeout, args.drain) == (250, 0, 3.5, 6, 12, 1.5)
+    defaults = _parser().parse_args(_scheduler_specs(parse_spec({**data, "scheduler": {}}))[0].argv(tmp_path)[3:])
+    assert (defaults.max_retries, defaults.first_byte_floor, defaults.drain) == (2, 10.0, 5.0)
+    with pytest.raises(ConfigError, match="first_byte_factor"):
+        parse_spec({**data, "scheduler": {"first_byte_factor": 0}})
