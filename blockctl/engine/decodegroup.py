@@ -46,6 +46,7 @@ class Columns:
     n_run: int
     longest: int  # most prompt + output tokens of one request
     hits: list[int]  # waiting requests' prefix-cache hits at first admission (index - n_run)
+    counts: tuple[int, int]  # (running, waiting) as given, for the Prediction (before any overflow moved)
 
 
 def columns(
@@ -53,9 +54,11 @@ def columns(
 ) -> Columns | None:
     """The state's columns; None when the group cannot express it (the exact engine must answer)."""
     bs, budget, max_seqs = cfg.block_size, cfg.max_num_batched_tokens, cfg.max_num_seqs
-    n_run = len(running)
-    if max_seqs > budget or n_run > max_seqs:
+    if max_seqs > budget:
         return None
+    counts = (len(running), len(waiting))
+    running, waiting = _overflow(cfg, running, waiting)
+    n_run = len(running)
     # One pass per queue (this runs for every instance state in the simulator, so it is kept flat).
     prompt: list[int] = []
     produced: list[int] = []
@@ -108,7 +111,30 @@ def columns(
     fin += [0] * n_wait
     c0 += [0] * n_wait
     return Columns(cfg, model, prompt, produced, out, c0, fin, heap, hist, sumc0, batch, pre, pre_c, used,
-                   n_run, longest, [r.prefix_hit for r in waiting])
+                   n_run, longest, [r.prefix_hit for r in waiting], counts)
+
+
+def _overflow(
+    cfg: EngineConfig, running: Sequence[Request], waiting: Sequence[Request]
+) -> tuple[Sequence[Request], Sequence[Request]]:
+    """The state as ``Engine.restore`` rebuilds it: running requests, in admission order, that find no seat
+    or no KV blocks left (an agent's view can hold more than the engine, which preempted what the agent
+    could not see) are restored as preempted, their computed tokens dropped, ahead of the waiting queue."""
+    bs, free, seats = cfg.block_size, cfg.num_gpu_blocks, cfg.max_num_seqs
+    fit: list[Request] = []
+    moved: list[Request] = []
+    for r in running:
+        need = -(-r.num_computed_tokens // bs)
+        if len(fit) < seats and need <= free:
+            free -= need
+            fit.append(r)
+        else:
+            moved.append(r)
+    if not moved:
+        return running, waiting
+    dropped = [Request(r.req_id, r.prompt_tokens, r.output_tokens, num_output_tokens=r.num_output_tokens,
+                       prefix_hit=r.prefix_hit) for r in moved]
+    return fit, [*dropped, *waiting]
 
 
 def simulate(
@@ -142,7 +168,7 @@ def forecast(cols: Columns, new: Request) -> Prediction | None:
     heap = cols.heap.copy()
     hist = cols.hist.copy()
     batch, pre, pre_c, used, n_run, sumc0 = cols.batch, cols.pre, cols.pre_c, cols.used, cols.n_run, cols.sumc0
-    n_waiting = len(prompt) - 1 - n_run
+    n_running_given, n_waiting = cols.counts  # what the Prediction reports
     target = len(prompt) - 1
     order = list(range(n_run))  # running requests in admission order (finished ones skipped on hand-over)
     wi = n_run  # head of the waiting queue
@@ -187,7 +213,7 @@ def forecast(cols: Columns, new: Request) -> Prediction | None:
                     if fin[i] != g:
                         continue
                     if i == target:
-                        return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_run,
+                        return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_running_given,
                                           waiting=n_waiting, kv_free_blocks=total_blocks - used)
                     ci = c0[i]
                     batch -= 1
@@ -278,7 +304,7 @@ def forecast(cols: Columns, new: Request) -> Prediction | None:
             hist[ci % bs] -= 1
             fin[i] = -1
             if i == target:
-                return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_run,
+                return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_running_given,
                                   waiting=n_waiting, kv_free_blocks=total_blocks - used)
         for i, n, cb in chunks:
             ca = cb + n
@@ -292,7 +318,7 @@ def forecast(cols: Columns, new: Request) -> Prediction | None:
                 free += -(-ca // bs)
                 fin[i] = -1
                 if i == target:
-                    return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_run,
+                    return Prediction(ttft_s=t_first, e2e_s=now, queue_s=t_sched, running=n_running_given,
                                       waiting=n_waiting, kv_free_blocks=total_blocks - used)
                 continue
             ci = ca - g
@@ -331,7 +357,7 @@ def forecast(cols: Columns, new: Request) -> Prediction | None:
     return Prediction(
         ttft_s=tgt.first_token_time, e2e_s=tgt.finish_time,
         queue_s=tgt.first_scheduled_time if tgt.first_scheduled_time is not None else 0.0,
-        running=n_run, waiting=n_waiting, kv_free_blocks=total_blocks - used,
+        running=n_running_given, waiting=n_waiting, kv_free_blocks=total_blocks - used,
     )
 
 

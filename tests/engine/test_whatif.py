@@ -259,3 +259,41 @@ def test_a_forecaster_answers_like_predict_for_many_new_requests_on_one_state() 
         first = [whatif.predict(n) for n in news]
         assert first == [predict(cfg, PROFILE.model, running, waiting, n) for n in news]
         assert [whatif.predict(n) for n in news] == first  # asking again: the shared columns were not mutated
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    running=st.lists(st.tuples(st.integers(1, 200), st.integers(1, 80), st.integers(1, 120)), min_size=2,
+                     max_size=30),
+    waiting=st.lists(st.tuples(st.integers(1, 200), st.integers(0, 3), st.integers(1, 120), st.integers(0, 4)),
+                     max_size=8),
+    new=st.tuples(st.integers(1, 200), st.integers(1, 120), st.integers(0, 4)),
+    block_size=st.sampled_from([1, 4, 16]),
+    short=st.integers(1, 60),
+    seqs=st.integers(2, 24),
+)
+def test_a_view_holding_more_than_the_engine_is_restored_as_the_engine_would(
+    monkeypatch: pytest.MonkeyPatch, running: list[tuple[int, int, int]], waiting: list[tuple[int, int, int, int]],
+    new: tuple[int, int, int], block_size: int, short: int, seqs: int,
+) -> None:
+    """An agent's view may hold more running requests than the engine can (it cannot see preemptions): more
+    blocks than the cache, more sequences than its seats. The decode group restores the overflow as preempted,
+    as Engine.restore does, instead of handing the whole what-if to the exact engine."""
+    import blockctl.engine.decodegroup as dg
+
+    run = [Request(f"r{i}", p, o + extra, num_computed_tokens=p + o - 1, num_output_tokens=o, phase=Phase.RUNNING)
+           for i, (p, o, extra) in enumerate(running)]
+    wait, target = _queued(waiting, new)
+    held = sum(-(-r.num_computed_tokens // block_size) for r in run)
+    longest = max(-(-(r.prompt_tokens + r.output_tokens - 1) // block_size) for r in [*run, *wait, target])
+    cfg = EngineConfig(block_size=block_size, num_gpu_blocks=max(longest, held - short), max_num_seqs=seqs,
+                       max_num_batched_tokens=max(256, seqs), max_model_len=100_000)
+    exact = predict_exact(cfg, PROFILE.model, run, wait, target)
+    with monkeypatch.context() as m:
+        m.setattr(dg, "Engine", _NoEngine)
+        fast = simulate(cfg, PROFILE.model, run, wait, target)
+    assert fast is not None
+    assert fast.ttft_s == pytest.approx(exact.ttft_s, rel=1e-9)
+    assert fast.e2e_s == pytest.approx(exact.e2e_s, rel=1e-9)
+    assert fast.queue_s == pytest.approx(exact.queue_s, rel=1e-9, abs=1e-12)
+    assert (fast.running, fast.waiting, fast.kv_free_blocks) == (exact.running, exact.waiting, exact.kv_free_blocks)
