@@ -92,6 +92,10 @@ def _predict(theta: _FitArray, f: _FitArray) -> _FitArray:
     return out
 
 
+_MAX_NFEV: int | None = None  # least_squares' own default (100 evaluations per parameter)
+_MORE_NFEV = 5000
+
+
 def fit_params(rows: Sequence[MeasuredRow]) -> StepTimeParams:
     """Least-squares fit of relative error, every coefficient bounded below by 0."""
     from scipy.optimize import least_squares
@@ -104,8 +108,13 @@ def fit_params(rows: Sequence[MeasuredRow]) -> StepTimeParams:
     def residual(theta: _FitArray) -> _FitArray:
         return (_predict(theta, f) - y) / y
 
-    res = least_squares(residual, np.array(_X0), bounds=(np.array(_LOWER), np.array(_UPPER)), x_scale="jac")
-    if not res.success:
+    bounds = (np.array(_LOWER), np.array(_UPPER))
+    res = least_squares(residual, np.array(_X0), bounds=bounds, x_scale="jac", max_nfev=_MAX_NFEV)
+    if res.status == 0:
+        # Out of evaluations, which noisy timings (a busy host) can cause: go on from where it stopped with a
+        # larger budget, and keep the best point found even then (the profile's cross-validation says how good).
+        res = least_squares(residual, res.x, bounds=bounds, x_scale="jac", max_nfev=_MORE_NFEV)
+    if res.status < 0 or not np.all(np.isfinite(res.x)):
         raise ProfileError(f"the step-time fit did not converge: {res.message}")
     return StepTimeParams(*(float(v) for v in res.x))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -159,3 +160,18 @@ def test_kv_capacity_rejects_a_gpu_too_small() -> None:
     with pytest.raises(ProfileError):
         ModelShape.from_dict({**KNOWN_MODELS["llama-2-7b"].to_dict(), "num_kv_heads": 5})
 
+
+
+def test_a_fit_out_of_evaluations_goes_on_from_where_it_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Noisy timings (a profile taken on a busy host) can exhaust least_squares' evaluation budget; the fit
+    then continues from its best point instead of failing the whole profile run."""
+    import blockctl.engine.fit as fit
+
+    rows = list(load_profile(DEFAULT_PROFILE).rows[::2])
+    full = fit_params(rows)
+    monkeypatch.setattr(fit, "_MAX_NFEV", 3)  # the first attempt surely runs out
+    resumed = fit_params(rows)
+    assert fit.mape_pct(resumed, rows) == pytest.approx(fit.mape_pct(full, rows), abs=0.05)
+    monkeypatch.setattr(fit, "_MORE_NFEV", 3)  # ... and the second too: the best point found is kept
+    best = fit_params(rows)
+    assert all(math.isfinite(v) for v in best.as_vector()) and fit.mape_pct(best, rows) < 100.0
