@@ -148,6 +148,9 @@ async def _open(core: AgentCore, up: Upstream, path: str, raw: bytes, headers: d
 
 
 async def forward_completion(request: Request, core: AgentCore, up: Upstream) -> Response:
+    # The request's clock starts as it enters the agent: reading, validating and tokenizing it are part of the
+    # TTFT its caller sees, so the first-token learner must see them too.
+    arrived = time.monotonic()
     path = request.scope["path"]  # not request.url: it builds a whole URL
     try:
         async with asyncio.timeout(up.body_timeout_s):
@@ -183,7 +186,7 @@ async def forward_completion(request: Request, core: AgentCore, up: Upstream) ->
     now = time.monotonic()
     hashes = core.shadow.hashes(token_ids)
     core.admit(
-        Tracked(req_id, now, prompt_tokens, told, stream=body.stream, max_tokens=limit, length_dist=length), now,
+        Tracked(req_id, arrived, prompt_tokens, told, stream=body.stream, max_tokens=limit, length_dist=length), now,
         _dispatched(request), hashes,
     )
     core.cache_prompt(req_id, len(token_ids), hashes)
