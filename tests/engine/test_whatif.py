@@ -171,6 +171,33 @@ class _NoEngine:
         raise AssertionError("the decode group handed over to the exact engine")
 
 
+def _decoders(min_size: int, max_size: int) -> st.SearchStrategy[list[tuple[int, int, int]]]:
+    """Running requests as (prompt, produced ≥ 1, tokens still to come)."""
+    return st.lists(st.tuples(st.integers(1, 200), st.integers(1, 80), st.integers(1, 120)), min_size=min_size,
+                    max_size=max_size)
+
+
+def _waiters(max_size: int) -> st.SearchStrategy[list[tuple[int, int, int, int]]]:
+    """Waiting requests as (prompt, produced, tokens to come, quarters of the prompt cached)."""
+    return st.lists(st.tuples(st.integers(1, 200), st.integers(0, 3), st.integers(1, 120), st.integers(0, 4)),
+                    max_size=max_size)
+
+
+_NEW = st.tuples(st.integers(1, 200), st.integers(1, 120), st.integers(0, 4))
+
+
+def _decoding(running: list[tuple[int, int, int]]) -> list[Request]:
+    return [Request(f"r{i}", p, o + extra, num_computed_tokens=p + o - 1, num_output_tokens=o, phase=Phase.RUNNING)
+            for i, (p, o, extra) in enumerate(running)]
+
+
+def _held_and_longest(run: list[Request], wait: list[Request], target: Request, block_size: int) -> tuple[int, int]:
+    """KV blocks the running requests hold now, and the most blocks any one request will need."""
+    held = sum(-(-r.num_computed_tokens // block_size) for r in run)
+    longest = max(-(-(r.prompt_tokens + r.output_tokens - 1) // block_size) for r in [*run, *wait, target])
+    return held, longest
+
+
 def _exact_preemptions(cfg: EngineConfig, run: list[Request], wait: list[Request], target: Request) -> int:
     """How many preemptions the exact engine makes while answering (the reference's own run, replayed)."""
     eng = restore_state(cfg, PROFILE.model, run, wait)
@@ -182,11 +209,9 @@ def _exact_preemptions(cfg: EngineConfig, run: list[Request], wait: list[Request
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    running=st.lists(st.tuples(st.integers(1, 200), st.integers(1, 80), st.integers(1, 120)), min_size=1,
-                     max_size=20),
-    waiting=st.lists(st.tuples(st.integers(1, 200), st.integers(0, 3), st.integers(1, 120), st.integers(0, 4)),
-                     max_size=10),
-    new=st.tuples(st.integers(1, 200), st.integers(1, 120), st.integers(0, 4)),
+    running=_decoders(1, 20),
+    waiting=_waiters(10),
+    new=_NEW,
     block_size=st.sampled_from([1, 4, 16]),
     slack=st.integers(0, 40),
     seqs=st.integers(4, 24),
@@ -200,12 +225,10 @@ def test_the_decode_group_preempts_like_the_engine_without_handing_over(
     """KV just large enough for what runs now (plus ``slack`` blocks): decoders soon run out and preempt."""
     import blockctl.engine.decodegroup as dg
 
-    run = [Request(f"r{i}", p, o + extra, num_computed_tokens=p + o - 1, num_output_tokens=o, phase=Phase.RUNNING)
-           for i, (p, o, extra) in enumerate(running[:seqs])]
+    run = _decoding(running[:seqs])
     _in_prefill(run, prefill_last)
     wait, target = _queued(waiting, new)
-    held = sum(-(-r.num_computed_tokens // block_size) for r in run)
-    longest = max(-(-(r.prompt_tokens + r.output_tokens - 1) // block_size) for r in [*run, *wait, target])
+    held, longest = _held_and_longest(run, wait, target, block_size)
     cfg = EngineConfig(block_size=block_size, num_gpu_blocks=max(held, longest) + slack, max_num_seqs=seqs,
                        max_num_batched_tokens=max(budget, seqs), max_model_len=100_000)
     exact = predict_exact(cfg, PROFILE.model, run, wait, target)
@@ -263,11 +286,9 @@ def test_a_forecaster_answers_like_predict_for_many_new_requests_on_one_state() 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    running=st.lists(st.tuples(st.integers(1, 200), st.integers(1, 80), st.integers(1, 120)), min_size=2,
-                     max_size=30),
-    waiting=st.lists(st.tuples(st.integers(1, 200), st.integers(0, 3), st.integers(1, 120), st.integers(0, 4)),
-                     max_size=8),
-    new=st.tuples(st.integers(1, 200), st.integers(1, 120), st.integers(0, 4)),
+    running=_decoders(2, 30),
+    waiting=_waiters(8),
+    new=_NEW,
     block_size=st.sampled_from([1, 4, 16]),
     short=st.integers(1, 60),
     seqs=st.integers(2, 24),
@@ -281,11 +302,9 @@ def test_a_view_holding_more_than_the_engine_is_restored_as_the_engine_would(
     as Engine.restore does, instead of handing the whole what-if to the exact engine."""
     import blockctl.engine.decodegroup as dg
 
-    run = [Request(f"r{i}", p, o + extra, num_computed_tokens=p + o - 1, num_output_tokens=o, phase=Phase.RUNNING)
-           for i, (p, o, extra) in enumerate(running)]
+    run = _decoding(running)
     wait, target = _queued(waiting, new)
-    held = sum(-(-r.num_computed_tokens // block_size) for r in run)
-    longest = max(-(-(r.prompt_tokens + r.output_tokens - 1) // block_size) for r in [*run, *wait, target])
+    held, longest = _held_and_longest(run, wait, target, block_size)
     cfg = EngineConfig(block_size=block_size, num_gpu_blocks=max(longest, held - short), max_num_seqs=seqs,
                        max_num_batched_tokens=max(256, seqs), max_model_len=100_000)
     exact = predict_exact(cfg, PROFILE.model, run, wait, target)
