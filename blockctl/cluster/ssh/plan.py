@@ -178,8 +178,8 @@ def plan_host(
         measure_command, agent_profile = "", profile
         if spec.profiles.measures(gpu_name, host.profile, spec.engine.kind):
             measure_command, agent_profile = _measure(spec, paths, name, engine_port, engine_command, env)
-        ports_and_name = (name, engine_port, agent_port)
-        agent_command = _agent_command(spec, paths, host, *ports_and_name, agent_profile, flags)
+        agent = (spec, paths, host, name, engine_port, agent_port)  # the agent's command, but for its profile
+        agent_command = _agent_command(*agent, agent_profile, flags)
         plans.append(
             InstancePlan(
                 name=name,
@@ -193,8 +193,7 @@ def plan_host(
                 engine_env=env,
                 agent_command=agent_command,
                 measure_command=measure_command,
-                fallback_agent_command=(_agent_command(spec, paths, host, *ports_and_name, profile, flags)
-                                        if measure_command else ""),
+                fallback_agent_command=_agent_command(*agent, profile, flags) if measure_command else "",
             )
         )
     return paths, plans
