@@ -10,7 +10,7 @@ import uvicorn
 
 from blockctl.engine.profile import DEFAULT_PROFILE, load_profile
 from blockctl.errors import BlockctlError
-from blockctl.scheduler.drainserver import DrainingServer
+from blockctl.scheduler.drainserver import LEAN, DrainingServer
 from blockctl.secrets import read_secret_file
 from blockctl.tokens import get_counter
 from blockctl_agents.predictor.app import create_app
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(settings, profile.model)
     # keep-alive longer than any client pool keeps idle connections (httpx: 5 s), so no request races a close
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server_config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+    server_config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", **LEAN,
                                    timeout_keep_alive=30, timeout_graceful_shutdown=int(settings.drain_s) + 2)
     DrainingServer(server_config, app.state.begin_drain).run()
     return 0

@@ -45,6 +45,7 @@ from starlette.routing import Route
 from blockctl.engine.profile import load_profile
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.errors import BadRequest, EngineError, UpstreamError
+from blockctl.fastroutes import FastStarlette
 from blockctl.openai_api import (
     bad_request_response,
     bearer_matches,
@@ -87,6 +88,7 @@ def _guard(core: AgentCore, handler: Handler) -> Handler:
 
 
 _MAX_TOKENS = 2**31 - 1
+_HOT = ("/v1/completions", "/v1/chat/completions", "/predict", "/load")  # served past the middleware stack
 
 
 def _int_field(data: dict[str, Any], key: str) -> int:
@@ -289,7 +291,9 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=http_error_handlers())
+    # the routing path's routes skip Starlette's middleware stack (blockctl.fastroutes)
+    hot = {(m, r.path): r.endpoint for r in routes if r.path in _HOT for m in (r.methods or ()) if m != "HEAD"}
+    app = FastStarlette(routes=routes, fast=hot, lifespan=lifespan, exception_handlers=http_error_handlers())
     app.state.core = core
     app.state.upstream = up
     app.state.begin_drain = begin_drain

@@ -12,7 +12,7 @@ import uvicorn
 from blockctl.errors import BlockctlError, ConfigError
 from blockctl.scheduler import lengths
 from blockctl.scheduler.app import Scheduler, SchedulerSettings
-from blockctl.scheduler.drainserver import DrainingServer
+from blockctl.scheduler.drainserver import LEAN, DrainingServer
 from blockctl.scheduler.policies import POLICIES
 from blockctl.scheduler.proxy import Deadlines
 from blockctl.scheduler.reqlog import RequestLogSettings
@@ -107,10 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     except BlockctlError as exc:
         print(f"blockctl scheduler: {exc.message}", file=sys.stderr)
         return 2
-    # uvloop + httptools: the fastest loop and parser uvicorn offers; no access log (it would name paths
-    # per request for nothing, and prompts never go anywhere near a log).
-    config = uvicorn.Config(scheduler.app, host=args.host, port=args.port, loop="uvloop", http="httptools",
-                            log_level=args.log_level, access_log=False, timeout_keep_alive=75,
+    config = uvicorn.Config(scheduler.app, host=args.host, port=args.port, **LEAN,
+                            log_level=args.log_level, timeout_keep_alive=75,
                             timeout_graceful_shutdown=int(settings.drain_s) + 2)
     DrainingServer(config, scheduler.begin_drain).run()
     return 0

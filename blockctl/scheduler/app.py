@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from blockctl import __version__
 from blockctl.errors import BadRequest, UpstreamError
+from blockctl.fastroutes import FastStarlette
 from blockctl.openai_api import (
     ENDPOINT_KIND,
     bad_request_response,
@@ -88,8 +89,9 @@ class Scheduler:
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
         ]
-        self.app = Starlette(routes=routes, lifespan=self._lifespan,
-                             exception_handlers={**http_error_handlers(crash=False), Exception: self._crash})
+        hot = {("POST", "/v1/completions"): self.completion, ("POST", "/v1/chat/completions"): self.completion}
+        self.app = FastStarlette(routes=routes, fast=hot, lifespan=self._lifespan,
+                                 exception_handlers={**http_error_handlers(crash=False), Exception: self._crash})
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
