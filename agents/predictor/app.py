@@ -196,7 +196,8 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
                 raise ValueError("body must be a JSON object")
             prompt, predicted = _int_field(data, "prompt_tokens"), _int_field(data, "predicted_output_tokens")
             now = time.monotonic()
-            prediction, view = core.predict(prompt, predicted, now, _hashes_field(data))
+            hashes = _hashes_field(data)
+            prediction, view = core.predict(prompt, predicted, now, hashes)
         except BadRequest as exc:
             return bad_request_response(exc)
         except (ValueError, EngineError) as exc:
@@ -204,14 +205,12 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
         refused = up.health.unavailable()
         if refused is not None:
             return _unavailable(refused)
-        return JSONResponse(
-            {
-                **core.load(view, now),
-                "ttft_s": prediction.ttft_s,
-                "e2e_s": prediction.e2e_s,
-                "queue_s": prediction.queue_s,
-            }
-        )
+        answer = core.load(view, now)
+        answer.update(ttft_s=prediction.ttft_s, e2e_s=prediction.e2e_s, queue_s=prediction.queue_s,
+                      prefill_s=prediction.prefill_s)
+        if hashes:  # the match the what-if used, for the policy's price of a miss elsewhere
+            answer.update(prefix_hit_tokens=prediction.prefix_hit, block_size=settings.engine_config.block_size)
+        return JSONResponse(answer)
 
     async def load(request: Request) -> Response:
         """GET: the instance's load. POST ``{"prompt_tokens", "block_hashes"}``: also how much of that prompt

@@ -83,7 +83,9 @@ class AgentCore:
         ttft, e2e = self.calibration.apply(
             raw.ttft_s, raw.e2e_s, self.step_wait_s(view, now), self.overhead_s(prompt_tokens)
         )
-        return dataclasses.replace(raw, ttft_s=ttft, e2e_s=e2e), view
+        prefill = self.model.prefill_seconds(prompt_tokens, hit, len(view.running), cfg.max_num_batched_tokens) \
+            if block_hashes else 0.0
+        return dataclasses.replace(raw, ttft_s=ttft, e2e_s=e2e, prefill_s=prefill, prefix_hit=hit), view
 
     def step_wait_s(self, view: EngineView, now: float) -> float:
         """Expected wait for the step in progress (the what-if starts at a step boundary). Streamed tokens

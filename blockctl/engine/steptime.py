@@ -138,6 +138,21 @@ class StepTimeModel:
         """Wall time of one engine step: GPU time plus the per-step overhead."""
         return (self.gpu_ms(shape) + self.overhead_ms) * 1e-3
 
+    def prefill_seconds(self, prompt_tokens: int, cached: int, running: int, budget: int) -> float:
+        """Step time added by prefilling ``prompt_tokens - cached`` tokens in chunks beside ``running`` decodes
+        (each chunk as large as the step's token ``budget`` leaves): the sum over chunks of the step with the
+        chunk minus the decode step alone. What the other requests on the instance wait for this prefill."""
+        left, done = prompt_tokens - cached, cached
+        chunk = max(1, budget - running)
+        base = self.gpu_ms_raw(0, 0, 0.0, 0, running, 0)
+        total = 0.0
+        while left > 0:
+            n = min(left, chunk)
+            total += self.gpu_ms_raw(n, 1, n * (done + (n + 1) / 2), done, running, 0) - base
+            left -= n
+            done += n
+        return total * 1e-3
+
     def decode_coeffs(self, batch: int) -> tuple[float, float]:
         """(a, b) such that a pure-decode step of ``batch`` sequences with context sum C takes a + b*C ms,
         overhead included."""

@@ -96,3 +96,7 @@ class Prediction:
     running: int
     waiting: int
     kv_free_blocks: int
+    # step time the instance would spend on the prompt's uncached tokens beyond its decode steps (0 when the
+    # prompt's prefix was not asked about); the cost of a cache miss to everyone else on the instance
+    prefill_s: float = 0.0
+    prefix_hit: int = 0  # prompt tokens the instance's prefix cache holds (what the what-if did not prefill)

@@ -33,7 +33,11 @@ def view_from_json(instance: str, data: Any, *, with_prediction: bool) -> Instan
             times = [data[k] for k in _PREDICTION_KEYS]
             if any(type(v) not in (float, int) for v in times):
                 raise ValueError("malformed agent answer: a prediction field is not a number")
-            prediction = Prediction(float(times[0]), float(times[1]), float(times[2]), load[0], load[1], load[3])
+            prefill = data.get("prefill_s", 0.0)
+            if type(prefill) not in (float, int):
+                raise ValueError("malformed agent answer: prefill_s is not a number")
+            prediction = Prediction(float(times[0]), float(times[1]), float(times[2]), load[0], load[1], load[3],
+                                    float(prefill))
     except KeyError as exc:
         raise ValueError(f"malformed agent answer: missing {exc}") from None
     hit, bs = data.get("prefix_hit_tokens", 0), data.get("block_size", 16)

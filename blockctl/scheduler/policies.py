@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from blockctl.engine.types import Prediction
 from blockctl.errors import ClusterError, ConfigError
 from blockctl.predict.lengths import LengthDist
+from blockctl.predict.tracker import RECENT_WINDOW_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,8 @@ class Policy(ABC):
 
 
 class _Predictive(Policy):
-    """Least predicted value of a :class:`Prediction` field; least-outstanding when nobody predicted."""
+    """Least predicted value of a :class:`Prediction` field (plus ``_miss_cost`` where ``counts_misses``);
+    least-outstanding when nobody predicted."""
 
     needs_prediction = True
 
@@ -115,17 +117,48 @@ class _Predictive(Policy):
     def metric(p: Prediction) -> float:
         return p.e2e_s
 
+    counts_misses: ClassVar[bool] = True  # add what a prefix-cache miss costs the instance's other requests
+
     def choose(self, request: RouteRequest, views: Sequence[InstanceView], rng: random.Random) -> str:
         predicted = [v for v in views if v.prediction is not None]
         if not predicted:
             return _pick(views, _least_outstanding, rng)
         metric = self.metric
+        best_hit = max(v.prefix_hit_tokens for v in predicted)
+        if best_hit and self.counts_misses:
+            return _pick(predicted, lambda v: metric(v.prediction) + _miss_cost(request, v, best_hit)
+                         if v.prediction else math.inf, rng, PREDICTION_TIE_S)
         return _pick(predicted, lambda v: metric(v.prediction) if v.prediction else math.inf, rng,
                      PREDICTION_TIE_S)
 
 
+def _miss_cost(request: RouteRequest, v: InstanceView, best_hit: int) -> float:
+    """Seconds of delay a prefix-cache miss on ``v`` adds to everyone else there (0 when no instance holds more
+    of the prompt than ``v``).
+
+    Another instance holds ``best_hit`` tokens of the prompt; on ``v`` the ``best_hit - hit`` tokens it lacks
+    cost twice. Compute: ``v`` spends their prefill time (``prefill_s`` per uncached token, from its own
+    profile) on work that need not be done. Memory: their KV blocks, a duplicate of what the other instance
+    caches, are held for the whole request, a share of ``v``'s KV for its predicted E2E: capacity-seconds
+    the instance cannot give to other requests. Either pushes back every request on ``v`` until its queue
+    next empties: those running or waiting now, and those that arrive while the new request is there (the
+    instance's recent arrival rate times the new request's predicted E2E). The new request's own latency
+    already counts its hit, so this is the part the greedy choice leaves out (measured in the README:
+    without the memory part block kept about half the affinity routers' hit rate near saturation).
+    """
+    p = v.prediction
+    missed = best_hit - v.prefix_hit_tokens
+    if p is None or missed <= 0:
+        return 0.0
+    delayed = v.running + v.waiting + v.recent_requests / RECENT_WINDOW_S * p.e2e_s
+    compute = p.prefill_s * missed / max(1, request.prompt_tokens - v.prefix_hit_tokens)
+    memory = p.e2e_s * missed / v.block_size / v.kv_total_blocks if v.kv_total_blocks else 0.0
+    return delayed * (compute + memory)
+
+
 class Block(_Predictive):
-    """Block: the least predicted end-to-end latency of the new request."""
+    """Block: the least predicted end-to-end latency of the new request, plus, where another instance holds
+    more of its prompt in its prefix cache, what the miss would cost the requests already there."""
 
     name = "block"
 
@@ -134,6 +167,7 @@ class BlockTTFT(_Predictive):
     """Block variant: the least predicted time to first token."""
 
     name = "block-ttft"
+    counts_misses = False  # the others' first tokens are not this request's to weigh
 
     @staticmethod
     def metric(p: Prediction) -> float:

@@ -77,6 +77,7 @@ async def test_predict_and_load_answer_from_the_model_alone() -> None:
         "ttft_s",
         "e2e_s",
         "queue_s",
+        "prefill_s",
         "running",
         "waiting",
         "outstanding",
@@ -87,7 +88,8 @@ async def test_predict_and_load_answer_from_the_model_alone() -> None:
     }
     assert body["instance"] == "inst-0" and 0 < body["ttft_s"] < body["e2e_s"]
     assert body["kv_free_blocks"] == body["kv_total_blocks"] == PROFILE.engine_defaults().num_gpu_blocks
-    assert set(body) - set(load) == {"ttft_s", "e2e_s", "queue_s"}
+    assert set(body) - set(load) == {"ttft_s", "e2e_s", "queue_s", "prefill_s"}
+    assert body["prefill_s"] == 0.0  # no block hashes asked about: no cache miss to price
 
 
 @pytest.mark.parametrize(

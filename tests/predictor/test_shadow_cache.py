@@ -52,5 +52,9 @@ async def test_the_shadow_counts_the_hits_the_engine_counts_and_the_what_if_uses
     assert exposed["blockctl_agent_prefix_shadow_agreement"] == 1.0
     assert exposed["blockctl_agent_prefix_shadow_hits_total"] == state["shadow_hits"]
     assert warm["ttft_s"] < 0.5 * cold["ttft_s"] and warm["ttft_s"] < 0.5 * plain["ttft_s"]
+    # the cost of prefilling what the cache lacks: the whole prompt cold, its last partial block warm
+    assert cold["prefill_s"] > 10 * warm["prefill_s"] > 0.0 and plain["prefill_s"] == 0.0
+    assert (cold["prefix_hit_tokens"], warm["prefix_hit_tokens"]) == (0, load["prefix_hit_tokens"])
+    assert warm["block_size"] == 16 and "prefix_hit_tokens" not in plain
     assert load["prefix_hit_tokens"] == (len(ids) - 1) // 16 * 16 and load["block_size"] == 16
     assert bad.status_code == 400 and "block_hashes" in bad.json()["error"]["message"]

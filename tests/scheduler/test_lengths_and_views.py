@@ -52,12 +52,16 @@ def test_view_from_predict_and_load() -> None:
     assert (predicted.outstanding, predicted.waiting_prompt_blocks, predicted.recent_requests) == (3, 4, 9)
     load = view_from_json("i0", LOAD, with_prediction=False)
     assert load.prediction is None and load.kv_total_blocks == 20
+    with_prefill = view_from_json("i0", {**answer, "prefill_s": 0.25}, with_prediction=True).prediction
+    assert with_prefill is not None and with_prefill.prefill_s == 0.25
+    assert predicted.prediction.prefill_s == 0.0  # an agent that does not say: no miss cost
 
 
 @pytest.mark.parametrize(
     "data",
     [[], {**LOAD, "running": "2"}, {k: v for k, v in LOAD.items() if k != "outstanding"},
-     {**LOAD, "waiting": True}, {**LOAD, "ttft_s": "x", "e2e_s": 1, "queue_s": 0}],
+     {**LOAD, "waiting": True}, {**LOAD, "ttft_s": "x", "e2e_s": 1, "queue_s": 0},
+     {**LOAD, "ttft_s": 1, "e2e_s": 1, "queue_s": 0, "prefill_s": "0.1"}],
 )
 def test_malformed_agent_answers_are_value_errors(data: object) -> None:
     with pytest.raises(ValueError, match="malformed agent answer"):

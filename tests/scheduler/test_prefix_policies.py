@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+from blockctl.engine.profile import load_profile
+from blockctl.engine.types import Prediction
 from blockctl.scheduler.policies import InstanceView, RouteRequest, make_policy
 
 
@@ -44,3 +46,35 @@ def test_kv_cost_adds_uncached_prefill_blocks_to_the_blocks_in_use() -> None:
     b = _view("b", free=840, hit=992)
     assert _choose("kv-cost", a, b) == "b"
     assert _choose("kv-cost", a, _view("b", free=830, hit=992)) == "a"
+
+
+def _predicted(name: str, e2e: float, *, running: int, waiting: int = 0, hit: int = 0,
+               prefill_s: float = 0.0) -> InstanceView:
+    p = Prediction(ttft_s=e2e / 10, e2e_s=e2e, queue_s=0.0, running=running, waiting=waiting, kv_free_blocks=500,
+                   prefill_s=prefill_s)
+    return InstanceView(name, p, running, waiting, running + waiting, 500, 1000, 0, 0, prefix_hit_tokens=hit,
+                        block_size=16)
+
+
+def test_block_counts_what_a_cache_miss_costs_the_other_requests_on_the_instance() -> None:
+    # b holds 900 of the 1000 prompt tokens; a would prefill all 1000 (0.2 s beside its decodes), so each of
+    # a's 20 other requests waits 0.2 s * 900/1000 = 0.18 s more: 3.6 s in all, against a 0.5 s faster reply.
+    a = _predicted("a", 2.0, running=20, prefill_s=0.2)
+    b = _predicted("b", 2.5, running=20, hit=900, prefill_s=0.02)
+    assert _choose("block", a, b) == "b"
+    # An idle instance has nobody to delay: its faster reply wins.
+    assert _choose("block", _predicted("a", 2.0, running=0, prefill_s=0.2), b) == "a"
+    # With no prefix anywhere, block is the least predicted E2E, as before.
+    assert _choose("block", _predicted("a", 2.0, running=20, prefill_s=0.2),
+                   _predicted("b", 2.5, running=20, prefill_s=0.2)) == "a"
+    # block-ttft weighs only the new request's first token.
+    assert _choose("block-ttft", a, b) == "a"
+
+
+def test_prefill_seconds_prices_only_the_uncached_tokens_in_budget_sized_chunks() -> None:
+    model = load_profile("h100/llama-2-7b").model
+    full = model.prefill_seconds(2048, 0, 32, 512)
+    assert full > model.prefill_seconds(2048, 1024, 32, 512) > model.prefill_seconds(2048, 2032, 32, 512) > 0.0
+    assert model.prefill_seconds(2048, 2048, 32, 512) == 0.0
+    # alone on the instance, the prompt is one 2048-token step: more than its share beside decodes
+    assert model.prefill_seconds(2048, 0, 0, 2048) > full

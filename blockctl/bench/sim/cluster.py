@@ -211,8 +211,10 @@ class ClusterSim:
             new = Request("new", prompt_tokens, min(told, cap), prefix_hit=hit)
             p = whatif.predict(new)
             lag = max(0.0, engine.now - t)
+            prefill = inst.model.prefill_seconds(prompt_tokens, hit, len(view.running),
+                                                 inst.config.max_num_batched_tokens) if block_hashes else 0.0
             prediction = Prediction(p.ttft_s + lag, p.e2e_s + lag, p.queue_s + lag, p.running, p.waiting,
-                                    p.kv_free_blocks) if lag else p
+                                    p.kv_free_blocks, prefill, hit)
         return InstanceView(
             instance=inst.name,
             prediction=prediction,
