@@ -6,7 +6,6 @@ import asyncio
 import math
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from blockctl.bench.loadgen import LoadSpec, run_live, send_schedule
 from blockctl.bench.plots import plot_cdfs, plot_vs_qps
 from blockctl.bench.results import RunResult, save_results
 from blockctl.bench.sim.run import SimSetup, prepare, run_policy, to_result
+from blockctl.bench.workers import worker_pool
 from blockctl.bench.workloads import parse_arrival, read_workload
 from blockctl.errors import ConfigError
 from blockctl.scheduler.policies import POLICIES, make_policy
@@ -81,7 +81,7 @@ def compare_sim(
     else:
         # Predictive policies are the slow ones: start them first so the pool ends evenly.
         order = sorted(tasks, key=lambda t: not POLICIES[t[0]].needs_prediction)
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with worker_pool(jobs) as pool:
             futures = {t: pool.submit(_sim_one, setup, *t) for t in order}
             for t, fut in futures.items():
                 done[t] = fut.result()

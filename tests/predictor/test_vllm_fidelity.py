@@ -81,35 +81,41 @@ def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
 
 
 @pytest.fixture(scope="module")
-def engine_profile(vllm: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+def engine_profile(vllm: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
+                   ) -> tuple[subprocess.CompletedProcess[str], Path]:
     url, model_dir = vllm
     out = tmp_path_factory.mktemp("profile") / "tiny-engine.json"
     # in its own process, as a user runs it (in-process under pytest, streams have arrived in one read)
     done = subprocess.run([sys.executable, "-m", "blockctl", "profile", "engine", "--endpoint", url, "--out",
                            str(out), "--model", str(model_dir), "--json"], capture_output=True, text=True, timeout=900)
+    return done, out
+
+
+# Against the vLLM this module starts, profile engine has at times received whole streams in one read (token
+# gaps of ~0), so too few steps could be read; the same command against the same kind of server started from a
+# shell reads 2-4 ms steps with CV 13.8 %. Unexplained so far. Only that symptom is an expected failure: any
+# other failure of the command or of the profile it wrote fails the test.
+_COALESCED = ("streams arrived whole (token gaps of ~0) against the vLLM this module starts, unexplained; "
+              "from a shell the same command reads 2-4 ms steps")
+
+
+def test_profile_engine_measures_a_real_vllm(engine_profile: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    done, path = engine_profile
+    if done.returncode != 0 and "engine steps could be read from the streams" in done.stderr + done.stdout:
+        pytest.xfail(_COALESCED)
     assert done.returncode == 0, done.stdout + done.stderr
-    return out, json.loads(done.stdout)
-
-
-@pytest.mark.xfail(
-    reason="against the vLLM this fixture starts, profile engine reads whole streams arriving in one read (too few "
-    "steps, or CV > 100 %); the same command against the same kind of server started from a shell reads 2-4 ms "
-    "steps with CV 13.8 %. Unexplained so far (see the fidelity notes).",
-    strict=False,
-)
-def test_profile_engine_measures_a_real_vllm(engine_profile: tuple[Path, dict[str, object]]) -> None:
-    path, report = engine_profile
+    report = json.loads(done.stdout)
     prof = load_profile(str(path))
     assert report["rows"] == len(prof.rows) >= 12 and prof.model.overhead_ms == 0.0
     assert prof.measurement["endpoint_model"] == "tiny" and prof.measurement["max_model_len"] == 512
-    # every batch size is driven; under pytest here the client has received whole streams in one read (gaps of
-    # ~0; unexplained, never from a shell), which loses a batch size's rows
-    assert len({r.decode_batch for r in prof.rows if not r.prefill_tokens} & {1, 2, 4, 8}) >= 3
+    fit = prof.fit
+    assert fit["request_overhead_ms"] >= 0 and fit["cv"]["kfold_mape_pct"] > 0
+    driven = {r.decode_batch for r in prof.rows if not r.prefill_tokens} & {1, 2, 4, 8}
+    if len(driven) < 3 or fit["cv"]["kfold_mape_pct"] >= 100:  # a batch size's rows lost to whole-stream reads
+        pytest.xfail(_COALESCED)
     heavy = prof.measurement["prefill_heavy"]  # injected prefills that lined up: few on a loaded host
     assert heavy["injected"] >= 30 and 0 <= heavy["steps_found"] <= heavy["injected"]
     assert len([r for r in prof.rows if r.prefill_tokens]) <= 6
-    fit = prof.fit
-    assert 0 < fit["cv"]["kfold_mape_pct"] < 100 and fit["request_overhead_ms"] >= 0
     # ... and can move the level (see above), so only a sane range here
     assert 0 < prof.model.step_seconds(StepShape(decode_batch=4, decode_context=400)) < 0.1
     assert isinstance(report["seconds"], float) and report["seconds"] < 600

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from blockctl.bench.workers import worker_pool
 from dataclasses import dataclass
 
 from blockctl.bench.capacity import Slo
@@ -103,7 +103,7 @@ def capacities(
     jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
     cheap = [p for p in policies if not POLICIES[p].needs_prediction]
     sats: dict[str, Saturation | None] = {}
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(policies))) if jobs > 1 and len(policies) > 1 else None
+    pool = worker_pool(min(jobs, len(policies))) if jobs > 1 and len(policies) > 1 else None
     try:
         if pool is None:
             sats = {p: _saturation(setup, p, spec, progress) for p in cheap}
