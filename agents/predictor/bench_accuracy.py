@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 
+from blockctl.predict.lengths import LengthDist, format_atoms
+from blockctl_agents.predictor.proxy import H_QUANTILES
 from blockctl_agents.predictor.sse import SseTokenCounter
 
 TAIL_BYTES = 4096
@@ -76,9 +78,11 @@ async def _one(
     true_out: int,
     predicted_out: int,
     prompt: list[int] | None = None,
+    length: LengthDist | None = None,
 ) -> Outcome:
     """One dispatch; ``prompt`` (token ids) defaults to ``prompt_tokens`` ones (a real engine's prefix cache
-    would hit on those: pass distinct ids there)."""
+    would hit on those: pass distinct ids there). ``length``: the predicted length's distribution, sent in the
+    quantiles header (the agent keeps it in place of the exact ``predicted_out``)."""
     ask = {"prompt_tokens": prompt_tokens, "predicted_output_tokens": predicted_out}
     pred = (await client.post("/predict", json=ask)).raise_for_status().json()
     base = {
@@ -103,6 +107,7 @@ async def _one(
         "x-blockctl-prompt-tokens": str(prompt_tokens),
         "x-blockctl-predicted-ttft-ms": str(pred["ttft_s"] * 1e3),
         "x-blockctl-predicted-e2e-ms": str(pred["e2e_s"] * 1e3),
+        **({H_QUANTILES: format_atoms(length)} if length is not None else {}),
     }
     counter = SseTokenCounter()
     ttft = None
@@ -133,8 +138,10 @@ async def drive(
     headers: dict[str, str],
     requests: Sequence[tuple[int, int, int]],
     offsets: Sequence[float],
+    dists: Sequence[LengthDist | None] | None = None,
 ) -> list[Outcome]:
-    """Send ``(prompt_tokens, true_output_tokens, predicted_output_tokens)`` at ``offsets`` (seconds)."""
+    """Send ``(prompt_tokens, true_output_tokens, predicted_output_tokens)`` at ``offsets`` (seconds); with
+    ``dists``, each request's length distribution goes with it as the router sends it (a quantiles header)."""
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=2.0)
     timeout = httpx.Timeout(connect=10.0, read=600.0, write=30.0, pool=None)
     async with httpx.AsyncClient(base_url=agent_url, headers=headers, limits=limits, timeout=timeout) as client:
@@ -142,16 +149,17 @@ async def drive(
         model = models[0].get("id")
         start = time.perf_counter()
 
-        async def at(offset: float, req: tuple[int, int, int]) -> Outcome:
+        async def at(offset: float, req: tuple[int, int, int], length: LengthDist | None) -> Outcome:
             delay = start + offset - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
-                return await _one(client, model, *req)
+                return await _one(client, model, *req, length=length)
             except httpx.HTTPError as exc:  # /predict failed: counted, not fatal
                 return Outcome(req[0], req[1], req[2], 0.0, 0.0, 0, 0, error=f"/predict: {type(exc).__name__}")
 
-        return list(await asyncio.gather(*(at(o, r) for o, r in zip(offsets, requests, strict=True))))
+        lengths = dists if dists is not None else [None] * len(requests)
+        return list(await asyncio.gather(*(at(o, r, d) for o, r, d in zip(offsets, requests, lengths, strict=True))))
 
 
 def emulator_lag(metrics_text: str) -> dict[str, float | None]:

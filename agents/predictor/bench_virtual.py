@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from blockctl.engine.core import Engine
 from blockctl.engine.profile import Profile
 from blockctl.engine.types import Request
+from blockctl.predict.lengths import LengthDist
 from blockctl.predict.observation import EngineObservation
 from blockctl.predict.tracker import Tracked
 from blockctl_agents.predictor.bench_accuracy import Outcome
@@ -41,11 +42,14 @@ def run_virtual(
     *,
     seed: int = 0,
     hashes: Sequence[Sequence[int] | None] | None = None,
+    dists: Sequence[LengthDist | None] | None = None,
 ) -> list[Outcome]:
     """Replay ``(prompt_tokens, true_output_tokens, predicted_output_tokens)`` arriving at ``offsets``.
 
     With ``hashes`` (each request's block hashes, prefixcache.block_hashes) the engine caches prefixes, as
-    vLLM does by default, and the agent prices them from its shadow cache (fed as its proxy would)."""
+    vLLM does by default, and the agent prices them from its shadow cache (fed as its proxy would). With
+    ``dists`` (each request's predicted length as a distribution, None: exact) the agent keeps them as it keeps
+    the ``x-blockctl-predicted-output-quantiles`` the router sends."""
     config = profile.engine_defaults()
     if hashes is not None:
         config = dataclasses.replace(config, enable_prefix_caching=True)
@@ -99,7 +103,8 @@ def run_virtual(
         h = () if hashes is None else hashes[i] or ()
         seen = h[: prompt // config.block_size]  # the agent hashes the prompt it proxies, not the reply
         pred, view = core.predict(prompt, predicted, t, seen)
-        core.admit(Tracked(rid, t, prompt, predicted, stream=True), t, (pred.ttft_s, pred.e2e_s))
+        length = None if dists is None else dists[i]
+        core.admit(Tracked(rid, t, prompt, predicted, stream=True, length_dist=length), t, (pred.ttft_s, pred.e2e_s))
         if hashes is not None:
             core.cache_prompt(rid, prompt, seen)
         req = Request(rid, prompt, true_out, arrival_time=t, block_hashes=h or None)

@@ -126,7 +126,9 @@ def predictor(
 def accuracy(
     requests: int = typer.Option(300, help="Requests to send."),
     qps: float = typer.Option(4.0, help="Mean arrival rate (Poisson)."),
-    lengths: str = typer.Option("oracle", help="Predicted output lengths: oracle or noisy:PCT."),
+    lengths: str = typer.Option(
+        "oracle", help="Predicted output lengths: oracle, noisy:PCT, fixed:N or tagger:DIR (the latter two as "
+        "distributions, as the router sends them; tagger:DIR on prompts it never trained on)."),
     workload: str = typer.Option("synthetic-sharegpt", help="Workload spec (see blockctl.bench.workloads)."),
     profile: str = typer.Option("h100/llama-2-7b", help="Step-time profile of the emulator and the agent."),
     seed: int = typer.Option(0, help="Seed of workload, arrivals, length noise and emulator."),
@@ -152,14 +154,19 @@ def accuracy(
 
         endpoint_accuracy(endpoint, requests, concurrency, api_key, seed, json_out)
         return
-    from blockctl.bench.sim.lengths import parse_lengths, predicted_lengths
+    from blockctl.bench.sim.lengths import held_out_workload, parse_lengths, predicted_dists, predicted_lengths
     from blockctl.bench.workloads import arrival_times, load_workload
     from blockctl_agents.predictor.bench_accuracy import drive, emulator_lag, summarize
     from blockctl_agents.predictor.launch import local_instance
 
     spec = parse_lengths(lengths)
+    workload, note = held_out_workload(workload, spec)
+    if note and not json_out:
+        err_console.print(f"[dim]{note}[/dim]")
     items = load_workload(workload, num_requests=requests, seed=seed)
-    predicted = predicted_lengths(spec, [i.output_tokens for i in items], [i.prompt for i in items], seed=seed)
+    prompts = [i.prompt for i in items]
+    predicted = predicted_lengths(spec, [i.output_tokens for i in items], prompts, seed=seed)
+    dists = predicted_dists(spec, predicted, prompts)
     offsets = arrival_times("poisson", len(items), qps=qps, seed=seed)
     reqs = [(i.prompt_tokens, i.output_tokens, p) for i, p in zip(items, predicted, strict=True)]
     times = [float(o) for o in offsets]
@@ -175,13 +182,13 @@ def accuracy(
 
             bs = prof.engine_defaults().block_size
             hashes = [None if i.token_ids is None else block_hashes(list(i.token_ids), bs) for i in items]
-        outcomes = run_virtual(prof, reqs, times, seed=seed, hashes=hashes)
+        outcomes = run_virtual(prof, reqs, times, seed=seed, hashes=hashes, dists=dists)
     else:
         with (
             tempfile.TemporaryDirectory(prefix="blockctl-bench-") as tmp,
             local_instance(Path(tmp), profile=profile, seed=seed) as inst,
         ):
-            outcomes = asyncio.run(drive(inst.agent_url, inst.auth(), reqs, times))
+            outcomes = asyncio.run(drive(inst.agent_url, inst.auth(), reqs, times, dists))
             lag = emulator_lag(httpx.get(f"{inst.engine_url}/metrics", timeout=10).text)
     result = {
         "mode": "virtual" if virtual else "real-time",

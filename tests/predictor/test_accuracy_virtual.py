@@ -33,3 +33,18 @@ def test_length_error_dominates_with_noisy_lengths() -> None:
     oracle, noisy = _run(qps=8, n=200), _run(qps=8, n=200, noisy_pct=50)
     assert noisy["e2e"]["mape_pct"] > 3 * oracle["e2e"]["mape_pct"]
     assert 15 <= noisy["e2e"]["mape_pct"] <= 35  # uniform ±50 % length error: about 25 %
+
+
+def test_the_agent_keeps_the_length_distributions_it_is_given() -> None:
+    """The same requests told "about 200 tokens" as a number (exact) and as ShareGPT's shape at that mean: the
+    agent runs in-flight requests to their expected remainder given their age, so its forecasts differ."""
+    from blockctl.predict.lengths import prior
+
+    items = load_workload("synthetic-sharegpt", num_requests=150, seed=3)
+    offsets = [float(t) for t in arrival_times("poisson", 150, qps=16, seed=3)]
+    reqs = [(i.prompt_tokens, i.output_tokens, 200) for i in items]
+    exact = run_virtual(PROFILE, reqs, offsets, seed=3)
+    shaped = run_virtual(PROFILE, reqs, offsets, seed=3, dists=[prior(200)] * len(reqs))
+    assert [o.e2e_s for o in exact] == [o.e2e_s for o in shaped]  # the engine runs the same
+    differ = sum(a.predicted_e2e_s != b.predicted_e2e_s for a, b in zip(exact, shaped, strict=True))
+    assert differ > 50

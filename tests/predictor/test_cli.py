@@ -39,13 +39,14 @@ def test_bench_predictor_measures_a_real_agent_process() -> None:
 
 
 @pytest.mark.slow
-def test_bench_accuracy_small_run() -> None:
+@pytest.mark.parametrize("lengths", ["noisy:20", "fixed:100"])  # fixed: distributions in the quantiles header
+def test_bench_accuracy_small_run(lengths: str) -> None:
     result = CliRunner().invoke(
-        app, ["bench", "accuracy", "--requests", "12", "--qps", "4", "--lengths", "noisy:20", "--json"]
+        app, ["bench", "accuracy", "--requests", "12", "--qps", "4", "--lengths", lengths, "--json"]
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["completed"] == 12 and out["failed"] == 0 and out["lengths"] == "noisy:20"
+    assert out["completed"] == 12 and out["failed"] == 0 and out["lengths"] == lengths
     assert out["e2e"]["n"] == 12 and out["e2e"]["mape_pct"] is not None
     assert out["ttft"]["n"] == 12
 
@@ -55,6 +56,23 @@ def test_bench_accuracy_virtual() -> None:
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["mode"] == "virtual" and out["completed"] == 60 and out["e2e"]["mape_pct"] < 10
+
+
+def test_bench_accuracy_virtual_with_no_length_information() -> None:
+    """fixed:N is what a router without a tagger has: the agent keeps each length as ShareGPT's shape at that
+    mean, and the E2E error is the length error's, far above oracle's."""
+    result = CliRunner().invoke(app, ["bench", "accuracy", "--virtual", "--requests", "60", "--qps", "8",
+                                      "--lengths", "fixed:200", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["lengths"] == "fixed:200" and out["completed"] == 60 and out["e2e"]["mape_pct"] > 30
+
+
+def test_bench_accuracy_tagger_lengths_need_prompt_text(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "accuracy", "--virtual", "--requests", "10",
+                                      "--lengths", f"tagger:{tmp_path}"])  # synthetic-sharegpt: no prompt text
+    assert result.exit_code == 1
+    assert "tagger" in result.output
 
 
 def test_bench_accuracy_rejects_a_bad_lengths_spec() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
-from blockctl.bench.workers import worker_pool
 from dataclasses import dataclass
 
 from blockctl.bench.capacity import Slo
@@ -18,6 +17,7 @@ from blockctl.bench.steady import (
     abort_windows,
 )
 from blockctl.bench.steady_search import Plan, PolicyCapacity, Probe, find_capacity, find_saturation
+from blockctl.bench.workers import worker_pool
 from blockctl.scheduler.policies import POLICIES, make_policy
 
 Progress = Callable[[str, ProbeOutcome, bool], None]  # (policy, outcome, saturation probe) after each probe
