@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import threading
 from collections.abc import Iterator
@@ -45,6 +46,31 @@ def bind_loopback(port: int = 0) -> socket.socket:
         sock.close()  # a port in use must not leak the socket (a ResourceWarning, an error under pytest)
         raise
     return sock
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out as a connection's source port (Linux: 32768 by default)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_base_port(offsets: tuple[int, ...] = (0, 1, 90, 100, 101, 102, 200, 201, 202)) -> int:
+    """A base port for a local cluster (schedulers from +0, emulators from +100, agents from +200, the fault
+    drill's reset relay at +90) whose ports are free now and stay clear of the kernel's ephemeral range: a port
+    in that range can be taken as the source port of any outgoing connection between this check and the
+    daemon's bind (seen: an emulator's "address already in use")."""
+    from blockctl.cluster import procs
+
+    top = _ephemeral_low() - max(offsets) - 1
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, max(20001, top), 10)
+        if all(procs.port_free(base + off) for off in offsets):
+            return base
+    raise RuntimeError("no free port range below the ephemeral ports")
 
 
 def free_port() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ import pytest
 
 from blockctl.cluster import procs
 from blockctl.cluster.state import load_state
-from tests.conftest import CLI_WIDTH
+from tests.conftest import CLI_WIDTH, free_base_port
 
 pytestmark = pytest.mark.slow
 
@@ -28,15 +27,6 @@ def blockctl(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=180)
     assert done.returncode == 0, f"blockctl {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     return done
-
-
-def free_base_port() -> int:
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 40000)
-        if all(procs.port_free(base + off) for off in (0, 100, 101, 102, 200, 201, 202)):
-            return base
-    raise RuntimeError("no free port range")
 
 
 @pytest.fixture()

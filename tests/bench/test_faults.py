@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 from typer.testing import CliRunner
@@ -11,17 +10,7 @@ from typer.testing import CliRunner
 from blockctl.bench.faultload import classify_stream, classify_whole
 from blockctl.bench.faultwatch import executions
 from blockctl.cli.main import app
-from blockctl.cluster import procs
-
-
-def free_base_port() -> int:
-    """A base port whose schedulers, emulators, agents and reset relay (+90) ports are all free."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000, 10)
-        if all(procs.port_free(base + off) for off in (0, 1, 90, 100, 101, 102, 200, 201, 202)):
-            return base
-    raise RuntimeError("no free port range")
+from tests.conftest import free_base_port
 
 
 @pytest.mark.slow

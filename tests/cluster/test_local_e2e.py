@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pytest
 from blockctl.cluster import procs
 from blockctl.cluster.schedulers import restart_schedulers
 from blockctl.cluster.state import ClusterState, load_state
-from tests.conftest import CLI_WIDTH
+from tests.conftest import CLI_WIDTH, free_base_port
 
 pytestmark = pytest.mark.slow
 
@@ -34,16 +33,6 @@ def blockctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
     if check and done.returncode != 0:
         raise AssertionError(f"blockctl {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return done
-
-
-def free_base_port() -> int:
-    """A base port whose scheduler (+0, +1), emulator (+100..) and agent (+200..) ports are all free."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 40000)
-        if all(procs.port_free(base + off) for off in (0, 1, 100, 101, 200, 201)):
-            return base
-    raise RuntimeError("no free port range")
 
 
 @pytest.fixture(scope="module")

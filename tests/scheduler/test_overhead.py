@@ -35,7 +35,7 @@ def test_bench_overhead_rejects_bad_options() -> None:
 
 @pytest.mark.slow
 def test_bench_overhead_through_real_agents_json() -> None:
-    from tests.bench.test_faults import free_base_port
+    from tests.conftest import free_base_port
 
     result = CliRunner().invoke(app, ["bench", "overhead", "--agents", "real", "--latency-requests", "20",
                                       "--base-port", str(free_base_port()), "--json"])
