@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 
-from blockctl.predict.lengths import LengthDist, format_atoms
-from blockctl_agents.predictor.proxy import H_QUANTILES
+from blockctl.predict.lengths import QUANTILES_HEADER, LengthDist, format_atoms
 from blockctl_agents.predictor.sse import SseTokenCounter
 
 TAIL_BYTES = 4096
@@ -107,7 +106,7 @@ async def _one(
         "x-blockctl-prompt-tokens": str(prompt_tokens),
         "x-blockctl-predicted-ttft-ms": str(pred["ttft_s"] * 1e3),
         "x-blockctl-predicted-e2e-ms": str(pred["e2e_s"] * 1e3),
-        **({H_QUANTILES: format_atoms(length)} if length is not None else {}),
+        **({QUANTILES_HEADER: format_atoms(length)} if length is not None else {}),
     }
     counter = SseTokenCounter()
     ttft = None

@@ -33,7 +33,7 @@ from blockctl.openai_api import (
     parse_completion_body,
     read_body,
 )
-from blockctl.predict.lengths import told_length
+from blockctl.predict.lengths import QUANTILES_HEADER, told_length
 from blockctl.predict.tracker import DEFAULT_OUTPUT_TOKENS, Tracked, fallback_output_tokens
 from blockctl.scheduler.call import UNSTARTED_HEADER, Call
 from blockctl.scheduler.http1 import Http1Pool, Stream
@@ -46,7 +46,6 @@ from blockctl_agents.predictor.sse import SseTokenCounter
 log = logging.getLogger("blockctl.agent")
 
 H_PREDICTED = "x-blockctl-predicted-output-tokens"
-H_QUANTILES = "x-blockctl-predicted-output-quantiles"  # the length's distribution (blockctl.predict.lengths)
 H_PROMPT = "x-blockctl-prompt-tokens"
 H_E2E_MS, H_TTFT_MS = "x-blockctl-predicted-e2e-ms", "x-blockctl-predicted-ttft-ms"
 _DROP_REQUEST = {
@@ -166,10 +165,10 @@ async def forward_completion(request: Request, core: AgentCore, up: Upstream) ->
         limit = body.output_limit()
         told = predicted if predicted is not None else fallback_output_tokens(limit, body.ignore_eos)
         try:
-            length = told_length(request.headers.get(H_QUANTILES), default=DEFAULT_OUTPUT_TOKENS,
+            length = told_length(request.headers.get(QUANTILES_HEADER), default=DEFAULT_OUTPUT_TOKENS,
                                  hinted=predicted is not None, ignore_eos=body.ignore_eos, limit=limit)
         except ValueError as exc:
-            raise BadRequest(f"header {H_QUANTILES}: {exc}", param=H_QUANTILES) from None
+            raise BadRequest(f"header {QUANTILES_HEADER}: {exc}", param=QUANTILES_HEADER) from None
         token_ids = prompt_token_ids(body, get_counter(core.settings.tokenizer))  # the shadow cache hashes them
         if prompt_tokens is None:
             prompt_tokens = max(1, len(token_ids))

@@ -31,6 +31,7 @@ DEFAULT_QUANTILES: tuple[int, ...] = (
     146, 171, 193, 215, 237, 257, 278, 302, 325, 351, 380, 417, 469, 543, 645, 769,
 )
 MAX_ATOMS = 64
+QUANTILES_HEADER = "x-blockctl-predicted-output-quantiles"  # a length's atoms, router → agent (format_atoms)
 
 
 @dataclass(frozen=True, slots=True)

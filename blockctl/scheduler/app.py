@@ -28,7 +28,7 @@ from blockctl.openai_api import (
     parse_completion_body,
     read_body,
 )
-from blockctl.predict.lengths import dist, format_atoms, prior
+from blockctl.predict.lengths import QUANTILES_HEADER, dist, format_atoms, prior
 from blockctl.scheduler import lengths
 from blockctl.scheduler.call import Flight
 from blockctl.scheduler.membership import Membership
@@ -191,7 +191,7 @@ class Scheduler:
             "x-blockctl-length-source": source,
         }
         if length is not None:  # one number stands for a distribution: let the agent know
-            headers["x-blockctl-predicted-output-quantiles"] = format_atoms(length)
+            headers[QUANTILES_HEADER] = format_atoms(length)
         done = None if self.request_log is None else self.request_log.done(
             prompt=parsed.text, prompt_tokens=prompt_tokens, predicted=output_tokens, source=source,
             model=body.model or "")
