@@ -81,3 +81,15 @@ def test_bad_options_name_the_option() -> None:
     assert res.exit_code == 1 and "--lengths" in res.output
 
 
+
+
+def test_compare_with_a_synthetic_predictor(tmp_path: Path) -> None:
+    """`--lengths synthetic:TAU` runs like any other kind: the router is told one of ten calibrated means."""
+    out = tmp_path / "syn"
+    res = CliRunner().invoke(app, ["bench", "compare", *TINY, "--policies", "block", "--qps", "4",
+                                   "--lengths", "synthetic:0.7", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    run = load_results(out / "block-qps4.json")
+    told = {r.predicted_output_tokens for r in run.records}
+    assert len(run.records) == 120 and None not in told and 2 <= len(told) <= 10
+    assert {r.output_tokens for r in run.records} != told  # the engine still ran the true lengths

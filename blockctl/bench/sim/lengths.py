@@ -1,4 +1,5 @@
-"""Predicted output lengths for simulated requests: ``oracle``, ``noisy:PCT``, ``fixed:N`` or ``tagger:DIR``."""
+"""Predicted output lengths for simulated requests: ``oracle``, ``noisy:PCT``, ``fixed:N``, ``tagger:DIR`` or
+``synthetic:TAU``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from blockctl.errors import ConfigError
 from blockctl.predict.lengths import LengthDist
 
-KINDS = ("oracle", "noisy", "fixed", "tagger")
+KINDS = ("oracle", "noisy", "fixed", "tagger", "synthetic")
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,26 +20,31 @@ class LengthSpec:
     ``noisy:PCT``: predicted = round(true × (1 + u)), u ~ Uniform(−PCT/100, +PCT/100), at least 1 — an
     unbiased error whose magnitude never exceeds PCT % (mean |error| = PCT/2 %). ``fixed:N``: N tokens for
     every request, the baseline a length predictor has to beat. ``tagger:DIR``: the length tagger trained
-    into DIR predicts from the prompt text (cached per prompt on disk).
+    into DIR predicts from the prompt text (cached per prompt on disk). ``synthetic:TAU``: a predictor whose
+    answers rank the true lengths at Kendall τ = TAU, calibrated like a tagger (``blockctl.bench.sim.synthetic``).
     """
 
     kind: str
     pct: float = 0.0
     tagger_dir: str | None = None
     tokens: int = 0  # fixed:N
+    tau: float = 0.0  # synthetic:TAU
 
     def __str__(self) -> str:
         if self.kind == "noisy":
             return f"noisy:{self.pct:g}"
         if self.kind == "fixed":
             return f"fixed:{self.tokens}"
+        if self.kind == "synthetic":
+            return f"synthetic:{self.tau:g}"
         if self.kind == "tagger" and self.tagger_dir:
             return f"tagger:{self.tagger_dir}"
         return self.kind
 
 
 def parse_lengths(spec: str) -> LengthSpec:
-    """Parse ``oracle``, ``noisy:PCT`` (0 ≤ PCT ≤ 100), ``fixed:N`` (N ≥ 1) or ``tagger:DIR``.
+    """Parse ``oracle``, ``noisy:PCT`` (0 ≤ PCT ≤ 100), ``fixed:N`` (N ≥ 1), ``tagger:DIR`` or ``synthetic:TAU``
+    (0 < TAU ≤ 1).
 
     ConfigError names the option.
     """
@@ -60,7 +66,16 @@ def parse_lengths(spec: str) -> LengthSpec:
         return LengthSpec("fixed", tokens=int(arg))
     if kind == "tagger":
         return LengthSpec("tagger", tagger_dir=arg or None)  # no DIR: refused when lengths are asked for
-    raise ConfigError(f"'{spec}': expected one of oracle, noisy:PCT, fixed:N, tagger:DIR", key="--lengths")
+    if kind == "synthetic":
+        try:
+            tau = float(arg)
+        except ValueError:
+            raise ConfigError(f"'{spec}': expected synthetic:TAU with TAU a Kendall tau", key="--lengths") from None
+        if not 0.0 < tau <= 1.0:
+            raise ConfigError(f"'{spec}': TAU must be above 0 and at most 1", key="--lengths")
+        return LengthSpec("synthetic", tau=tau)
+    raise ConfigError(f"'{spec}': expected one of oracle, noisy:PCT, fixed:N, tagger:DIR, synthetic:TAU",
+                      key="--lengths")
 
 
 def held_out_workload(workload: str, spec: LengthSpec) -> tuple[str, str | None]:
@@ -97,6 +112,10 @@ def predicted_lengths(
         return noisy_lengths(true_lengths, spec.pct, seed=seed)
     if spec.kind == "fixed":
         return [spec.tokens] * len(true_lengths)
+    if spec.kind == "synthetic":
+        from blockctl.bench.sim.synthetic import synthetic_predictions
+
+        return synthetic_predictions(true_lengths, spec.tau, seed=seed)[0]
     return _tagger_lengths(spec.tagger_dir, prompts)
 
 
@@ -117,7 +136,8 @@ def _tagger_lengths(tagger_dir: str | None, prompts: Sequence[str | None]) -> li
 
 
 def predicted_dists(
-    spec: LengthSpec, predicted: Sequence[int], prompts: Sequence[str | None]
+    spec: LengthSpec, predicted: Sequence[int], prompts: Sequence[str | None], *,
+    true_lengths: Sequence[int] = (), seed: int = 0,
 ) -> list[LengthDist | None] | None:
     """Each request's predicted length as a distribution, where the predictor gives one (None: exactly the
     predicted number, as ``oracle`` and ``noisy:PCT`` say).
@@ -125,11 +145,16 @@ def predicted_dists(
     ``fixed:N`` says only "about N tokens": the prior (``blockctl.predict.lengths.prior``), ShareGPT's length
     distribution scaled to mean N. ``tagger:DIR``: the calibrated distribution of the tagger's bin (true
     lengths of validation prompts tagged alike), or the prior around its prediction without one.
+    ``synthetic:TAU``: its bin's atoms (``true_lengths`` and ``seed`` as given to :func:`predicted_lengths`).
     """
     from blockctl.predict.lengths import dist, prior
 
     if spec.kind == "fixed":
         return [prior(spec.tokens)] * len(predicted)
+    if spec.kind == "synthetic":
+        from blockctl.bench.sim.synthetic import synthetic_predictions
+
+        return list(synthetic_predictions(true_lengths, spec.tau, seed=seed)[1])
     if spec.kind != "tagger" or spec.tagger_dir is None:
         return None
     from blockctl.tagger.cache import predict_raw

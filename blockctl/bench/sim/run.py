@@ -149,9 +149,8 @@ def prepare(setup: SimSetup, requests: int | None = None) -> Prepared:
         if len({c.block_size for c, _ in engines}) > 1 or len({c.max_model_len for c, _ in engines}) > 1:
             raise ConfigError("a mixed cluster's profiles must agree on block size and max_model_len "
                               "(one workload is hashed and capped for all)", key="--profile")
-    predicted = predicted_lengths(
-        spec, [i.output_tokens for i in items], [i.prompt for i in items], seed=setup.seed + 7919
-    )
+    true = [i.output_tokens for i in items]
+    predicted = predicted_lengths(spec, true, [i.prompt for i in items], seed=setup.seed + 7919)
     hashes = None
     if setup.prefix_caching and any(i.token_ids is not None for i in items):
         config = dataclasses.replace(config, enable_prefix_caching=True)
@@ -160,7 +159,8 @@ def prepare(setup: SimSetup, requests: int | None = None) -> Prepared:
         bs = config.block_size
         hashes = [None if i.token_ids is None else block_hashes(list(i.token_ids), bs) for i in items]
     prompts = [i.prompt for i in items]
-    return Prepared(items, predicted, profile, config, predicted_dists(spec, predicted, prompts), hashes, engines)
+    dists = predicted_dists(spec, predicted, prompts, true_lengths=true, seed=setup.seed + 7919)
+    return Prepared(items, predicted, profile, config, dists, hashes, engines)
 
 
 @lru_cache(maxsize=8)
