@@ -130,6 +130,15 @@ def prompt_token_ids(body: Any, counter: TokenCounter | None = None) -> list[int
     return counter.encode(prompt) if isinstance(prompt, str) else prompt
 
 
+def earlier_replies(body: Any) -> list[str]:
+    """The text of a chat body's ``assistant`` messages before its last message: the conversation's earlier
+    replies (``blockctl.predict.history``); none for a completions body."""
+    messages = _field(body, "messages")
+    if not messages:
+        return []
+    return [_message_text(m) for m in list(messages)[:-1] if _field(m, "role") == "assistant"]
+
+
 def count_prompt_tokens(body: Any, counter: TokenCounter | None = None) -> int:
     """Prompt tokens of a completions or chat body; ValueError when it has neither a prompt nor messages."""
     return len(prompt_token_ids(body, counter))

@@ -117,3 +117,29 @@ def iter_conversations(path: Path | None = None) -> Iterator[tuple[str, str]]:
         pair = conversation_pair(value)
         if pair is not None:
             yield pair
+
+
+def dialogue_pairs(value: Any) -> list[tuple[str, str]]:
+    """The (user turn, reply) pairs of one ShareGPT conversation, from the start up to the first turn that is
+    not a human's text followed by a reply's (possibly none)."""
+    turns = value.get("conversations") if isinstance(value, dict) else None
+    if not isinstance(turns, list):
+        return []
+    pairs = []
+    for user, reply in zip(turns[::2], turns[1::2], strict=False):
+        if not (isinstance(user, dict) and isinstance(reply, dict)):
+            break
+        u, r = user.get("value"), reply.get("value")
+        if not (isinstance(u, str) and isinstance(r, str) and u and r) or user.get("from") != "human" \
+                or reply.get("from") == "human":
+            break
+        pairs.append((u, r))
+    return pairs
+
+
+def iter_dialogues(path: Path | None = None) -> Iterator[list[tuple[str, str]]]:
+    """Every conversation with at least one usable (user turn, reply) pair, as its pairs, in file order."""
+    for _line, value in iter_json_array(path or dataset_file()):
+        pairs = dialogue_pairs(value)
+        if pairs:
+            yield pairs

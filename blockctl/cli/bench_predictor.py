@@ -165,9 +165,9 @@ def accuracy(
         err_console.print(f"[dim]{note}[/dim]")
     items = load_workload(workload, num_requests=requests, seed=seed)
     prompts = [i.prompt for i in items]
-    true = [i.output_tokens for i in items]
-    predicted = predicted_lengths(spec, true, prompts, seed=seed)
-    dists = predicted_dists(spec, predicted, prompts, true_lengths=true, seed=seed)
+    true, histories = [i.output_tokens for i in items], [i.replies for i in items]
+    predicted = predicted_lengths(spec, true, prompts, seed=seed, histories=histories)
+    dists = predicted_dists(spec, predicted, prompts, true_lengths=true, seed=seed, histories=histories)
     offsets = arrival_times("poisson", len(items), qps=qps, seed=seed)
     reqs = [(i.prompt_tokens, i.output_tokens, p) for i, p in zip(items, predicted, strict=True)]
     times = [float(o) for o in offsets]

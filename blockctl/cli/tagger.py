@@ -156,12 +156,17 @@ def calibrate_cmd(
     data: str = typer.Option("sharegpt", "--data", help=DATA_HELP),
     tokenizer: str | None = typer.Option(None, "--tokenizer", help="HF tokenizer dir counting reply tokens."),
 ) -> None:
-    """Fit the map from the tagger's typical length to the mean length routing uses, on DATA's validation split."""
+    """Fit the map from the tagger's typical length to the mean length routing uses, on DATA's validation split,
+    and the reply-history table (a chat's earlier replies → its next reply) on DATA's train-split conversations."""
+    from blockctl.tagger.config import read_config
     from blockctl.tagger.train import calibrate
 
     calib = calibrate(model, data, tokenizer_dir=tokenizer)
     pairs = ", ".join(f"≤{e}→{m:.0f}" for e, m in zip(calib.edges, calib.means, strict=False))
     ok(f"{model}: calibrated on {data} ({pairs}, else {calib.means[-1]:.0f})")
+    turns = read_config(model).history.get("turns")
+    ok(f"{model}: reply history fitted on {turns} later conversation turns" if turns else
+       f"{model}: no reply history ({data} has no multi-turn conversations)")
 
 
 @tagger_app.command("predict")

@@ -28,6 +28,7 @@ from blockctl.openai_api import (
     parse_completion_body,
     read_body,
 )
+from blockctl.predict.history import ReplyHistory
 from blockctl.predict.lengths import QUANTILES_HEADER, dist, format_atoms, prior
 from blockctl.scheduler import lengths
 from blockctl.scheduler.call import Flight
@@ -71,6 +72,8 @@ class Scheduler:
     def __init__(self, settings: SchedulerSettings, *, tagger: lengths.LengthPredictor | None = None) -> None:
         self.settings = settings
         self.tagger = tagger
+        # a conversation's earlier replies → its next reply's length, when the tagger carries the table
+        self._history: ReplyHistory | None = getattr(tagger, "history", None)
         self.counter = get_counter(settings.tokenizer_dir)
         self.metrics = SchedulerMetrics(settings.policy)
         self.membership = Membership(settings.state_dir, poll_s=settings.poll_s)
@@ -165,11 +168,13 @@ class Scheduler:
             self.metrics.requests["bad_request"] += 1
             return bad_request_response(exc if isinstance(exc, BadRequest) else BadRequest(str(exc)))
         started = time.perf_counter()
-        tagged_length = await self._tag(parsed.text) if hint is None and self.tagger is not None else None
+        told = self._history.dist(parsed.replies) if hint is None and self._history is not None else None
+        tagged_length = await self._tag(parsed.text) if (
+            hint is None and told is None and self.tagger is not None) else None
         tagged, atoms = tagged_length if tagged_length is not None else (None, None)
         output_tokens, source = lengths.resolve(
             hint=hint, tagged=tagged, limit=body.output_limit(), ignore_eos=body.ignore_eos,
-            default=self.settings.default_output_tokens,
+            default=self.settings.default_output_tokens, history=None if told is None else round(told.mean),
         )
         self.metrics.length_sources[source] += 1
         serving, clients = self.membership.serving, self.membership.clients
@@ -178,6 +183,7 @@ class Scheduler:
             return error_response(503, NO_INSTANCE, type="service_unavailable")
         # a number that stands for a distribution (max_tokens still caps it where it runs)
         length = ((dist(atoms) if atoms else prior(tagged)) if source == "tagger" and tagged else
+                  told if source == "history" else
                   prior(self.settings.default_output_tokens) if source == "fallback" else None)
         route = RouteRequest(prompt_tokens, output_tokens, true_output_tokens=hint, length=length,
                              prefix=parsed.hashes_json)

@@ -3,8 +3,10 @@
 Order (first that applies wins):
 
 1. header ``x-blockctl-output-tokens``: the client knows best (benchmarks pass the true length for oracle);
-2. the length tagger, when the daemon has one (``--tagger DIR``);
-3. fallback: ``min(limit, default_output_tokens)``, where ``limit`` is the body's max_tokens (or
+2. a chat's earlier replies, when the daemon's tagger has a reply-history table (``blockctl.predict.history``):
+   the mean of the next reply's length given how long the conversation's replies have been;
+3. the length tagger, when the daemon has one (``--tagger DIR``);
+4. fallback: ``min(limit, default_output_tokens)``, where ``limit`` is the body's max_tokens (or
    max_completion_tokens) and ``default_output_tokens`` defaults to 256 (a ShareGPT-like reply; its median
    reply is a little over 200 tokens with cl100k).
 
@@ -21,7 +23,7 @@ from blockctl.errors import BadRequest, ConfigError
 DEFAULT_OUTPUT_TOKENS = 256
 HINT_HEADER = "x-blockctl-output-tokens"
 
-Source = Literal["header", "tagger", "ignore_eos", "fallback"]
+Source = Literal["header", "history", "tagger", "ignore_eos", "fallback"]
 
 
 class LengthPredictor(Protocol):
@@ -50,7 +52,8 @@ def parse_hint(value: str | None) -> int | None:
 
 
 def resolve(
-    *, hint: int | None, tagged: int | None, limit: int | None, ignore_eos: bool, default: int
+    *, hint: int | None, tagged: int | None, limit: int | None, ignore_eos: bool, default: int,
+    history: int | None = None,
 ) -> tuple[int, Source]:
     """The predicted output length and where it came from (see the module docstring)."""
     if ignore_eos and limit is not None:
@@ -58,6 +61,8 @@ def resolve(
     source: Source
     if hint is not None:
         value, source = hint, "header"
+    elif history is not None and history > 0:
+        value, source = history, "history"
     elif tagged is not None and tagged > 0:
         value, source = tagged, "tagger"
     else:

@@ -91,10 +91,10 @@ def fit(predicted: Sequence[int], actual: Sequence[int], bins: int = 10) -> Cali
     members: list[list[int]] = [[] for _ in means]
     for p, a in pairs:
         members[bisect.bisect_left(edges, p)].append(a)
-    quantiles: list[tuple[int, ...]] = []
+    qs: list[tuple[int, ...]] = []
     for m in members:  # an empty bin borrows its neighbour's
-        quantiles.append(_quantiles(m) if m else (quantiles[-1] if quantiles else (1,)))
-    return Calibration(tuple(edges), tuple(means), tuple(quantiles))
+        qs.append(length_quantiles(m) if m else (qs[-1] if qs else (1,)))
+    return Calibration(tuple(edges), tuple(means), tuple(qs))
 
 
 def interval_coverage(
@@ -120,7 +120,7 @@ def interval_coverage(
     return {"lo": lo, "hi": hi, "coverage": inside / len(predicted), "median_width": widths[len(widths) // 2]}
 
 
-def _quantiles(values: list[int], k: int = QUANTILES) -> tuple[int, ...]:
+def length_quantiles(values: list[int], k: int = QUANTILES) -> tuple[int, ...]:
     """``k`` quantiles of ``values`` at probabilities (i + ½)/k, linear between order statistics."""
     v = sorted(values)
     n = len(v)

@@ -28,6 +28,7 @@ class TaggerConfig:
     data: dict[str, Any] = field(default_factory=dict)  # provenance: source, sha256, counts, split rule
     training: dict[str, Any] = field(default_factory=dict)  # hyper-parameters used
     calibration: dict[str, Any] = field(default_factory=dict)  # typical → mean tokens (calibration.py); {}: none
+    history: dict[str, Any] = field(default_factory=dict)  # earlier replies → next reply (predict/history.py)
 
 
 def read_config(model_dir: str | Path) -> TaggerConfig:

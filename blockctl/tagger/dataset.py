@@ -160,3 +160,22 @@ def load_examples(source: str, *, tokenizer_dir: str | Path | None = None) -> li
         return _from_pairs(sharegpt.iter_conversations(path), token_counter(tokenizer_dir))
     except WorkloadError as exc:
         raise TaggerError(exc.message, hint=exc.hint) from exc
+
+
+def load_dialogues(source: str, *, tokenizer_dir: str | Path | None = None) -> dict[Split, list[list[int]]] | None:
+    """Each multi-turn conversation of SOURCE as its reply lengths in order, split by its first user turn
+    (the prompt of its example in ``load_examples``, so a conversation and its first example share a split);
+    None for sources without whole conversations (``.jsonl``, ``log:``)."""
+    if source.startswith("log:") or source.endswith(".jsonl"):
+        return None
+    from blockctl.bench import sharegpt
+
+    count = token_counter(tokenizer_dir)
+    parts: dict[Split, list[list[int]]] = {"train": [], "val": [], "test": []}
+    try:
+        for pairs in sharegpt.iter_dialogues(None if source == "sharegpt" else Path(source)):
+            if len(pairs) > 1 and pairs[0][0].strip():
+                parts[split_of(pairs[0][0])].append(count([reply for _, reply in pairs]))
+    except WorkloadError as exc:
+        raise TaggerError(exc.message, hint=exc.hint) from exc
+    return parts

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from blockctl.predict.history import ReplyHistory
 from blockctl.tagger.calibration import Calibration
 from blockctl.tagger.config import read_config, require_runtime
 
@@ -77,8 +78,11 @@ class OnlineTagger:
         # A directory's calibration maps the model's raw answer to a mean and a distribution; the batches then
         # ask the model for raw answers.
         self.calibration: Calibration | None = None
+        self.history: ReplyHistory | None = None  # a conversation's earlier replies → its next reply's length
         if isinstance(model, (str, Path)):  # fail at startup, not silently on the first request
-            self.calibration = Calibration.from_dict(read_config(model).calibration)
+            config = read_config(model)
+            self.calibration = Calibration.from_dict(config.calibration)
+            self.history = ReplyHistory.from_dict(config.history)
             require_runtime()
         self._source = model
         self._predictor: BatchPredictor | None = None if isinstance(model, (str, Path)) else model

@@ -211,6 +211,7 @@ def train(spec: TrainSpec, out: Path, on_progress: Callable[[Progress], None] | 
             "torch_threads": torch.get_num_threads(),
         },
         calibration={**calib.as_dict(), "examples": len(every_val)},
+        history=reply_history(spec.source, tokenizer_dir=spec.tokenizer_dir),
     )
     final = save(model, tokenizer, config, out)
     import json
@@ -234,5 +235,17 @@ def calibrate(model_dir: str | Path, source: str, *, tokenizer_dir: str | None =
     tagger = Tagger(model_dir)
     calib = calibration.fit(tagger.predict([e.prompt for e in val], calibrated=False), [e.output_tokens for e in val])
     config = read_config(model_dir)
-    write_config(model_dir, replace(config, calibration={**calib.as_dict(), "examples": len(val), "source": source}))
+    write_config(model_dir, replace(config, calibration={**calib.as_dict(), "examples": len(val), "source": source},
+                                    history=reply_history(source, tokenizer_dir=tokenizer_dir)))
     return calib
+
+
+def reply_history(source: str, *, tokenizer_dir: str | None = None) -> dict[str, Any]:
+    """The earlier-replies → next-reply table (``blockctl.predict.history``) fitted on the train split's
+    multi-turn conversations of ``source``, for a tagger's config; {} when the source has none."""
+    from blockctl.predict.history import BINS, fit_history
+
+    dialogues = ds.load_dialogues(source, tokenizer_dir=tokenizer_dir)
+    if dialogues is None or sum(len(d) - 1 for d in dialogues["train"]) < BINS:
+        return {}
+    return {**fit_history(dialogues["train"]).as_dict(), "source": source}

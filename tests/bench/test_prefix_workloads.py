@@ -36,3 +36,17 @@ def test_a_multiturn_turn_extends_the_conversation_so_far_with_the_reply_in_it()
         # the previous turn (prompt + reply) is a strict prefix of this prompt
         assert any(len(f) < i.prompt_tokens and tuple(ids[: len(f)]) == f for f in full)
     assert max(i.prompt_tokens + i.output_tokens for i in items) <= 4000
+
+
+def test_a_multiturn_turn_carries_its_earlier_replies_and_the_test_split_holds_out_whole_conversations() -> None:
+    from blockctl.bench.workloads.prefixed import ASSISTANT, USER
+    from blockctl.tagger.dataset import split_of
+
+    items = load_workload("sharegpt-multiturn:test", num_requests=600, seed=0)
+    for i in items:
+        assert i.prompt is not None and i.prompt.startswith(USER)
+        turns = i.prompt[len(USER):].split(USER)  # "user text" + ASSISTANT + " reply" per earlier turn
+        assert split_of(turns[0].split(ASSISTANT)[0]) == "test"  # its first example is in the test split
+        earlier = [len(encode(t.split(ASSISTANT, 1)[1])) for t in turns[:-1]]
+        assert list(i.replies) == earlier  # the replies a chat request would carry, in tokens
+    assert sum(bool(i.replies) for i in items) > 200

@@ -298,3 +298,34 @@ async def test_tokenize_and_version_as_vllm_serves_them(tmp_path: Path) -> None:
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
     assert version.status_code == 200 and "blockctl" in version.json()["version"]
     assert denied.status_code == 401
+
+
+async def test_a_chat_s_earlier_replies_set_its_length_when_the_tagger_has_a_history_table(tmp_path: Path) -> None:
+    """With earlier assistant messages the reply-history table answers (source "history", its bin's atoms);
+    a first turn still goes to the tagger, and a client's hint still wins."""
+    from blockctl.predict.history import fit_history
+    from blockctl.predict.lengths import dist
+
+    tagger = StubTagger(40)
+    short, long = [[20, 20, 25]] * 50, [[600, 700, 650]] * 50  # short replies stay short, long ones long
+    history = tagger.history = fit_history(short + long, bins=2)  # type: ignore[attr-defined]
+    agent = FakeAgent("a")
+    agent.token = ensure_token(tmp_path)
+    earlier = "x " * 300  # a long earlier reply: the long conversations' bin
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": earlier},
+                                       {"role": "user", "content": "and then?"}]}
+    first = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    async with serve_app(agent.app()) as agent_url:
+        write_cluster(tmp_path, {"a": agent_url})
+        app = create_app(SchedulerSettings(state_dir=tmp_path, seed=0), tagger=tagger)
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as http:
+            later = await http.post("/v1/chat/completions", json=chat)
+            opening = await http.post("/v1/chat/completions", json=first)
+            hinted = await http.post("/v1/chat/completions", json=chat, headers={"x-blockctl-output-tokens": "9"})
+    assert get_counter().count(earlier) > history.edges[0]
+    assert later.headers["x-blockctl-length-source"] == "history"
+    assert later.headers["x-blockctl-predicted-output-tokens"] == "675"  # the long bin's mean (650s and 700s)
+    assert agent.forwarded[0]["x-blockctl-predicted-output-quantiles"] == format_atoms(dist(history.atoms[1]))
+    assert opening.headers["x-blockctl-length-source"] == "tagger"
+    assert hinted.headers["x-blockctl-length-source"] == "header"
+    assert tagger.prompts == ["user: hi\nassistant:"]  # only the first turn asked the tagger

@@ -21,6 +21,18 @@ def test_a_parsed_request_has_the_counted_tokens_and_their_block_hashes() -> Non
     assert parsed.hashes_json == str(block_hashes(ids, BLOCK_SIZE)).replace(" ", "").encode()
 
 
+def test_a_chat_s_earlier_replies_are_counted_and_its_last_message_is_not() -> None:
+    counter = get_counter()
+    chat = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+                         {"role": "assistant", "content": "hello there"}, {"role": "user", "content": "more"},
+                         {"role": "assistant", "content": [{"type": "text", "text": "a b c d"}]},
+                         {"role": "assistant", "content": "a prefilled start"}]}
+    parsed = parse_request(chat, counter)
+    assert parsed.replies == (counter.count("hello there"), counter.count("a b c d"))
+    assert parse_request({"prompt": "ASSISTANT: not a message"}, counter).replies == ()
+    assert parse_request({"messages": [{"role": "user", "content": "hi"}]}, counter).replies == ()
+
+
 async def test_predict_carries_the_prompt_s_block_hashes(tmp_path: Path) -> None:
     a, b = FakeAgent("a"), FakeAgent("b", e2e_s=5.0)
     prompt = "the same long system prompt " * 20

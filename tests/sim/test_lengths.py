@@ -75,6 +75,10 @@ def test_a_tagger_runs_on_its_held_out_split_only() -> None:
     workload, note = held_out_workload("sharegpt", tagger)
     assert workload == "sharegpt:test" and note is not None and "held-out" in note
     assert held_out_workload("other.jsonl", tagger) == ("other.jsonl", None)  # another dataset: as given
+    assert held_out_workload("sharegpt-multiturn", tagger)[0] == "sharegpt-multiturn:test"
+    with pytest.raises(ConfigError, match="--workload") as refused:
+        held_out_workload("sharegpt-multiturn:train", tagger)
+    assert refused.value.hint == "--workload sharegpt-multiturn:test"
     for seen in ("sharegpt:train", "sharegpt:val"):
         with pytest.raises(ConfigError, match="--workload"):
             held_out_workload(seen, tagger)

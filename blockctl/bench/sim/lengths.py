@@ -83,15 +83,18 @@ def held_out_workload(workload: str, spec: LengthSpec) -> tuple[str, str | None]
 
     A tagger is evaluated only on prompts it never trained or calibrated on: with ``tagger:DIR``, ShareGPT
     (what ``blockctl train-tagger`` trains on by default) becomes its held-out ``sharegpt:test`` split, and
-    the train or val split is refused. Other workloads (another dataset) are used as given.
+    ``sharegpt-multiturn`` the conversations of that split (``sharegpt-multiturn:test``: the tagger's
+    reply-history table was fitted on the train split's); the train or val split is refused. Other workloads
+    (another dataset) are used as given.
     """
     if spec.kind != "tagger":
         return workload, None
-    if workload == "sharegpt":
-        return "sharegpt:test", "tagger lengths: the workload is ShareGPT's held-out test split (sharegpt:test)"
-    if workload in ("sharegpt:train", "sharegpt:val"):
+    if workload in ("sharegpt", "sharegpt-multiturn"):
+        return f"{workload}:test", (f"tagger lengths: the workload is ShareGPT's held-out test split "
+                                    f"({workload}:test)")
+    if workload in ("sharegpt:train", "sharegpt:val", "sharegpt-multiturn:train", "sharegpt-multiturn:val"):
         raise ConfigError(f"'{workload}': a tagger is evaluated only on prompts it never trained or "
-                          "calibrated on", key="--workload", hint="--workload sharegpt:test")
+                          "calibrated on", key="--workload", hint=f"--workload {workload.partition(':')[0]}:test")
     return workload, None
 
 
@@ -103,9 +106,14 @@ def noisy_lengths(true_lengths: Sequence[int], pct: float, *, seed: int) -> list
 
 
 def predicted_lengths(
-    spec: LengthSpec, true_lengths: Sequence[int], prompts: Sequence[str | None], *, seed: int
+    spec: LengthSpec, true_lengths: Sequence[int], prompts: Sequence[str | None], *, seed: int,
+    histories: Sequence[Sequence[int]] = (),
 ) -> list[int]:
-    """The output length the predictor is told for each request (the engine still runs the true one)."""
+    """The output length the predictor is told for each request (the engine still runs the true one).
+
+    ``histories``: each request's earlier reply lengths (multi-turn workloads); with ``tagger:DIR`` a request
+    that has some is told what the tagger's reply-history table says (``blockctl.predict.history``), as the
+    scheduler does for a chat with earlier assistant messages."""
     if spec.kind == "oracle":
         return [max(1, n) for n in true_lengths]
     if spec.kind == "noisy":
@@ -116,7 +124,22 @@ def predicted_lengths(
         from blockctl.bench.sim.synthetic import synthetic_predictions
 
         return synthetic_predictions(true_lengths, spec.tau, seed=seed)[0]
-    return _tagger_lengths(spec.tagger_dir, prompts)
+    told = _tagger_lengths(spec.tagger_dir, prompts)
+    by_history = _history_dists(spec, histories)
+    return told if by_history is None else [n if d is None else round(d.mean) for n, d in zip(told, by_history,
+                                                                                          strict=True)]
+
+
+def _history_dists(spec: LengthSpec, histories: Sequence[Sequence[int]]) -> list[LengthDist | None] | None:
+    """Per request, the tagger's reply-history distribution where the request has earlier replies; None when
+    no request has any or the tagger has no table."""
+    if spec.kind != "tagger" or spec.tagger_dir is None or not any(histories):
+        return None
+    from blockctl.predict.history import ReplyHistory
+    from blockctl.tagger.config import read_config
+
+    table = ReplyHistory.from_dict(read_config(spec.tagger_dir).history)
+    return None if table is None else [table.dist(h) for h in histories]
 
 
 def _tagger_lengths(tagger_dir: str | None, prompts: Sequence[str | None]) -> list[int]:
@@ -137,7 +160,7 @@ def _tagger_lengths(tagger_dir: str | None, prompts: Sequence[str | None]) -> li
 
 def predicted_dists(
     spec: LengthSpec, predicted: Sequence[int], prompts: Sequence[str | None], *,
-    true_lengths: Sequence[int] = (), seed: int = 0,
+    true_lengths: Sequence[int] = (), seed: int = 0, histories: Sequence[Sequence[int]] = (),
 ) -> list[LengthDist | None] | None:
     """Each request's predicted length as a distribution, where the predictor gives one (None: exactly the
     predicted number, as ``oracle`` and ``noisy:PCT`` say).
@@ -146,6 +169,7 @@ def predicted_dists(
     distribution scaled to mean N. ``tagger:DIR``: the calibrated distribution of the tagger's bin (true
     lengths of validation prompts tagged alike), or the prior around its prediction without one.
     ``synthetic:TAU``: its bin's atoms (``true_lengths`` and ``seed`` as given to :func:`predicted_lengths`).
+    A request with earlier replies (``histories``) gets the tagger's reply-history distribution, as there.
     """
     from blockctl.predict.lengths import dist, prior
 
@@ -167,4 +191,5 @@ def predicted_dists(
     for n, mean in zip(raw, predicted, strict=True):
         atoms = None if calibration is None else calibration.atoms(n)
         out.append(prior(mean) if atoms is None else dist(atoms))
-    return out
+    by_history = _history_dists(spec, histories)
+    return out if by_history is None else [d if h is None else h for d, h in zip(out, by_history, strict=True)]

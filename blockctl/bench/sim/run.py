@@ -150,7 +150,8 @@ def prepare(setup: SimSetup, requests: int | None = None) -> Prepared:
             raise ConfigError("a mixed cluster's profiles must agree on block size and max_model_len "
                               "(one workload is hashed and capped for all)", key="--profile")
     true = [i.output_tokens for i in items]
-    predicted = predicted_lengths(spec, true, [i.prompt for i in items], seed=setup.seed + 7919)
+    histories = [i.replies for i in items]
+    predicted = predicted_lengths(spec, true, [i.prompt for i in items], seed=setup.seed + 7919, histories=histories)
     hashes = None
     if setup.prefix_caching and any(i.token_ids is not None for i in items):
         config = dataclasses.replace(config, enable_prefix_caching=True)
@@ -159,7 +160,7 @@ def prepare(setup: SimSetup, requests: int | None = None) -> Prepared:
         bs = config.block_size
         hashes = [None if i.token_ids is None else block_hashes(list(i.token_ids), bs) for i in items]
     prompts = [i.prompt for i in items]
-    dists = predicted_dists(spec, predicted, prompts, true_lengths=true, seed=setup.seed + 7919)
+    dists = predicted_dists(spec, predicted, prompts, true_lengths=true, seed=setup.seed + 7919, histories=histories)
     return Prepared(items, predicted, profile, config, dists, hashes, engines)
 
 

@@ -12,14 +12,15 @@ from pathlib import Path
 from blockctl.bench.workloads.arrivals import PROCESSES, ArrivalSpec, arrival_times, parse_arrival
 from blockctl.bench.workloads.dataset import load_builtin_sharegpt, load_sharegpt_file
 from blockctl.bench.workloads.files import read_file
-from blockctl.bench.workloads.prefixed import PREFIX_GENERATORS
+from blockctl.bench.workloads.prefixed import PREFIX_GENERATORS, sharegpt_multiturn
 from blockctl.bench.workloads.prompts import synth_prompt
 from blockctl.bench.workloads.synthetic import GENERATORS as _SYNTHETIC
 from blockctl.bench.workloads.types import WorkItem, Workload
 from blockctl.errors import WorkloadError
 
 GENERATORS = {**_SYNTHETIC, **PREFIX_GENERATORS}
-WORKLOADS: tuple[str, ...] = ("sharegpt", "sharegpt:test", *GENERATORS)  # also sharegpt:train, sharegpt:val
+# also sharegpt:train, sharegpt:val, and sharegpt-multiturn:SPLIT
+WORKLOADS: tuple[str, ...] = ("sharegpt", "sharegpt:test", *GENERATORS, "sharegpt-multiturn:test")
 SPLITS = ("train", "val", "test")
 
 __all__ = [
@@ -56,6 +57,11 @@ def read_workload(spec: str, *, num_requests: int, seed: int = 0) -> Workload:
         return Workload(spec, *_take(load_builtin_sharegpt(), num_requests, seed, shuffle=True))
     if spec.startswith("sharegpt:"):
         return _sharegpt_split(spec, num_requests, seed)
+    if spec.startswith("sharegpt-multiturn:"):
+        split = spec.partition(":")[2]
+        if split not in SPLITS:
+            raise WorkloadError(f"unknown workload '{spec}': the split must be one of {', '.join(SPLITS)}")
+        return Workload(spec, sharegpt_multiturn(num_requests, seed, split))
     path = Path(spec).expanduser()
     if not path.exists():
         raise WorkloadError(

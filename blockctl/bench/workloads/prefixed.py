@@ -28,7 +28,7 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import overload
 
-from blockctl.bench.sharegpt import dataset_file, iter_json_array
+from blockctl.bench.sharegpt import iter_dialogues
 from blockctl.bench.workloads.prompts import synth_prompt
 from blockctl.bench.workloads.synthetic import SHAREGPT_OUTPUT, LogNormal
 from blockctl.bench.workloads.tokenize import encode
@@ -68,9 +68,14 @@ class Joined(Sequence[int]):
         return list(self)[i]
 
 
-def _conversations(rng: random.Random) -> list[list[tuple[str, str]]]:
-    """ShareGPT conversations as (user, reply) turn pairs, shuffled; those without one usable pair dropped."""
+def _conversations(rng: random.Random, split: str | None = None) -> list[list[tuple[str, str]]]:
+    """ShareGPT conversations as (user, reply) turn pairs, shuffled; those without one usable pair dropped.
+    With ``split``: only those whose first user turn is in a length tagger's split of that name."""
     out = list(_all_conversations())
+    if split is not None:
+        from blockctl.tagger.dataset import split_of
+
+        out = [c for c in out if split_of(c[0][0]) == split]
     rng.shuffle(out)
     return out
 
@@ -78,24 +83,7 @@ def _conversations(rng: random.Random) -> list[list[tuple[str, str]]]:
 @functools.lru_cache(maxsize=1)
 def _all_conversations() -> tuple[list[tuple[str, str]], ...]:
     """Every usable conversation in file order (parsed once per process: the file takes seconds)."""
-    out = []
-    for _line, value in iter_json_array(dataset_file()):
-        turns = value.get("conversations") if isinstance(value, dict) else None
-        if not isinstance(turns, list):
-            continue
-        pairs = []
-        for user, reply in zip(turns[::2], turns[1::2], strict=False):
-            u = user.get("value") if isinstance(user, dict) else None
-            r = reply.get("value") if isinstance(reply, dict) else None
-            roles = (user.get("from"), reply.get("from")) if isinstance(user, dict) and isinstance(reply, dict) \
-                else (None, None)
-            if not (isinstance(u, str) and isinstance(r, str) and u and r) or roles[0] != "human" \
-                    or roles[1] == "human":
-                break
-            pairs.append((u, r))
-        if pairs:
-            out.append(pairs)
-    return tuple(out)
+    return tuple(iter_dialogues())
 
 
 def _turns(pairs: list[tuple[str, str]]) -> list[WorkItem]:
@@ -103,6 +91,7 @@ def _turns(pairs: list[tuple[str, str]]) -> list[WorkItem]:
     items: list[WorkItem] = []
     ids: list[int] = []
     text = ""
+    replies: tuple[int, ...] = ()
     for user, reply in pairs:
         asked = f"{USER}{user}{ASSISTANT}"
         answer = f" {reply}"
@@ -112,15 +101,20 @@ def _turns(pairs: list[tuple[str, str]]) -> list[WorkItem]:
         ids += ask_ids
         text += asked
         items.append(WorkItem(prompt=text, prompt_tokens=len(ids), output_tokens=len(reply_ids),
-                              token_ids=Joined((ids,), len(ids) + len(reply_ids))))
+                              token_ids=Joined((ids,), len(ids) + len(reply_ids)), replies=replies))
         ids += reply_ids
         text += answer
+        replies += (len(reply_ids),)
     return items
 
 
-def sharegpt_multiturn(n: int, seed: int) -> list[WorkItem]:
+def sharegpt_multiturn(n: int, seed: int, split: str | None = None) -> list[WorkItem]:
+    """``sharegpt-multiturn`` (module docstring); ``sharegpt-multiturn:SPLIT`` keeps the conversations whose
+    first user turn is in a length tagger's SPLIT, so a tagger and its reply-history table fitted on the train
+    split are measured on conversations they never saw (``test``)."""
     rng = random.Random(seed)
-    convs = iter(_conversations(rng) * 50)  # reused (reshuffled order of users) if n needs more turns
+    pool = _conversations(rng, split)
+    convs = iter(pool * max(50, 4 * n // max(1, len(pool))))  # reused (reshuffled order of users) if n needs more
     active: list[Iterator[WorkItem]] = []
     out: list[WorkItem] = []
     while len(out) < n:

@@ -21,6 +21,9 @@ class WorkItem:
     # The prompt's token ids under the workload tokenizer, and when known the reply's after them (multi-turn
     # replays): what an engine's prefix cache hashes. None for workloads whose prompts share nothing.
     token_ids: Sequence[int] | None = None
+    # Multi-turn replays: the lengths of the conversation's earlier replies, which a chat request carries as
+    # its assistant messages (a router's length evidence, blockctl.predict.history). () for first turns.
+    replies: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
