@@ -8,7 +8,9 @@ the emulators, and nothing gives it to the schedulers or the agents: the router 
 production (tagger, else the fallback).
 
 Key: the BLAKE2b-128 hex digest of the prompt text as the client wrote it (a completions ``prompt`` string,
-or the text of a chat request's last message). Prompts given as token ids are not keyed.
+the text of a chat's last message, or for a chat with earlier replies (assistant messages) the whole
+conversation flattened as ``blockctl.tokens`` flattens it: a multi-turn chat's last user turn, "continue",
+repeats across conversations). Prompts given as token ids are not keyed.
 """
 
 from __future__ import annotations
@@ -29,11 +31,19 @@ def prompt_key(text: str) -> str:
 
 
 def client_prompt(body: Any) -> str | None:
-    """The text a table is keyed by: the ``prompt`` string, or the last chat message's text; else None."""
+    """The text a table is keyed by: the ``prompt`` string, a chat's last message's text, or, for a chat with
+    earlier replies, the whole conversation flattened; else None."""
     def get(key: str) -> Any:
         return body.get(key) if isinstance(body, Mapping) else getattr(body, key, None)
 
     messages = get("messages")
+    if messages and any(_role(m) == "assistant" for m in messages):
+        from blockctl.tokens import flatten_messages
+
+        try:
+            return flatten_messages(messages)
+        except (TypeError, ValueError, AttributeError):
+            return None
     if messages:
         last = messages[-1]
         content = last.get("content") if isinstance(last, Mapping) else getattr(last, "content", None)
@@ -47,6 +57,10 @@ def client_prompt(body: Any) -> str | None:
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
     return prompt if isinstance(prompt, str) else None
+
+
+def _role(message: Any) -> Any:
+    return message.get("role") if isinstance(message, Mapping) else getattr(message, "role", None)
 
 
 def build(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from blockctl import replytable
 from blockctl.bench.metrics import RequestRecord
-from blockctl.bench.wire import LENGTH_MODES, LoadSpec, prompt_text
+from blockctl.bench.wire import LENGTH_MODES, LoadSpec, prompt_text, request_body
 from blockctl.bench.workloads import WorkItem, read_workload
 from blockctl.errors import ConfigError
 
@@ -30,7 +30,9 @@ def reply_table(workload: str, requests: int, seed: int, api: str = "completions
 def items_table(items: Sequence[WorkItem], api: str = "completions", seed: int = 0) -> dict[str, int]:
     """The table for ``items`` sent as the load generator sends them (``api``, ``seed`` of synthesised text)."""
     spec = LoadSpec(endpoint="", model="", api=api, seed=seed)
-    return replytable.build((prompt_text(item, i, spec), item.output_tokens) for i, item in enumerate(items))
+    keyed = ((replytable.client_prompt(request_body(item, prompt_text(item, i, spec), spec)), item.output_tokens)
+             for i, item in enumerate(items))
+    return replytable.build((text, n) for text, n in keyed if text is not None)
 
 
 def lengths_note(records: Sequence[RequestRecord]) -> str:

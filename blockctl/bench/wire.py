@@ -60,7 +60,9 @@ def request_body(item: WorkItem, prompt: str, spec: LoadSpec) -> dict[str, Any]:
     elif spec.max_tokens_cap is not None:
         body["max_tokens"] = spec.max_tokens_cap
     body.update(temperature=0.0, stream=True, stream_options={"include_usage": True})
-    if spec.api == "chat":
+    if spec.api == "chat" and item.messages:  # a multi-turn replay: the conversation so far, as a client sends it
+        body["messages"] = [{"role": role, "content": text} for role, text in item.messages]
+    elif spec.api == "chat":
         body["messages"] = [{"role": "user", "content": prompt}]
     else:
         body["prompt"] = prompt

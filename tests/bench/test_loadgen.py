@@ -235,3 +235,30 @@ def test_results_file_written_by_the_cli(tmp_path: Path) -> None:
     saved = load_results(out)
     assert saved.label == "emu" and len(saved.records) == 4 and saved.summary == saved.summary
     assert saved.records[2].error is not None and "HTTP 400" in saved.records[2].error
+
+
+async def test_a_multiturn_chat_replay_sends_the_conversation_and_gets_the_workload_s_lengths(tmp_path: Path) -> None:
+    """--api chat sends a replayed turn as the conversation so far (earlier replies as assistant messages, which a
+    router reads as length evidence); the emulator's reply table, keyed by the whole conversation, still gives
+    every turn its own length."""
+    import dataclasses
+
+    from blockctl.bench.wire import request_body
+    from blockctl.bench.workloads import load_workload
+
+    turns = [dataclasses.replace(i, output_tokens=3 + k % 5)
+             for k, i in enumerate(load_workload("sharegpt-multiturn", num_requests=400, seed=0))]
+    items = [i for i in turns if i.replies][:10] + [i for i in turns if not i.replies][:2]
+    spec = LoadSpec(endpoint="", model="m", api="chat")
+    later = request_body(items[0], "", spec)["messages"]
+    assert [m["role"] for m in later][-3:] == ["user", "assistant", "user"]
+    assert len([m for m in later if m["role"] == "assistant"]) == len(items[0].replies)
+    replytable.save(tmp_path / "replies.json", items_table(items, api="chat"), source={})
+    app = create_emulator(max_model_len=4096, num_gpu_blocks_override=2048, seed=1,
+                          reply_lengths=str(tmp_path / "replies.json"))
+    times = send_schedule(items, parse_arrival("poisson"), qps=40.0, seed=0)
+    async with serve_app(app) as url:
+        result = await run_live(items, times, LoadSpec(endpoint=url + "/v1", model="", api="chat"), label="emu",
+                                config={"workload": "test"})
+    assert result.summary.completed == len(items)
+    assert all(r.output_tokens == r.expected_output_tokens for r in result.records)

@@ -48,3 +48,15 @@ def test_a_bad_table_is_refused_naming_the_file(tmp_path: Path, capsys: pytest.C
     assert "bad.json" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="cannot read"):
         replytable.load(tmp_path / "missing.json")
+
+
+def test_a_chat_with_earlier_replies_is_keyed_by_its_whole_conversation() -> None:
+    def chat(*texts: str) -> dict[str, object]:
+        roles = ["user", "assistant"] * len(texts)
+        return {"messages": [{"role": r, "content": t} for r, t in zip(roles, texts, strict=False)]}
+
+    one, two = chat("Write a poem.", "Roses…", "continue"), chat("Explain DNS.", "DNS maps…", "continue")
+    assert replytable.client_prompt(one) != replytable.client_prompt(two)  # the same last turn, two conversations
+    assert replytable.client_prompt(chat("continue")) == "continue"
+    table = replytable.build([(replytable.client_prompt(one) or "", 300), (replytable.client_prompt(two) or "", 40)])
+    assert table[replytable.prompt_key(replytable.client_prompt(two) or "")] == 40

@@ -92,6 +92,7 @@ def _turns(pairs: list[tuple[str, str]]) -> list[WorkItem]:
     ids: list[int] = []
     text = ""
     replies: tuple[int, ...] = ()
+    messages: tuple[tuple[str, str], ...] = ()
     for user, reply in pairs:
         asked = f"{USER}{user}{ASSISTANT}"
         answer = f" {reply}"
@@ -100,11 +101,14 @@ def _turns(pairs: list[tuple[str, str]]) -> list[WorkItem]:
             break
         ids += ask_ids
         text += asked
+        messages += (("user", user),)
         items.append(WorkItem(prompt=text, prompt_tokens=len(ids), output_tokens=len(reply_ids),
-                              token_ids=Joined((ids,), len(ids) + len(reply_ids)), replies=replies))
+                              token_ids=Joined((ids,), len(ids) + len(reply_ids)), replies=replies,
+                              messages=messages))
         ids += reply_ids
         text += answer
         replies += (len(reply_ids),)
+        messages += (("assistant", reply),)
     return items
 
 

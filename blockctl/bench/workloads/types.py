@@ -24,6 +24,9 @@ class WorkItem:
     # Multi-turn replays: the lengths of the conversation's earlier replies, which a chat request carries as
     # its assistant messages (a router's length evidence, blockctl.predict.history). () for first turns.
     replies: tuple[int, ...] = ()
+    # Multi-turn replays: the conversation as chat messages, (role, text), ending with this turn's user text;
+    # what a live run with --api chat sends (the earlier replies as assistant messages). () for others.
+    messages: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
