@@ -32,7 +32,9 @@ class LengthPredictor(Protocol):
     ``predict`` returns None when it has no answer in time (the fallback length is used). Optional async
     ``start()`` / ``close()`` methods are called at daemon start-up and shutdown when the object has them. An
     optional async ``predict_length(text)`` returning ``(tokens, atoms or None)`` gives the calibrated
-    distribution of the length too (the scheduler then sends those atoms, not a prior around ``tokens``).
+    distribution of the length too (the scheduler then sends those atoms, not a prior around ``tokens``). An
+    optional ``history`` attribute (a ``blockctl.predict.history.ReplyHistory``) answers for chats with earlier
+    replies.
     """
 
     async def predict(self, prompt_text: str) -> int | None: ...
