@@ -147,6 +147,11 @@ def eval_cmd(
     for cover in report["intervals"]:
         console.print(f"{cover['name']}: {cover['coverage'] * 100:.1f} % of the {report['split']} split's true lengths "
                       f"inside the calibrated P10–P90 interval (median width {cover['median_width']:.0f} tokens)")
+    for h in report["history"]:
+        m = h["metrics"]
+        console.print(f"{h['name']}: reply history on the {h['turns']} later turns of the {report['split']} split's "
+                      f"conversations: Kendall τ {m['kendall_tau']:.3f}, MAE {m['mae']:.1f}, "
+                      f"{h['coverage'] * 100:.1f} % inside its P10–P90")
 
 
 @tagger_app.command("calibrate")

@@ -47,6 +47,7 @@ def evaluate(
         _row("ngram-ridge", "baseline", NgramBaseline.fit(parts["train"]).predict, held_out),
     ]
     intervals: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
     if model_dirs:
         from blockctl.tagger.predict import Tagger
 
@@ -61,6 +62,9 @@ def evaluate(
                 cover = interval_coverage(tagger.calibration, raw, [e.output_tokens for e in held_out])
                 if cover is not None:  # the calibrated distribution's P10–P90 on prompts it never saw
                     intervals.append({"name": label, **cover})
+            scored = _history_row(label, model_dir, source, split, tokenizer_dir)
+            if scored is not None:
+                history.append(scored)
     return {
         "data": source,
         "split": split,
@@ -69,4 +73,30 @@ def evaluate(
         "train_examples": len(parts["train"]),
         "rows": rows,
         "intervals": intervals,
+        "history": history,
     }
+
+
+def _history_row(label: str, model_dir: str, source: str, split: str, tokenizer_dir: str | None
+                 ) -> dict[str, Any] | None:
+    """The tagger's reply-history table scored on the later turns of the split's conversations (None without
+    a table or conversations): what the router is told for a chat with earlier replies."""
+    from blockctl.predict.history import ReplyHistory
+    from blockctl.tagger.config import read_config
+
+    table = ReplyHistory.from_dict(read_config(model_dir).history)
+    dialogues = ds.load_dialogues(source, tokenizer_dir=tokenizer_dir) if table is not None else None
+    if table is None or dialogues is None:
+        return None
+    told, true, inside = [], [], 0
+    for replies in dialogues[split]:  # type: ignore[index]
+        for k in range(1, len(replies)):
+            d = table.dist(replies[:k])
+            assert d is not None
+            told.append(round(d.mean))
+            true.append(replies[k])
+            inside += d.quantile(0.1) <= replies[k] <= d.quantile(0.9)
+    if not true:
+        return None
+    return {"name": label, "turns": len(true), "metrics": length_metrics(told, true).as_dict(),
+            "coverage": inside / len(true)}

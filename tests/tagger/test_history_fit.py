@@ -70,3 +70,25 @@ def test_calibrating_fits_the_table_and_the_simulator_uses_it_for_later_turns(ti
         d = table.dist(histories[k])
         assert d is not None and told[k] == round(d.mean) and dists is not None and dists[k] == d
     assert told[1] > told[2]  # long replies so far: a long one next
+
+
+def test_eval_scores_the_table_on_the_held_out_split_s_conversations(tiny_tagger: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from blockctl.cli.main import app
+    from blockctl.tagger.evaluate import evaluate
+    from blockctl.tagger.train import calibrate
+
+    tagger = tmp_path / "tagger"
+    shutil.copytree(tiny_tagger, tagger)
+    data = _sharegpt_json(tmp_path / "chats.json")
+    assert evaluate([str(tagger)], str(data))["history"] == []  # no table yet
+    calibrate(tagger, str(data))
+    (row,) = evaluate([str(tagger)], str(data))["history"]
+    test = load_dialogues(str(data))["test"]  # type: ignore[index]
+    assert row["turns"] == sum(len(r) - 1 for r in test) > 0
+    assert row["metrics"]["kendall_tau"] > 0.5  # replies keep their conversation's length here
+    assert 0.0 <= row["coverage"] <= 1.0
+    res = CliRunner().invoke(app, ["tagger", "eval", "--model", str(tagger), "--data", str(data)])
+    assert res.exit_code == 0, res.output
+    assert f"reply history on the {row['turns']} later turns" in res.output
