@@ -37,11 +37,12 @@ def client_prompt(body: Any) -> str | None:
         return body.get(key) if isinstance(body, Mapping) else getattr(body, key, None)
 
     messages = get("messages")
-    if messages and any(_role(m) == "assistant" for m in messages):
-        from blockctl.tokens import flatten_messages
+    if messages:
+        from blockctl.tokens import earlier_replies, flatten_messages
 
         try:
-            return flatten_messages(messages)
+            if earlier_replies(body):
+                return flatten_messages(messages)
         except (TypeError, ValueError, AttributeError):
             return None
     if messages:
@@ -57,10 +58,6 @@ def client_prompt(body: Any) -> str | None:
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
     return prompt if isinstance(prompt, str) else None
-
-
-def _role(message: Any) -> Any:
-    return message.get("role") if isinstance(message, Mapping) else getattr(message, "role", None)
 
 
 def build(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:

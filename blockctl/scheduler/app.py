@@ -162,7 +162,7 @@ class Scheduler:
         try:
             body = parse_completion_body(raw, ENDPOINT_KIND[request.scope["path"]])
             hint = lengths.parse_hint(request.headers.get(lengths.HINT_HEADER))
-            parsed = parse_request(body, self.counter)
+            parsed = parse_request(body, self.counter, count_replies=self._history is not None)
             prompt_tokens = parsed.prompt_tokens
         except (BadRequest, ValueError) as exc:
             self.metrics.requests["bad_request"] += 1

@@ -31,9 +31,11 @@ class ParsedRequest:
         return len(self.token_ids)
 
 
-def parse_request(body: Any, counter: TokenCounter) -> ParsedRequest:
-    """Text, token ids and block hashes of a completions or chat body; ValueError when it has no prompt."""
+def parse_request(body: Any, counter: TokenCounter, *, count_replies: bool = True) -> ParsedRequest:
+    """Text, token ids and block hashes of a completions or chat body; ValueError when it has no prompt.
+    ``count_replies=False`` skips counting the earlier replies (a second tokenization of them) for a router
+    that has no use for them."""
     ids = prompt_token_ids(body, counter)
     hashes = json.dumps(block_hashes(ids, BLOCK_SIZE), separators=(",", ":")).encode()
-    replies = tuple(counter.count(text) for text in earlier_replies(body))
+    replies = tuple(counter.count(text) for text in earlier_replies(body)) if count_replies else ()
     return ParsedRequest(prompt_text(body), ids, hashes, replies)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,8 @@ def evaluate(
         from blockctl.tagger.predict import Tagger
 
         names = [Path(d).name or str(d) for d in model_dirs]
+        # read once, and only for a tagger with a history table
+        dialogues = cache(partial(ds.load_dialogues, source, tokenizer_dir=tokenizer_dir))
         for name, model_dir in zip(names, model_dirs, strict=True):
             tagger = Tagger(model_dir)
             label = name if names.count(name) == 1 else str(model_dir)
@@ -62,7 +64,7 @@ def evaluate(
                 cover = interval_coverage(tagger.calibration, raw, [e.output_tokens for e in held_out])
                 if cover is not None:  # the calibrated distribution's P10–P90 on prompts it never saw
                     intervals.append({"name": label, **cover})
-            scored = _history_row(label, model_dir, source, split, tokenizer_dir)
+            scored = _history_row(label, model_dir, dialogues, split)
             if scored is not None:
                 history.append(scored)
     return {
@@ -77,19 +79,19 @@ def evaluate(
     }
 
 
-def _history_row(label: str, model_dir: str, source: str, split: str, tokenizer_dir: str | None
-                 ) -> dict[str, Any] | None:
+def _history_row(label: str, model_dir: str, dialogues: Callable[[], dict[ds.Split, list[list[int]]] | None],
+                 split: str) -> dict[str, Any] | None:
     """The tagger's reply-history table scored on the later turns of the split's conversations (None without
     a table or conversations): what the router is told for a chat with earlier replies."""
     from blockctl.predict.history import ReplyHistory
     from blockctl.tagger.config import read_config
 
     table = ReplyHistory.from_dict(read_config(model_dir).history)
-    dialogues = ds.load_dialogues(source, tokenizer_dir=tokenizer_dir) if table is not None else None
-    if table is None or dialogues is None:
+    parts = dialogues() if table is not None else None
+    if table is None or parts is None:
         return None
     told, true, inside = [], [], 0
-    for replies in dialogues[split]:  # type: ignore[index]
+    for replies in parts[split]:  # type: ignore[index]
         for k in range(1, len(replies)):
             d = table.dist(replies[:k])
             assert d is not None

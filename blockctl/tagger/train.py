@@ -243,9 +243,12 @@ def calibrate(model_dir: str | Path, source: str, *, tokenizer_dir: str | None =
 def reply_history(source: str, *, tokenizer_dir: str | None = None) -> dict[str, Any]:
     """The earlier-replies → next-reply table (``blockctl.predict.history``) fitted on the train split's
     multi-turn conversations of ``source``, for a tagger's config; {} when the source has none."""
-    from blockctl.predict.history import BINS, fit_history
+    from blockctl.predict.history import fit_history
 
     dialogues = ds.load_dialogues(source, tokenizer_dir=tokenizer_dir)
-    if dialogues is None or sum(len(d) - 1 for d in dialogues["train"]) < BINS:
+    if dialogues is None:
         return {}
-    return {**fit_history(dialogues["train"]).as_dict(), "source": source}
+    try:
+        return {**fit_history(dialogues["train"]).as_dict(), "source": source}
+    except TaggerError:  # fewer later turns than bins
+        return {}

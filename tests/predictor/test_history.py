@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from blockctl.bench.sim.synthetic import kendall_tau
 from blockctl.errors import TaggerError
 from blockctl.predict.history import BINS, ReplyHistory, fit_history, history_score
+from blockctl.tagger.metrics import kendall_tau_b as kendall_tau
 
 
 def _conversations(n: int, seed: int) -> list[list[int]]:

@@ -9,8 +9,9 @@ from collections import defaultdict
 import pytest
 
 from blockctl.bench.sim.lengths import LengthSpec, parse_lengths, predicted_dists, predicted_lengths
-from blockctl.bench.sim.synthetic import BINS, kendall_tau, sigma_for_tau, synthetic_predictions
+from blockctl.bench.sim.synthetic import BINS, sigma_for_tau, synthetic_predictions
 from blockctl.errors import ConfigError
+from blockctl.tagger.metrics import kendall_tau_b as kendall_tau
 
 
 def _heavy_tailed(n: int, seed: int = 0) -> list[int]:

@@ -14,13 +14,13 @@ The engine still runs the true lengths; nothing here looks at prompts.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
 from blockctl.predict.lengths import LengthDist, dist
+from blockctl.tagger.metrics import kendall_tau_b
 
 BINS = 10  # as blockctl.tagger.calibration.fit's default, which a trained tagger is calibrated with
 REFERENCE = 4000  # σ and the bins are fitted on the first this many requests, so a longer run of the same
@@ -28,23 +28,16 @@ REFERENCE = 4000  # σ and the bins are fitted on the first this many requests, 
 _SCALE = 1000.0  # scores are kept as whole thousandths: calibration bins whole-number predictions
 
 
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    from scipy.stats import kendalltau
-
-    tau = kendalltau(a, b).statistic
-    return 0.0 if tau is None or math.isnan(tau) else float(tau)
-
-
 def sigma_for_tau(lengths: Sequence[int], tau: float, *, seed: int) -> float:
     """The noise σ (on ln length) whose scores rank ``lengths`` at Kendall τ ≈ ``tau`` (bisection)."""
     logs = np.log(np.maximum(1, np.asarray(lengths, dtype=float)))
     z = np.random.default_rng(seed).standard_normal(len(logs))
-    if tau >= kendall_tau(logs, logs):
+    if tau >= kendall_tau_b(logs, logs):
         return 0.0
     lo, hi = 0.0, 64.0
     for _ in range(40):
         mid = (lo + hi) / 2
-        if kendall_tau(logs + mid * z, logs) > tau:
+        if kendall_tau_b(logs + mid * z, logs) > tau:
             lo = mid
         else:
             hi = mid
