@@ -76,6 +76,39 @@ def test_engine_fit_recovers_a_linear_engine_despite_outliers() -> None:
         assert abs(model.gpu_ms(r.shape()) / truth(r.shape()) - 1) < 0.08
 
 
+def test_engine_fit_takes_the_roofline_form_where_the_rows_show_its_knee() -> None:
+    """Decode steps on a weight-read floor, prefill compute-bound (as vLLM on CPU, README): a straight line
+    through both prices short prefills far too high; the roofline form cross-validates better and is kept."""
+    from blockctl.engine.fit import kfold_mape
+    from blockctl.engine.steptime import StepTimeModel
+    from blockctl_agents.profiler.endpoint_fit import fit_linear, fit_roofline
+
+    rng = random.Random(2)
+
+    def truth(s: StepShape) -> float:
+        linear = max(16.0, 0.95 * (s.prefill_tokens + s.decode_batch))  # weight reads, then compute
+        return 2.0 + linear + 3e-3 * s.decode_context
+
+    rows = []
+    for b in (1, 2, 4, 8):
+        for ctx in (40, 150, 390):
+            ms = truth(MeasuredRow(0, 0, b, ctx, 1.0, 1.0, 1.0).shape()) * (1 + rng.gauss(0, 0.02))
+            rows.append(MeasuredRow(0, 0, b, ctx, ms, ms, ms))
+    for b in (2, 7):
+        for p in (64, 128, 256):
+            ms = truth(MeasuredRow(p, 0, b, 120, 1.0, 1.0, 1.0).shape()) * (1 + rng.gauss(0, 0.02))
+            rows.append(MeasuredRow(p, 0, b, 120, ms, ms, ms))
+    assert kfold_mape(rows, fitter=fit_roofline) < kfold_mape(rows, fitter=fit_linear)
+    params = fit_engine_params(rows)
+    assert params.linear_mem_ms > 0.0 and params.roofline_p > 1.0
+    assert params.cached_ms_per_ktoken == 0.0  # no row had a cached prefix: nothing to say about it
+    model = StepTimeModel(params, overhead_ms=0.0)
+    short = MeasuredRow(16, 0, 7, 120, 1.0, 1.0, 1.0).shape()  # interpolated, not a measured row
+    assert abs(model.gpu_ms(short) / truth(short) - 1) < 0.15
+    linear = StepTimeModel(fit_linear(rows), overhead_ms=0.0)
+    assert abs(linear.gpu_ms(short) / truth(short) - 1) > abs(model.gpu_ms(short) / truth(short) - 1)
+
+
 def test_engine_profile_is_a_profile_with_the_request_overhead() -> None:
     rows = [MeasuredRow(p, 0, b, 100, ms, 0.9 * ms, 1.1 * ms)
             for b in (1, 2, 4, 8) for p in (0, 32, 128, 256) for ms in [2.0 + 0.01 * p + 0.1 * b]]
