@@ -2,8 +2,10 @@
 
 Requests (exact lengths: ``ignore_eos`` + ``max_tokens`` = the true length, told to the agent as the predicted
 length, so only the latency model is scored) are sent in phases; each phase keeps a concurrency drawn from
-``[lo, hi]`` in flight. Prompts are random token ids so the engine's prefix cache does not hit. Every request
-is scored on the prediction ``/predict`` gave at its dispatch.
+``[lo, hi]`` in flight. Prompts are random token ids, fresh in every run (the seed fixes the lengths and the
+phases, not the ids): an engine keeps a finished prompt's blocks cached, so a second run with the same ids
+would be served partly from the cache that the agent, told nothing about it, prices as uncached. Every
+request is scored on the prediction ``/predict`` gave at its dispatch.
 
 The constant baseline predicts ``median TTFT`` and ``median TTFT + median TPOT * (tokens - 1)``, both fitted in
 hindsight on the same run: what a router that ignores the engine's state would get at best.
@@ -46,6 +48,7 @@ async def drive_closed_loop(
     """Send every request, each phase keeping a random number in ``concurrency`` in flight; outcomes in
     dispatch order and the wall time."""
     rng = random.Random(seed + 1)
+    ids_rng = random.Random()  # seeded from the OS: never the ids of an earlier run (module docstring)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
     timeout = httpx.Timeout(connect=10.0, read=600.0, write=30.0, pool=None)
     lo_id, hi_id = TOKEN_ID_RANGE
@@ -59,7 +62,7 @@ async def drive_closed_loop(
         start = time.perf_counter()
 
         async def one(i: int, prompt: int, out: int) -> None:
-            ids = [rng.randrange(lo_id, hi_id) for _ in range(prompt)]
+            ids = [ids_rng.randrange(lo_id, hi_id) for _ in range(prompt)]
             try:
                 outcomes[i] = await _one(client, model, prompt, out, out, ids)
             except httpx.HTTPError as exc:

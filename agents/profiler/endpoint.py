@@ -41,13 +41,15 @@ class Stream:
 class EngineClient:
     """Streams completions with exact lengths; one instance per profiling run."""
 
-    def __init__(self, base_url: str, *, api_key: str | None = None, seed: int = 0) -> None:
+    def __init__(self, base_url: str, *, api_key: str | None = None, seed: int | None = None) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), headers=headers, limits=limits, trust_env=False,
             timeout=httpx.Timeout(connect=10.0, read=300.0, write=30.0, pool=None),
         )
+        # Fresh prompt ids every run unless a seed is given: an engine keeps a finished prompt's blocks cached,
+        # and a prefill served from its cache would be timed as if computed.
         self._rng = random.Random(seed)
         self.model: str | None = None
         self.max_model_len: int | None = None

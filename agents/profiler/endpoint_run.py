@@ -137,7 +137,7 @@ def engine_profile(
 
 async def profile_endpoint(
     url: str, name: str, gpu: GpuSpec, shape: str | None, plan: EnginePlan, progress: Progress,
-    *, resolve_shape: Callable[[str], ModelShape], api_key: str | None = None, seed: int = 0,
+    *, resolve_shape: Callable[[str], ModelShape], api_key: str | None = None, seed: int | None = None,
 ) -> dict[str, Any]:
     """Measure the engine at ``url`` and return its profile; ``shape`` (a built-in name or a directory with
     config.json) defaults to the id the engine serves."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from blockctl.errors import ConfigError, UpstreamError
 E2E_TARGET_PCT = 10.0
 TTFT_TARGET_PCT = 20.0
 BASELINE_GAIN = 0.30  # the agent must beat the constant baseline's MAPE by this share
+SCRAPE_SETTLE_S = 1.0  # four of the agent's engine scrapes
 
 
 def _range(text: str) -> tuple[int, int]:
@@ -25,6 +27,22 @@ def _range(text: str) -> tuple[int, int]:
     if not 1 <= a <= b:
         raise ConfigError(f"need 1 <= LO <= HI, got {text!r}", key="--concurrency")
     return a, b
+
+
+def _state(url: str, headers: dict[str, str]) -> dict[str, Any] | None:
+    """The agent's ``/state``; None when it does not answer with a JSON object."""
+    try:
+        state = httpx.get(f"{url}/state", headers=headers, timeout=10, trust_env=False).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _engine_prefix_hits(state: dict[str, Any] | None) -> float | None:
+    """The engine's ``vllm:prefix_cache_hits`` total as the agent last scraped it."""
+    cache = (state or {}).get("prefix_cache") or {}
+    hits = cache.get("engine_hits")
+    return float(hits) if isinstance(hits, int | float) else None
 
 
 def _fmt(v: Any) -> str:
@@ -45,16 +63,19 @@ def endpoint_accuracy(url: str, requests: int, concurrency: str, api_key: str, s
         raise UpstreamError(f"{url}/v1/models: {exc}", hint="is the agent up, and --api-key right?") from None
     max_len = int(card.get("max_model_len") or 2048)
     reqs = workload(requests, max_len, seed)
+    hits_before = _engine_prefix_hits(_state(url, headers))
     outcomes, wall = asyncio.run(drive_closed_loop(url, headers, reqs, lo_hi, seed))
+    time.sleep(SCRAPE_SETTLE_S)  # the agent's next scrapes carry the engine's counters past the last request
+    state = _state(url, headers)
+    hits_after = _engine_prefix_hits(state)
     result: dict[str, Any] = {
         "endpoint": url, "model": card.get("id"), "max_model_len": max_len, "concurrency": list(lo_hi),
         "seed": seed, **report(outcomes, wall),
+        # prompt tokens the engine served from its prefix cache during the run (0 expected: the prompts are
+        # fresh random ids); null when the agent reports no engine counters
+        "engine_prefix_hit_tokens": None if hits_before is None or hits_after is None else hits_after - hits_before,
+        "agent": None if state is None else {k: state.get(k) for k in ("profile", "calibration", "learning")},
     }
-    try:
-        state = httpx.get(f"{url}/state", headers=headers, timeout=10, trust_env=False).json()
-        result["agent"] = {k: state.get(k) for k in ("profile", "calibration", "learning")}
-    except (httpx.HTTPError, ValueError):
-        result["agent"] = None
     if json_out:
         print_json(result)
         return
@@ -81,6 +102,10 @@ def _print(r: dict[str, Any]) -> None:
         add(f"{name} in flight at dispatch", part)
     add("constant baseline (hindsight)", r["constant_baseline"] or None)
     console.print(table)
+    hits = r.get("engine_prefix_hit_tokens")
+    if hits:
+        err_console.print(f"[yellow]![/yellow] the engine served {hits:.0f} prompt tokens from its prefix cache during "
+                          "the run (another client's traffic?): the agent priced them as uncached")
     scored = r["after_100"] or {"e2e": r["e2e"], "ttft": r["ttft"]}
     base = (r["constant_baseline_after_100"] if r["after_100"] else r["constant_baseline"]) or {}
     for key, target in (("e2e", E2E_TARGET_PCT), ("ttft", TTFT_TARGET_PCT)):

@@ -31,7 +31,10 @@ def register(group: typer.Typer) -> None:
         decode_steps: int = typer.Option(160, min=8, help="Output tokens of each decode-heavy stream."),
         repeats: int = typer.Option(3, min=1, help="Runs of each decode-heavy batch (pooled)."),
         api_key: str = typer.Option("", envvar="BLOCKCTL_API_KEY", help="Bearer token of the endpoint, if any."),
-        seed: int = typer.Option(0, help="Seed of the random prompt token ids."),
+        seed: int | None = typer.Option(
+            None, help="Seed of the random prompt token ids (default: fresh ids every run; a repeated seed's "
+            "prompts are served from a warm engine's prefix cache)."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the fit as JSON."),
     ) -> None:
         """Measure a running engine's steps from token timestamps of controlled batches; fit the step model."""

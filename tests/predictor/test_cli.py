@@ -85,14 +85,13 @@ def test_bench_accuracy_rejects_a_bad_lengths_spec() -> None:
 def test_bench_accuracy_endpoint_against_a_running_agent(tmp_path: Path) -> None:
     from blockctl_agents.predictor.launch import local_instance
 
+    args = ["bench", "accuracy", "--requests", "24", "--concurrency", "2-4", "--json"]
     with local_instance(tmp_path, engine_args=("--max-num-seqs", "8", "--max-model-len", "512")) as inst:
-        result = CliRunner().invoke(
-            app,
-            ["bench", "accuracy", "--endpoint", inst.agent_url, "--requests", "24", "--concurrency", "2-4",
-             "--api-key", inst.token, "--json"],
-        )
-    assert result.exit_code == 0, result.output
-    out = json.loads(result.stdout)
+        runs = [CliRunner().invoke(app, [*args, "--endpoint", inst.agent_url, "--api-key", inst.token])
+                for _ in range(2)]
+    for result in runs:
+        assert result.exit_code == 0, result.output
+    out = json.loads(runs[0].stdout)
     assert out["completed"] == 24 and out["failed"] == 0 and out["max_model_len"] == 512
     assert out["first_third"]["e2e"]["n"] == out["last_third"]["e2e"]["n"] == 8
     assert sum(part["n"] for part in out["by_inflight_at_dispatch"].values()) == 24
@@ -100,6 +99,10 @@ def test_bench_accuracy_endpoint_against_a_running_agent(tmp_path: Path) -> None
     assert base["e2e"]["n"] == 24 and base["tpot_s"] > 0 and base["e2e"]["mape_pct"] >= 0
     learning = out["agent"]["learning"]
     assert learning["steps"]["steps_learned"] > 0 and learning["first_token"]["requests_learned"] == 24
+    # The same seed again on the same (prefix-caching) engine: the lengths repeat, the prompts must not, or the
+    # engine serves them from its cache while the agent prices them uncached.
+    again = json.loads(runs[1].stdout)
+    assert out["engine_prefix_hit_tokens"] == again["engine_prefix_hit_tokens"] == 0
 
 
 def test_bench_accuracy_endpoint_rejects_a_bad_concurrency() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import httpx
 import pytest
 
 from blockctl.engine.fit import MeasuredRow
@@ -126,8 +127,14 @@ async def test_profiling_the_emulator_recovers_its_step_times() -> None:
     app = emulator_app(max_num_seqs=8, max_model_len=1024, noise=0.0)
     plan = EnginePlan(max_batch=8, decode_steps=48, repeats=1, idle_repeats=2, injections=3)
     async with serve_app(app) as url:
-        doc = await profile_endpoint(url, "emu/test", GpuSpec("engine", 80 * 2**30), "llama-2-7b", plan,
-                                     lambda _: None, resolve_shape=resolve)
+        for _ in range(2):  # a second run against the warm engine, as a user re-profiling would do
+            doc = await profile_endpoint(url, "emu/test", GpuSpec("engine", 80 * 2**30), "llama-2-7b", plan,
+                                         lambda _: None, resolve_shape=resolve)
+        async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
+            metrics = (await http.get("/metrics")).text
+    # fresh prompts every run: none was served from the prefix cache (its prefill would be timed as free)
+    hits = [line for line in metrics.splitlines() if line.startswith("vllm:prefix_cache_hits_total")]
+    assert hits and float(hits[0].split()[-1]) == 0.0, hits
     prof = profile_from_document(doc, source="test")
     assert doc["measurement"]["max_model_len"] == 1024 and len(prof.rows) >= 12
     for b in (1, 8):
