@@ -44,8 +44,8 @@ def test_rls_recovers_coefficients_despite_outliers_and_stays_in_bounds() -> Non
     assert mape is not None and mape < 50
 
 
-def _simulate(core: AgentCore, rng: random.Random, steps: int) -> None:
-    """Run a simulated engine with TRUTH's step times: 1-8 streams, arrivals prefilled with the decodes, every
+def _simulate(core: AgentCore, rng: random.Random, steps: int, truth: StepTimeModel | None = None) -> None:
+    """Run a simulated engine with ``truth``'s step times: 1-8 streams, arrivals prefilled with the decodes, every
     step's tokens delivered to the agent at its end (random order, sub-ms jitter)."""
     now, next_id = 1000.0, 0
     active: dict[str, int] = {}  # id -> tokens left
@@ -68,7 +68,7 @@ def _simulate(core: AgentCore, rng: random.Random, steps: int) -> None:
             prefill_attn=sum(t.prompt_tokens * (t.prompt_tokens + 1) / 2 for t in new),
             decode_batch=len(decoding), decode_context=ctx,
         )
-        now += TRUTH.step_seconds(shape)
+        now += (truth or TRUTH).step_seconds(shape)
         for t in new:
             active[t.req_id] = rng.randint(20, 120)
         order = decoding + [t.req_id for t in new]
@@ -102,6 +102,39 @@ def test_agent_learns_the_engine_from_a_wrong_profile() -> None:
     assert "blockctl_agent_learned_steps_total" in metrics
 
 
+# A CPU vLLM as `profile engine` measured one (issue 14): weight-bound decodes (a batch of 8 costs little more than
+# 1), compute-bound prefill tokens (~0.9 ms each) -- the roofline's knee, which no straight line can draw.
+KNEE = StepTimeModel(
+    StepTimeParams(const_ms=12.8, linear_mem_ms=4.9, linear_ms_per_token=0.88, roofline_p=20.0,
+                   prefill_attn_ms_per_mpair=915.0, cached_ms_per_ktoken=0.0, decode_attn_ms_per_ktoken=3.5,
+                   lm_head_ms_per_krow=0.0, mixed_step_ms=1.5),
+    overhead_ms=0.0,
+)
+
+
+def test_the_learner_keeps_the_profiles_knee_where_a_line_cannot_fit_the_engine() -> None:
+    slow = dataclasses.replace(KNEE.params, const_ms=16.0, linear_mem_ms=6.0, linear_ms_per_token=1.1)
+    settings = AgentSettings("http://127.0.0.1:1", "i", "engine", CONFIG)
+    core = AgentCore(settings, StepTimeModel(slow, overhead_ms=0.0))  # the right shape on a slower host
+    _simulate(core, random.Random(3), 3000, truth=KNEE)
+    learned = core.learning_state()
+    assert learned is not None and learned["steps"]["using"] == "learned"
+    assert learned["steps"]["form"] == "roofline", learned["steps"]["forms_recent_window_mape_pct"]
+    line = core.step_learner.forms[0].model()
+    for b in (1, 8):
+        shape = StepShape(decode_batch=b, decode_context=100 * b)
+        truth = KNEE.step_seconds(shape)
+        assert abs(core.model.step_seconds(shape) / truth - 1) < 0.05, (b, core.model.step_seconds(shape), truth)
+    # the line, fitted to the same steps, prices decode rows by the prefill tokens' slope: further off
+    errors = {name: [abs(m.step_seconds(StepShape(decode_batch=b, decode_context=100 * b))
+                         / KNEE.step_seconds(StepShape(decode_batch=b, decode_context=100 * b)) - 1) for b in (1, 8)]
+              for name, m in (("line", line), ("roofline", core.model))}
+    assert max(errors["line"]) > 2 * max(errors["roofline"]), errors
+    prefill = StepShape(prefill_tokens=150, prefill_seqs=1, prefill_attn=150 * 151 / 2, decode_batch=4,
+                        decode_context=400)
+    assert abs(core.model.step_seconds(prefill) / KNEE.step_seconds(prefill) - 1) < 0.05
+
+
 def test_without_learning_the_profile_stays() -> None:
     settings = AgentSettings("http://127.0.0.1:1", "i", PROFILE.name, CONFIG, learn=False)
     core = AgentCore(settings, PROFILE.model)
@@ -115,7 +148,7 @@ def test_steps_are_not_learned_while_a_non_streaming_request_hides_its_progress(
     core.admit(Tracked("hidden", 999.0, 50, 50, stream=False), 999.0, dispatched=(0.01, 0.1))
     _simulate(core, random.Random(3), 300)
     assert core.step_learner is not None
-    assert core.step_learner.rls.updates == 0 and core.step_learner.skipped > 0
+    assert all(f.rls.updates == 0 for f in core.step_learner.forms) and core.step_learner.skipped > 0
 
 
 def test_first_token_overhead_is_learned_robustly() -> None:
