@@ -249,8 +249,9 @@ async def _broken(core: AgentCore, up: Upstream, exc: UpstreamError) -> Response
     process is gone, so the request cannot finish there: 503 unstarted. Otherwise it may still be running
     (or have run): 502, never replayed."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(up.pool.host, up.pool.port), 0.5)
-    except (OSError, asyncio.TimeoutError) as probe:
+        async with asyncio.timeout(0.5):
+            _, writer = await asyncio.open_connection(up.pool.host, up.pool.port)
+    except (OSError, TimeoutError) as probe:
         if isinstance(probe, ConnectionRefusedError):
             if up.health.failed("engine refused connections", time.monotonic()):
                 log.warning("engine unhealthy: it refuses connections")

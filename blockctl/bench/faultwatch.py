@@ -93,8 +93,9 @@ class Watch:
             if n % 3 == 0:
                 await self.scrape_engines()
             n += 1
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), every_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every_s):
+                    await stop.wait()
 
     def first_out(self, name: str, after: float) -> float | None:
         return next((t - after for t, out in self.timeline if t >= after and name in out), None)

@@ -83,8 +83,9 @@ class AgentClient:
         else:
             call = self.http.request("GET", "/load")
         try:
-            status, _, content = await (call if timeout is None else asyncio.wait_for(call, timeout))
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                status, _, content = await call
+        except TimeoutError:
             raise UpstreamError(f"no answer within {(timeout or 0) * 1000:.0f} ms", url=self.url) from None
         if status == 503:
             raise InstanceUnavailable(f"unavailable: {_reason(content)}", url=self.url)

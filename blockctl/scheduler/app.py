@@ -260,8 +260,9 @@ class Scheduler:
             if client is None:
                 continue
             try:
-                status, _, content = await asyncio.wait_for(client.http.request("GET", "/v1/models"), 5.0)
-            except (UpstreamError, asyncio.TimeoutError):
+                async with asyncio.timeout(5.0):
+                    status, _, content = await client.http.request("GET", "/v1/models")
+            except (UpstreamError, TimeoutError):
                 continue
             if status == 200:
                 return content

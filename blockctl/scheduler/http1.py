@@ -143,11 +143,10 @@ class Http1Pool:
         self.idle_expiry_s = idle_expiry_s
 
     async def _connect(self) -> _Conn:
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.connect_timeout_s
-            )
-        except (OSError, asyncio.TimeoutError) as exc:
+        try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that meets a refusal
+            async with asyncio.timeout(self.connect_timeout_s):
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+        except (OSError, TimeoutError) as exc:
             raise UpstreamError(f"cannot connect ({type(exc).__name__})", url=self.url, sent=False) from None
         return _Conn(reader, writer)
 

@@ -143,10 +143,12 @@ class OnlineTagger:
         fut: asyncio.Future[int] = loop.create_future()
         try:
             if self._worker is None:
-                await asyncio.wait_for(self.start(), self.deadline_s)
+                async with asyncio.timeout(self.deadline_s):
+                    await self.start()
             self._queue.put_nowait((prompt_text, fut))
-            result = await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - loop.time()))
-        except asyncio.TimeoutError:
+            async with asyncio.timeout_at(deadline):
+                result = await asyncio.shield(fut)
+        except TimeoutError:
             fut.cancel()  # the batcher skips it if it has not run yet
             self.stats.missed_deadline += 1
             return None
@@ -165,8 +167,9 @@ class OnlineTagger:
                 if remaining <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(remaining):
+                        batch.append(await self._queue.get())
+                except TimeoutError:
                     break
             else:
                 batch.append(self._queue.get_nowait())

@@ -46,3 +46,23 @@ def test_engine_config_follows_the_engine_flags_like_the_engine() -> None:
     # KV blocks depend on the batch limits, as in vLLM's memory profiling
     bigger_batch = engine_config_for(PROFILE, max_num_batched_tokens=16384)
     assert bigger_batch.num_gpu_blocks == PROFILE.engine_defaults(max_num_batched_tokens=16384).num_gpu_blocks
+
+
+def test_an_agent_whose_port_is_taken_exits_instead_of_scraping_forever() -> None:
+    """uvicorn cancels the lifespan's scrape loop when it cannot bind; with the engine refusing connections,
+    asyncio.wait_for (Python 3.11) swallowed that cancellation and the agent lived on, serving nothing."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "blockctl_agents.predictor", "--engine-url", "http://127.0.0.1:1",
+             "--host", "127.0.0.1", "--port", str(port)],
+            capture_output=True, text=True, timeout=30,
+        )
+    assert proc.returncode != 0
+    assert "address already in use" in proc.stderr
