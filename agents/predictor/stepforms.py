@@ -54,11 +54,15 @@ class StepForm:
                 s.decode_context * 1e-3, (s.prefill_seqs + s.decode_batch) * 1e-3,
                 1.0 if s.prefill_seqs and s.decode_batch else 0.0]
 
+    def linear_layers(self, c1: float) -> dict[str, float]:
+        """The profile parameters of the linear layers for the learned ``c1``: a straight line."""
+        return {"linear_mem_ms": 0.0, "linear_ms_per_token": c1 * 1e-3, "roofline_p": 1.0}
+
     def model(self) -> StepTimeModel:
         c0, c1, c2, c3, c4, c5 = (float(v) for v in self.rls.theta)
         params = dataclasses.replace(
-            self.base.params, const_ms=0.0, linear_mem_ms=0.0, linear_ms_per_token=c1 * 1e-3, roofline_p=1.0,
-            prefill_attn_ms_per_mpair=c2, decode_attn_ms_per_ktoken=c3, lm_head_ms_per_krow=c4, mixed_step_ms=c5,
+            self.base.params, const_ms=0.0, **self.linear_layers(c1), prefill_attn_ms_per_mpair=c2,
+            decode_attn_ms_per_ktoken=c3, lm_head_ms_per_krow=c4, mixed_step_ms=c5,
         )
         return StepTimeModel(params=params, overhead_ms=c0, rel_noise=self.base.rel_noise)
 
@@ -89,14 +93,10 @@ class RooflineForm(StepForm):
     def tokens_feature(self, n: int) -> float:
         return self.base.linear_ms(n)
 
-    def model(self) -> StepTimeModel:
-        c0, c1, c2, c3, c4, c5 = (float(v) for v in self.rls.theta)
-        p = self.base.params  # c1 * lin(N): the same roofline with its floor and its slope scaled by c1
-        params = dataclasses.replace(
-            p, const_ms=0.0, linear_mem_ms=c1 * p.linear_mem_ms, linear_ms_per_token=c1 * p.linear_ms_per_token,
-            prefill_attn_ms_per_mpair=c2, decode_attn_ms_per_ktoken=c3, lm_head_ms_per_krow=c4, mixed_step_ms=c5,
-        )
-        return StepTimeModel(params=params, overhead_ms=c0, rel_noise=self.base.rel_noise)
+    def linear_layers(self, c1: float) -> dict[str, float]:
+        """``c1 * lin(N)``: the profile's roofline with its floor and its slope scaled by ``c1``."""
+        p = self.base.params
+        return {"linear_mem_ms": c1 * p.linear_mem_ms, "linear_ms_per_token": c1 * p.linear_ms_per_token}
 
 
 def _big_shape(c: EngineConfig) -> StepShape:

@@ -34,13 +34,12 @@ MIN_ROWS = 8
 
 def fit_engine_params(rows: Sequence[MeasuredRow]) -> StepTimeParams:
     """The linear or the roofline fit of ``rows``, whichever cross-validates better (module docstring)."""
-    linear = fit_linear(rows)
     try:
         if kfold_mape(rows, fitter=fit_roofline) < kfold_mape(rows, fitter=fit_linear):
             return fit_roofline(rows)
     except ProfileError:
-        pass  # too few rows for the roofline form, or a fold that did not converge: not a candidate
-    return linear
+        pass  # too few rows for a form, or a fold that did not converge: the linear fit answers (or says why)
+    return fit_linear(rows)
 
 
 def fit_roofline(rows: Sequence[MeasuredRow]) -> StepTimeParams:
