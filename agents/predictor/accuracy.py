@@ -67,8 +67,19 @@ class ErrorStats:
 
 @dataclass(slots=True)
 class PredictionErrors:
+    """The dispatch-time prediction's errors, and its decode part's error split in two: ``decode`` (predicted
+    E2E − TTFT against the time from first to last token) and ``decode_given_batches`` (the same time as the
+    step model prices the steps the request actually ran in, learn.py: the model's share of ``decode``; the
+    rest is the traffic that came after the prediction)."""
+
     ttft: ErrorStats = field(default_factory=ErrorStats)
     e2e: ErrorStats = field(default_factory=ErrorStats)
+    decode: ErrorStats = field(default_factory=ErrorStats)
+    decode_given_batches: ErrorStats = field(default_factory=ErrorStats)
+
+    def summary(self) -> dict[str, dict[str, float | int | None]]:
+        return {"ttft": self.ttft.summary(), "e2e": self.e2e.summary(), "decode": self.decode.summary(),
+                "decode_given_batches": self.decode_given_batches.summary()}
 
     def render(self, f: Families) -> None:
         self.ttft.render(
@@ -82,6 +93,18 @@ class PredictionErrors:
             "blockctl_agent_e2e",
             "(predicted - actual) / actual end-to-end latency of completed requests.",
             "Absolute % E2E error, quantiles over the last 1000 completed requests.",
+        )
+        self.decode.render(
+            f,
+            "blockctl_agent_decode",
+            "(predicted - actual) / actual time from first to last token of completed streaming requests.",
+            "Absolute % decode-time error, quantiles over the last 1000 completed streaming requests.",
+        )
+        self.decode_given_batches.render(
+            f,
+            "blockctl_agent_decode_given_batches",
+            "(priced - actual) / actual decode time, the step model pricing the steps each request ran in.",
+            "Absolute % decode-time error given the batches, quantiles over the last 1000 scored requests.",
         )
 
 

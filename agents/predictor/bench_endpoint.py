@@ -9,6 +9,11 @@ request is scored on the prediction ``/predict`` gave at its dispatch.
 
 The constant baseline predicts ``median TTFT`` and ``median TTFT + median TPOT * (tokens - 1)``, both fitted in
 hindsight on the same run: what a router that ignores the engine's state would get at best.
+
+``decode`` scores the part after the first token alone (predicted E2E − TTFT against the actual), for the
+agent and the constant; with the agent's own split of it (``decode_given_batches`` in its ``/state``: the
+step model pricing the steps each request actually ran in), it says how much of the error is the model and
+how much the traffic that arrived after the prediction.
 """
 
 from __future__ import annotations
@@ -95,12 +100,23 @@ def constant_baseline(done: Sequence[Outcome], scored: Sequence[Outcome] | None 
     ttft, tpot = statistics.median(ttfts), statistics.median(tpots)
     part = done if scored is None else scored
     actual_ttft = [o.ttft_s for o in part if o.ttft_s]
+    decoding = _decoding(part)
     return {
         "ttft_s": ttft,
         "tpot_s": tpot,
         "e2e": ape_summary([ttft + tpot * (o.output_tokens - 1) for o in part], [o.e2e_s or 0.0 for o in part]),
         "ttft": ape_summary([ttft] * len(actual_ttft), actual_ttft),
+        "decode": ape_summary([tpot * (o.output_tokens - 1) for o in decoding], _decode_s(decoding)),
     }
+
+
+def _decoding(part: Sequence[Outcome]) -> list[Outcome]:
+    """The outcomes with a decode to score: a first token and more tokens after it."""
+    return [o for o in part if o.ttft_s and o.e2e_s and o.e2e_s > o.ttft_s and o.output_tokens > 1]
+
+
+def _decode_s(part: Sequence[Outcome]) -> list[float]:
+    return [(o.e2e_s or 0.0) - (o.ttft_s or 0.0) for o in part]
 
 
 def _scored(part: Sequence[Outcome]) -> dict[str, Any]:
@@ -131,6 +147,8 @@ def report(outcomes: Sequence[Outcome], wall_s: float) -> dict[str, Any]:
         "last_third": _scored(done[-third:]),
         "after_100": _scored(done[100:]) if len(done) > 100 else None,
         "by_inflight_at_dispatch": by_batch,
+        "decode": ape_summary([o.predicted_e2e_s - o.predicted_ttft_s for o in _decoding(done)],
+                              _decode_s(_decoding(done))),
         "constant_baseline": constant_baseline(done),
         "constant_baseline_after_100": constant_baseline(done, done[100:]) if len(done) > 100 else None,
     }

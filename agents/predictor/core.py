@@ -37,7 +37,8 @@ class AgentCore:
         self.scrape_failures = 0
         self.last_scrape_ok: float | None = None
         learn = settings.learn
-        self.step_learner = StepLearner(model, settings.engine_config) if learn else None
+        self.step_learner = StepLearner(model, settings.engine_config, self.errors.decode_given_batches) \
+            if learn else None
         self.ttft_learner = TtftLearner(settings.request_overhead_ms) if learn else None
         self._admitted_step: dict[str, tuple[int, float]] = {}  # req_id -> (batch, its decode step then)
         # (first-token time, TTFT) of finished requests, for the autoscaler's observed P99 TTFT (RECENT_WINDOW_S)
@@ -154,6 +155,8 @@ class AgentCore:
             self.recent_ttfts.append((t.first_token_at, t.first_token_at - t.arrival))
         if t is not None:
             self.shadow.finish(req_id, output_tokens if output_tokens is not None else t.produced)
+        if self.step_learner is not None:
+            self.step_learner.finished(req_id, ok and t is not None)
         if t is None or not ok:
             return t
         if output_tokens is not None:
@@ -162,6 +165,8 @@ class AgentCore:
             self.errors.e2e.observe(t.predicted_e2e_s, now - t.arrival)
         if t.stream and t.predicted_ttft_s is not None and t.first_token_at is not None:
             self.errors.ttft.observe(t.predicted_ttft_s, t.first_token_at - t.arrival)
+            if t.predicted_e2e_s is not None and t.last_token_at is not None and t.produced > 1:
+                self.errors.decode.observe(t.predicted_e2e_s - t.predicted_ttft_s, t.last_token_at - t.first_token_at)
             self._learn(t, now, admitted_step)
         return t
 
@@ -190,7 +195,8 @@ class AgentCore:
         """Everything the agent believes, without prompts (it never stores them).
 
         Stable keys others read: the ``/load`` fields; ``totals.{requests,completed,failed,predictions}``;
-        ``errors.{ttft,e2e}.{count,mape_pct,p50_ape_pct,p90_ape_pct}``; ``calibration``; ``engine.metrics``;
+        ``errors.{ttft,e2e,decode,decode_given_batches}.{count,mape_pct,p50_ape_pct,p90_ape_pct}``
+        (accuracy.PredictionErrors); ``calibration``; ``engine.metrics``;
         ``requests[]`` in arrival order with ``id, age_s, prompt_tokens, predicted_output_tokens, max_tokens,
         stream, produced`` (estimated when not streaming), ``ttft_s`` (None before a streamed request's first
         token), ``phase`` (running | waiting, as the what-if sees it: a preempted request is waiting with
@@ -231,7 +237,7 @@ class AgentCore:
                 "failed": self.tracker.total_failed,
                 "predictions": self.predictions_total,
             },
-            "errors": {"ttft": self.errors.ttft.summary(), "e2e": self.errors.e2e.summary()},
+            "errors": self.errors.summary(),
             "recent_ttfts": [[round(now - at, 3), round(ttft, 4)] for at, ttft in self.recent_ttfts],
             "prefix_cache": self.shadow.state(
                 None if self.obs is None else self.obs.prefix_queries_total,

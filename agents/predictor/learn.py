@@ -23,6 +23,15 @@ request's latency adds up, instead of as many impossible near-zero steps. The ag
 model only while it predicted the last ``ERROR_WINDOW`` windows (each before learning it) better than the
 profile's model did (and the better of the two forms); an exact profile (the emulator's own) stays in use.
 
+**A request's decode, priced with the batches it ran in.** Each closed step is also priced by the model in
+use before it learns that step's window; every decoding member adds that price and its own gap to its
+running sums. When a request ends (and the step carrying its last token closes), the two sums compare the
+model with the engine over exactly the steps that request saw: its decode time *given the batches*, where
+the prediction at dispatch had to guess the batches (who else arrives and leaves while it runs). The gap
+between the two errors (``PredictionErrors.decode`` against ``decode_given_batches``) is what the future
+traffic costs a snapshot what-if, the rest is the model. A request that ran in a step that could not be
+read (a non-streaming request in flight, a stall) is not scored.
+
 **First token.** ``actual TTFT - (predicted TTFT without overhead)`` — what the engine adds per request
 (API server, tokenising, queueing the model missed) — is learned as ``r0 + r1 * prompt_tokens/1e3`` by a
 second robust RLS, starting from the profile's ``request_overhead_ms`` (0 when the profile has none).
@@ -39,6 +48,7 @@ from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, StepShape
 from blockctl.predict.tracker import Tracked
 from blockctl.promexpo import Families
+from blockctl_agents.predictor.accuracy import ErrorStats
 from blockctl_agents.predictor.rls import ERROR_WINDOW, RobustRls
 from blockctl_agents.predictor.stepforms import RooflineForm, StepForm
 
@@ -54,14 +64,14 @@ MAX_STEP_S = 5.0  # a longer gap is an idle engine or a stall, never one step
 class _Step:
     start: float  # first token of the group
     members: set[str]
-    gaps: list[float]  # members that were decoding: time since their previous token
+    gaps: dict[str, float]  # members that were decoding: time since their previous token
     firsts: dict[str, int] = dataclasses.field(default_factory=dict)  # members whose first token this is: prompt
 
 
 class StepLearner:
     """Robust recursive least squares over the step-time coefficients (module docstring), fed by token arrivals."""
 
-    def __init__(self, base: StepTimeModel, config: EngineConfig) -> None:
+    def __init__(self, base: StepTimeModel, config: EngineConfig, given_batches: ErrorStats | None = None) -> None:
         self.base = base
         self.config = config
         self.forms = (StepForm(base, config), RooflineForm(base, config))
@@ -75,6 +85,10 @@ class StepLearner:
         self._acc_profile_ms = 0.0  # ... and what the profile's model says they take
         self._profile_ape: deque[float] = deque(maxlen=ERROR_WINDOW)
         self.using = "profile"
+        # a request's decode priced step by step (module docstring): id -> [model s, measured s], None: unread
+        self.given_batches = given_batches if given_batches is not None else ErrorStats()
+        self._spans: dict[str, list[float] | None] = {}
+        self._ending: set[str] = set()  # finished, their last step still open
 
     def on_token(self, t: Tracked, now: float, inflight: dict[str, Tracked]) -> StepTimeModel | None:
         """Call before the tracker counts the token; returns a new model when one was rebuilt."""
@@ -84,13 +98,38 @@ class StepLearner:
             rebuilt = self._close(step, inflight)
             step = None
         if step is None:
-            step = self._open = _Step(now, set(), [])
+            step = self._open = _Step(now, set(), {})
         step.members.add(t.req_id)
         if t.last_token_at is None:
             step.firsts[t.req_id] = t.prompt_tokens
         else:
-            step.gaps.append(now - t.last_token_at)
+            step.gaps[t.req_id] = now - t.last_token_at
         return rebuilt
+
+    def finished(self, req_id: str, ok: bool) -> None:
+        """``req_id`` ended: score its decode given the batches (module docstring) once its last step closes."""
+        if ok and self._open is not None and req_id in self._open.gaps:
+            self._ending.add(req_id)
+        else:
+            self._settle(req_id, ok)
+
+    def _settle(self, req_id: str, ok: bool) -> None:
+        span = self._spans.pop(req_id, None)
+        if ok and span is not None and span[1] > 0:
+            self.given_batches.observe(span[0], span[1])
+
+    def _price(self, step: _Step, seconds: float | None) -> None:
+        """Add the closed ``step`` to its decoding members' sums (None: it could not be read), then settle
+        the members that ended with it."""
+        for rid, gap in step.gaps.items():
+            if seconds is None:
+                self._spans[rid] = None
+            elif (span := self._spans.setdefault(rid, [0.0, 0.0])) is not None:
+                span[0] += seconds
+                span[1] += gap
+        for rid in self._ending & step.gaps.keys():
+            self._ending.discard(rid)
+            self._settle(rid, True)
 
     def _window(self, step: _Step) -> float:
         batch = max(1, len(step.members))
@@ -102,12 +141,13 @@ class StepLearner:
         that came inside it, its decode batch every stream that was decoding."""
         if not step.gaps:
             return None
-        duration = statistics.median(step.gaps)
+        duration = statistics.median(step.gaps.values())
         decoding = {t.req_id for t in inflight.values() if t.first_token_at is not None} - step.firsts.keys()
         decoding |= {m for m in step.members - step.firsts.keys() if m not in inflight}  # finished since
         certain = 0 < duration < MAX_STEP_S and all(t.stream for t in inflight.values())
         if not certain or not decoding:
             self.skipped += 1
+            self._price(step, None)
             return None
         context = sum(t.prompt_tokens + t.produced for t in inflight.values() if t.req_id in decoding)
         budget = self.config.max_num_batched_tokens
@@ -115,6 +155,7 @@ class StepLearner:
         shape = StepShape(prefill_tokens=sum(chunks), prefill_seqs=len(chunks),
                           prefill_attn=sum(c * (c + 1) / 2 for c in chunks), decode_batch=len(decoding),
                           decode_context=context)
+        self._price(step, self.model.step_seconds(shape))
         for form, acc in zip(self.forms, self._acc, strict=True):
             for i, f in enumerate(form.features(shape)):
                 acc[i] += f

@@ -45,6 +45,19 @@ def _engine_prefix_hits(state: dict[str, Any] | None) -> float | None:
     return float(hits) if isinstance(hits, int | float) else None
 
 
+def _scored_since(before: dict[str, Any] | None, after: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
+    """The agent's ``errors.KEY`` over the requests it scored between two ``/state``s: count and MAPE."""
+    def totals(state: dict[str, Any] | None) -> tuple[int, float]:
+        part = ((state or {}).get("errors") or {}).get(key) or {}
+        n, mape = part.get("count") or 0, part.get("mape_pct") or 0.0
+        return int(n), float(mape) * int(n)
+
+    if after is None or not ((after.get("errors") or {}).get(key)):
+        return None
+    (n0, s0), (n1, s1) = totals(before), totals(after)
+    return {"n": n1 - n0, "mape_pct": (s1 - s0) / (n1 - n0) if n1 > n0 else None}
+
+
 def _fmt(v: Any) -> str:
     return "—" if v is None else f"{v:.1f}"
 
@@ -63,7 +76,8 @@ def endpoint_accuracy(url: str, requests: int, concurrency: str, api_key: str, s
         raise UpstreamError(f"{url}/v1/models: {exc}", hint="is the agent up, and --api-key right?") from None
     max_len = int(card.get("max_model_len") or 2048)
     reqs = workload(requests, max_len, seed)
-    hits_before = _engine_prefix_hits(_state(url, headers))
+    before = _state(url, headers)
+    hits_before = _engine_prefix_hits(before)
     outcomes, wall = asyncio.run(drive_closed_loop(url, headers, reqs, lo_hi, seed))
     time.sleep(SCRAPE_SETTLE_S)  # the agent's next scrapes carry the engine's counters past the last request
     state = _state(url, headers)
@@ -76,6 +90,10 @@ def endpoint_accuracy(url: str, requests: int, concurrency: str, api_key: str, s
         "engine_prefix_hit_tokens": None if hits_before is None or hits_after is None else hits_after - hits_before,
         "agent": None if state is None else {k: state.get(k) for k in ("profile", "calibration", "learning")},
     }
+    # the decode's error split (bench_endpoint's docstring): as the agent scored its prediction, and the step
+    # model given the batches each request actually ran in (null when the agent does not learn steps)
+    result["decode_split"] = {"agent": _scored_since(before, state, "decode"),
+                              "given_batches": _scored_since(before, state, "decode_given_batches")}
     if json_out:
         print_json(result)
         return
@@ -102,16 +120,18 @@ def _print(r: dict[str, Any]) -> None:
         add(f"{name} in flight at dispatch", part)
     add("constant baseline (hindsight)", r["constant_baseline"] or None)
     console.print(table)
+    _print_decode(r)
     hits = r.get("engine_prefix_hit_tokens")
     if hits:
         err_console.print(f"[yellow]![/yellow] the engine served {hits:.0f} prompt tokens from its prefix cache during "
                           "the run (another client's traffic?): the agent priced them as uncached")
     scored = r["after_100"] or {"e2e": r["e2e"], "ttft": r["ttft"]}
     base = (r["constant_baseline_after_100"] if r["after_100"] else r["constant_baseline"]) or {}
+    over = "after 100 requests" if r["after_100"] else f"over all {r['completed']} (100 or fewer)"
     for key, target in (("e2e", E2E_TARGET_PCT), ("ttft", TTFT_TARGET_PCT)):
         mape = scored[key]["mape_pct"]
         base_mape = (base.get(key) or {}).get("mape_pct")
-        what = f"{key.upper()} MAPE {_fmt(mape)} % after 100 requests"
+        what = f"{key.upper()} MAPE {_fmt(mape)} % {over}"
         if mape is not None and mape <= target:
             ok(f"{what} (target ≤ {target:g} %)")
         else:
@@ -123,3 +143,23 @@ def _print(r: dict[str, Any]) -> None:
                 ok(f"{line} (target ≥ {BASELINE_GAIN:.0%} better)")
             else:
                 err_console.print(f"[yellow]![/yellow] {line}: misses ≥ {BASELINE_GAIN:.0%} better")
+
+
+def _print_decode(r: dict[str, Any]) -> None:
+    """The decode's error: the agent's prediction, the step model given the actual batches, the constant."""
+    split = r.get("decode_split") or {}
+    given = split.get("given_batches")
+    rows = [("agent, predicted at dispatch", r.get("decode")),
+            ("constant baseline (hindsight)", (r.get("constant_baseline") or {}).get("decode")),
+            ("agent's step model, given the batches each request ran in", given)]
+    table = Table(title="decode time (first to last token): where the E2E error comes from")
+    table.add_column("predictor")
+    table.add_column("n", justify="right")
+    table.add_column("MAPE %", justify="right")
+    for name, part in rows:
+        if part:
+            table.add_row(name, str(part["n"]), _fmt(part["mape_pct"]))
+    console.print(table)
+    if given and given.get("mape_pct") is not None:
+        ok(f"given the batches, the model prices a request's decode within {given['mape_pct']:.1f} % (MAPE); the "
+           "rest of the agent's decode error is the traffic that arrived after its prediction")

@@ -103,6 +103,11 @@ def test_bench_accuracy_endpoint_against_a_running_agent(tmp_path: Path) -> None
     # engine serves them from its cache while the agent prices them uncached.
     again = json.loads(runs[1].stdout)
     assert out["engine_prefix_hit_tokens"] == again["engine_prefix_hit_tokens"] == 0
+    # the decode's error three ways, each run's own (the agent's counters are read before and after it)
+    assert again["decode"]["n"] == base["decode"]["n"] == 24
+    split = again["decode_split"]
+    assert split["agent"]["n"] == 24 and 18 <= split["given_batches"]["n"] <= 24, split
+    assert split["given_batches"]["mape_pct"] < 10, split  # the emulator runs its own profile's steps
 
 
 def test_bench_accuracy_endpoint_rejects_a_bad_concurrency() -> None:

@@ -180,3 +180,46 @@ def test_an_exact_profile_stays_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
     learned = core.learning_state()
     assert learned is not None and learned["steps"]["updates"] > 10
     assert learned["steps"]["using"] == "profile" and core.model is PROFILE.model
+
+
+def test_each_decode_is_priced_with_the_batches_it_ran_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the engine's own model, a request's decode given its steps is exact (to the tokens' jitter), every
+    finished request is scored once its last step closes, and the dispatch-time guess is scored beside it."""
+    monkeypatch.setattr(sys.modules[__name__], "TRUTH", PROFILE.model)
+    core = AgentCore(AgentSettings("http://127.0.0.1:1", "i", PROFILE.name, CONFIG), PROFILE.model)
+    _simulate(core, random.Random(6), 1500)
+    errors = core.state(0.0)["errors"]
+    given, decode = errors["decode_given_batches"], errors["decode"]
+    assert decode["count"] == core.tracker.total_completed > 20
+    assert given["count"] >= decode["count"] - 1  # the last request's last step may still be open
+    assert given["mape_pct"] < 0.5, given  # a step left out of a request's sum would cost ~1.5 %
+    assert decode["mape_pct"] > 20  # the simulation dispatches with a fixed guess of 90 ms
+    assert "blockctl_agent_decode_given_batches_abs_pct_error" in render_metrics(core, 0.0)
+
+
+def test_a_decode_that_ran_in_an_unreadable_step_is_not_priced() -> None:
+    core = AgentCore(AgentSettings("http://127.0.0.1:1", "i", PROFILE.name, CONFIG), PROFILE.model)
+    core.admit(Tracked("hidden", 999.0, 50, 50, stream=False), 999.0, dispatched=(0.01, 0.1))
+    _simulate(core, random.Random(3), 300)
+    errors = core.state(0.0)["errors"]
+    assert errors["decode"]["count"] > 0 and errors["decode_given_batches"]["count"] == 0
+
+
+def test_a_request_is_priced_once_the_step_with_its_last_token_closes() -> None:
+    core = AgentCore(AgentSettings("http://127.0.0.1:1", "i", PROFILE.name, CONFIG), PROFILE.model)
+    for rid in ("a", "b"):
+        core.admit(Tracked(rid, 0.0, 100, 3, stream=True), 0.0, dispatched=(0.01, 0.05))
+    for end in (0.01, 0.02, 0.035):  # a prefill step, then two decode steps of both
+        core.token("a", end)
+        core.token("b", end + 1e-5)
+    core.complete("a", 0.0351, ok=True)
+    given = core.errors.decode_given_batches
+    assert given.total == 0  # its last step is still open: a token of b's next step closes it
+    core.token("b", 0.05)
+    assert given.total == 1
+    # the two decode steps as the learner read them (a finished member's context is no longer in the table)
+    step = [PROFILE.model.step_seconds(StepShape(decode_batch=2, decode_context=c)) for c in (2 * 102, 103)]
+    actual = 0.035 - 0.01  # a's first token to its last: the median gap of each step is a's (a's and b's agree)
+    assert given.sum_abs_pct == pytest.approx(100 * abs(sum(step) - actual) / actual, rel=1e-3)
+    core.complete("b", 0.0501, ok=False)
+    assert given.total == 1 and not core.step_learner._spans  # a failed request is dropped, not scored
