@@ -1,9 +1,12 @@
-"""Accuracy of a live agent in front of any engine: closed-loop load with a varying number in flight.
+"""Accuracy of a live agent in front of any engine: closed-loop load with a varying number in flight, or
+open-loop Poisson arrivals.
 
 Requests (exact lengths: ``ignore_eos`` + ``max_tokens`` = the true length, told to the agent as the predicted
 length, so only the latency model is scored) are sent in phases; each phase keeps a concurrency drawn from
-``[lo, hi]`` in flight. Prompts are random token ids, fresh in every run (the seed fixes the lengths and the
-phases, not the ids): an engine keeps a finished prompt's blocks cached, so a second run with the same ids
+``[lo, hi]`` in flight. Open loop (``qps``): each request is sent at its Poisson arrival time whatever is in
+flight, as a service's users send them; the number in flight then follows the arrivals and the engine.
+Prompts are random token ids, fresh in every run (the seed fixes the lengths, the phases and the arrival
+times, not the ids): an engine keeps a finished prompt's blocks cached, so a second run with the same ids
 would be served partly from the cache that the agent, told nothing about it, prices as uncached. Every
 request is scored on the prediction ``/predict`` gave at its dispatch.
 
@@ -46,12 +49,12 @@ def workload(n: int, max_model_len: int, seed: int) -> list[tuple[int, int]]:
     return out
 
 
-async def drive_closed_loop(
-    agent_url: str, headers: dict[str, str], requests: Sequence[tuple[int, int]], concurrency: tuple[int, int],
-    seed: int,
+async def drive(
+    agent_url: str, headers: dict[str, str], requests: Sequence[tuple[int, int]], seed: int, *,
+    concurrency: tuple[int, int] = (2, 8), qps: float | None = None,
 ) -> tuple[list[Outcome], float]:
-    """Send every request, each phase keeping a random number in ``concurrency`` in flight; outcomes in
-    dispatch order and the wall time."""
+    """Send every request, each phase keeping a random number in ``concurrency`` in flight, or with ``qps``
+    at Poisson arrival times; outcomes in dispatch order and the wall time."""
     rng = random.Random(seed + 1)
     ids_rng = random.Random()  # seeded from the OS: never the ids of an earlier run (module docstring)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
@@ -73,13 +76,19 @@ async def drive_closed_loop(
             except httpx.HTTPError as exc:
                 outcomes[i] = Outcome(prompt, out, out, 0.0, 0.0, 0, 0, error=f"/predict: {type(exc).__name__}")
 
-        target = concurrency[0]
+        target, due = concurrency[0], 0.0
         for i, (prompt, out) in enumerate(requests):
-            if i % PHASE == 0:
-                target = rng.randint(*concurrency)
-            while len(inflight) >= target:
-                _, pending = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-                inflight = set(pending)
+            if qps is not None:  # open loop: at its arrival time, whatever is in flight
+                due += rng.expovariate(qps)
+                if (wait := start + due - time.perf_counter()) > 0:
+                    await asyncio.sleep(wait)
+                inflight = {t for t in inflight if not t.done()}
+            else:
+                if i % PHASE == 0:
+                    target = rng.randint(*concurrency)
+                while len(inflight) >= target:
+                    _, pending = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                    inflight = set(pending)
             task = asyncio.create_task(one(i, prompt, out))
             inflight.add(task)
             await asyncio.sleep(0)  # let it reach /predict before the next one is considered

@@ -62,10 +62,14 @@ def _fmt(v: Any) -> str:
     return "—" if v is None else f"{v:.1f}"
 
 
-def endpoint_accuracy(url: str, requests: int, concurrency: str, api_key: str, seed: int, json_out: bool) -> None:
-    from blockctl_agents.predictor.bench_endpoint import drive_closed_loop, report, workload
+def endpoint_accuracy(url: str, requests: int, concurrency: str, api_key: str, seed: int, json_out: bool,
+                      qps: float | None = None) -> None:
+    """``qps``: open-loop Poisson arrivals at that rate instead of the closed loop's ``concurrency``."""
+    from blockctl_agents.predictor.bench_endpoint import drive, report, workload
 
     lo_hi = _range(concurrency)
+    if qps is not None and not (qps > 0 and qps < float("inf")):
+        raise ConfigError(f"expected a positive rate, got {qps}", key="--qps")
     url = url.rstrip("/")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
@@ -78,13 +82,13 @@ def endpoint_accuracy(url: str, requests: int, concurrency: str, api_key: str, s
     reqs = workload(requests, max_len, seed)
     before = _state(url, headers)
     hits_before = _engine_prefix_hits(before)
-    outcomes, wall = asyncio.run(drive_closed_loop(url, headers, reqs, lo_hi, seed))
+    outcomes, wall = asyncio.run(drive(url, headers, reqs, seed, concurrency=lo_hi, qps=qps))
     time.sleep(SCRAPE_SETTLE_S)  # the agent's next scrapes carry the engine's counters past the last request
     state = _state(url, headers)
     hits_after = _engine_prefix_hits(state)
     result: dict[str, Any] = {
-        "endpoint": url, "model": card.get("id"), "max_model_len": max_len, "concurrency": list(lo_hi),
-        "seed": seed, **report(outcomes, wall),
+        "endpoint": url, "model": card.get("id"), "max_model_len": max_len,
+        "concurrency": None if qps is not None else list(lo_hi), "qps": qps, "seed": seed, **report(outcomes, wall),
         # prompt tokens the engine served from its prefix cache during the run (0 expected: the prompts are
         # fresh random ids); null when the agent reports no engine counters
         "engine_prefix_hit_tokens": None if hits_before is None or hits_after is None else hits_after - hits_before,
@@ -101,8 +105,10 @@ def endpoint_accuracy(url: str, requests: int, concurrency: str, api_key: str, s
 
 
 def _print(r: dict[str, Any]) -> None:
+    load = f"Poisson arrivals at {r['qps']:g}/s" if r["qps"] is not None else \
+        f"{r['concurrency'][0]}-{r['concurrency'][1]} in flight"
     table = Table(title=f"prediction accuracy at {r['endpoint']} ({r['completed']} of {r['requests']} completed, "
-                  f"{r['concurrency'][0]}-{r['concurrency'][1]} in flight)")
+                  f"{load})")
     for col in ("requests", "n", "E2E MAPE %", "E2E bias %", "TTFT MAPE %", "TTFT bias %"):
         table.add_column(col, justify="right" if col != "requests" else "left")
 

@@ -141,10 +141,12 @@ def accuracy(
     endpoint: str = typer.Option(
         "",
         "--endpoint",
-        help="URL of a running agent in front of any engine: closed-loop load through it, no emulator started "
-        "(--requests, --concurrency, --seed apply).",
+        help="URL of a running agent in front of any engine: closed-loop load through it (or --open-loop), no "
+        "emulator started (--requests, --concurrency, --seed apply).",
     ),
     concurrency: str = typer.Option("2-8", help="With --endpoint: requests in flight, LO-HI, redrawn every 10."),
+    open_loop: bool = typer.Option(False, "--open-loop",
+                                   help="With --endpoint: Poisson arrivals at --qps instead of the closed loop."),
     api_key: str = typer.Option("", envvar="BLOCKCTL_API_KEY", help="With --endpoint: the agent's bearer token."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -152,7 +154,7 @@ def accuracy(
     if endpoint:
         from blockctl.cli.bench_endpoint import endpoint_accuracy
 
-        endpoint_accuracy(endpoint, requests, concurrency, api_key, seed, json_out)
+        endpoint_accuracy(endpoint, requests, concurrency, api_key, seed, json_out, qps if open_loop else None)
         return
     from blockctl.bench.sim.lengths import held_out_workload, parse_lengths, predicted_dists, predicted_lengths
     from blockctl.bench.workloads import arrival_times, load_workload

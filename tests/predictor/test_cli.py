@@ -87,8 +87,8 @@ def test_bench_accuracy_endpoint_against_a_running_agent(tmp_path: Path) -> None
 
     args = ["bench", "accuracy", "--requests", "24", "--concurrency", "2-4", "--json"]
     with local_instance(tmp_path, engine_args=("--max-num-seqs", "8", "--max-model-len", "512")) as inst:
-        runs = [CliRunner().invoke(app, [*args, "--endpoint", inst.agent_url, "--api-key", inst.token])
-                for _ in range(2)]
+        runs = [CliRunner().invoke(app, [*args, "--endpoint", inst.agent_url, "--api-key", inst.token, *more])
+                for more in ((), ("--open-loop", "--qps", "6"))]
     for result in runs:
         assert result.exit_code == 0, result.output
     out = json.loads(runs[0].stdout)
@@ -101,13 +101,22 @@ def test_bench_accuracy_endpoint_against_a_running_agent(tmp_path: Path) -> None
     assert learning["steps"]["steps_learned"] > 0 and learning["first_token"]["requests_learned"] == 24
     # The same seed again on the same (prefix-caching) engine: the lengths repeat, the prompts must not, or the
     # engine serves them from its cache while the agent prices them uncached.
-    again = json.loads(runs[1].stdout)
+    again = json.loads(runs[1].stdout)  # open loop: Poisson arrivals, whatever is in flight
+    assert again["qps"] == 6 and again["concurrency"] is None and again["completed"] == 24
+    assert 2.5 < again["wall_s"] < 12  # 24 arrivals at 6/s: ~4 s of arrivals, then the last ones finish
     assert out["engine_prefix_hit_tokens"] == again["engine_prefix_hit_tokens"] == 0
     # the decode's error three ways, each run's own (the agent's counters are read before and after it)
     assert again["decode"]["n"] == base["decode"]["n"] == 24
     split = again["decode_split"]
     assert split["agent"]["n"] == 24 and 18 <= split["given_batches"]["n"] <= 24, split
     assert split["given_batches"]["mape_pct"] < 10, split  # the emulator runs its own profile's steps
+
+
+def test_bench_accuracy_endpoint_rejects_a_bad_open_loop_rate() -> None:
+    result = CliRunner().invoke(app, ["bench", "accuracy", "--endpoint", "http://127.0.0.1:1", "--open-loop",
+                                      "--qps", "0"])
+    assert result.exit_code == 1
+    assert "--qps" in result.output
 
 
 def test_bench_accuracy_endpoint_rejects_a_bad_concurrency() -> None:
