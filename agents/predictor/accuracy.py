@@ -60,6 +60,7 @@ class ErrorStats:
         return {
             "count": self.total,
             "mape_pct": self.mape(),
+            "bias_pct": 100 * self.sum_rel / self.total if self.total else None,
             "p50_ape_pct": self.quantile(0.5),
             "p90_ape_pct": self.quantile(0.9),
         }

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from blockctl.engine.core import Engine
 from blockctl.engine.profile import Profile
-from blockctl.engine.types import Request
+from blockctl.engine.types import EngineConfig, Request
 from blockctl.predict.lengths import LengthDist
 from blockctl.predict.observation import EngineObservation
 from blockctl.predict.tracker import Tracked
@@ -43,14 +43,16 @@ def run_virtual(
     seed: int = 0,
     hashes: Sequence[Sequence[int] | None] | None = None,
     dists: Sequence[LengthDist | None] | None = None,
+    config: EngineConfig | None = None,
 ) -> list[Outcome]:
     """Replay ``(prompt_tokens, true_output_tokens, predicted_output_tokens)`` arriving at ``offsets``.
 
     With ``hashes`` (each request's block hashes, prefixcache.block_hashes) the engine caches prefixes, as
     vLLM does by default, and the agent prices them from its shadow cache (fed as its proxy would). With
     ``dists`` (each request's predicted length as a distribution, None: exact) the agent keeps them as it keeps
-    the ``x-blockctl-predicted-output-quantiles`` the router sends."""
-    config = profile.engine_defaults()
+    the ``x-blockctl-predicted-output-quantiles`` the router sends. ``config``: the engine's settings (default:
+    the profile's ``engine_defaults``)."""
+    config = config or profile.engine_defaults()
     if hashes is not None:
         config = dataclasses.replace(config, enable_prefix_caching=True)
     engine = Engine(config, profile.model, noise=profile.model.rel_noise, seed=seed)

@@ -46,16 +46,17 @@ def _engine_prefix_hits(state: dict[str, Any] | None) -> float | None:
 
 
 def _scored_since(before: dict[str, Any] | None, after: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
-    """The agent's ``errors.KEY`` over the requests it scored between two ``/state``s: count and MAPE."""
-    def totals(state: dict[str, Any] | None) -> tuple[int, float]:
+    """The agent's ``errors.KEY`` over the requests it scored between two ``/state``s: count, MAPE, bias."""
+    def totals(state: dict[str, Any] | None) -> tuple[int, float, float]:
         part = ((state or {}).get("errors") or {}).get(key) or {}
-        n, mape = part.get("count") or 0, part.get("mape_pct") or 0.0
-        return int(n), float(mape) * int(n)
+        n = int(part.get("count") or 0)
+        return n, float(part.get("mape_pct") or 0.0) * n, float(part.get("bias_pct") or 0.0) * n
 
     if after is None or not ((after.get("errors") or {}).get(key)):
         return None
-    (n0, s0), (n1, s1) = totals(before), totals(after)
-    return {"n": n1 - n0, "mape_pct": (s1 - s0) / (n1 - n0) if n1 > n0 else None}
+    (n0, a0, b0), (n1, a1, b1) = totals(before), totals(after)
+    n = n1 - n0
+    return {"n": n, "mape_pct": (a1 - a0) / n if n > 0 else None, "bias_pct": (b1 - b0) / n if n > 0 else None}
 
 
 def _fmt(v: Any) -> str:
@@ -162,9 +163,10 @@ def _print_decode(r: dict[str, Any]) -> None:
     table.add_column("predictor")
     table.add_column("n", justify="right")
     table.add_column("MAPE %", justify="right")
+    table.add_column("bias %", justify="right")
     for name, part in rows:
         if part:
-            table.add_row(name, str(part["n"]), _fmt(part["mape_pct"]))
+            table.add_row(name, str(part["n"]), _fmt(part["mape_pct"]), _fmt(part.get("bias_pct")))
     console.print(table)
     if given and given.get("mape_pct") is not None:
         ok(f"given the batches, the model prices a request's decode within {given['mape_pct']:.1f} % (MAPE); the "

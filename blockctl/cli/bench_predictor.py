@@ -144,6 +144,10 @@ def accuracy(
         help="URL of a running agent in front of any engine: closed-loop load through it (or --open-loop), no "
         "emulator started (--requests, --concurrency, --seed apply).",
     ),
+    max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", min=1,
+                                            help="The emulated engine's setting (default: the profile's, 256)."),
+    max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens", min=1,
+                                                      help="The emulated engine's setting (default 2048)."),
     concurrency: str = typer.Option("2-8", help="With --endpoint: requests in flight, LO-HI, redrawn every 10."),
     open_loop: bool = typer.Option(False, "--open-loop",
                                    help="With --endpoint: Poisson arrivals at --qps instead of the closed loop."),
@@ -174,22 +178,26 @@ def accuracy(
     reqs = [(i.prompt_tokens, i.output_tokens, p) for i, p in zip(items, predicted, strict=True)]
     times = [float(o) for o in offsets]
     lag: dict[str, float | None] = {}
+    engine_settings = {k: v for k, v in (("max_num_seqs", max_num_seqs),
+                                         ("max_num_batched_tokens", max_num_batched_tokens)) if v is not None}
     if virtual:
         from blockctl.engine.profile import load_profile
         from blockctl_agents.predictor.bench_virtual import run_virtual
 
         prof = load_profile(profile)
+        config = prof.engine_defaults(**engine_settings)
         hashes = None
         if any(i.token_ids is not None for i in items):  # a shared-prefix workload: caching on, as vLLM's default
             from blockctl.engine.prefixcache import block_hashes
 
-            bs = prof.engine_defaults().block_size
+            bs = config.block_size
             hashes = [None if i.token_ids is None else block_hashes(list(i.token_ids), bs) for i in items]
-        outcomes = run_virtual(prof, reqs, times, seed=seed, hashes=hashes, dists=dists)
+        outcomes = run_virtual(prof, reqs, times, seed=seed, hashes=hashes, dists=dists, config=config)
     else:
+        flags = tuple(a for k, v in engine_settings.items() for a in (f"--{k.replace('_', '-')}", str(v)))
         with (
             tempfile.TemporaryDirectory(prefix="blockctl-bench-") as tmp,
-            local_instance(Path(tmp), profile=profile, seed=seed) as inst,
+            local_instance(Path(tmp), profile=profile, seed=seed, engine_args=flags) as inst,
         ):
             outcomes = asyncio.run(drive(inst.agent_url, inst.auth(), reqs, times, dists))
             lag = emulator_lag(httpx.get(f"{inst.engine_url}/metrics", timeout=10).text)

@@ -68,6 +68,16 @@ def test_bench_accuracy_virtual_with_no_length_information() -> None:
     assert out["lengths"] == "fixed:200" and out["completed"] == 60 and out["e2e"]["mape_pct"] > 30
 
 
+def test_bench_accuracy_virtual_takes_the_engines_settings() -> None:
+    """An engine of 2 sequences under 8 req/s: never more than 2 run, the rest wait (the profile's default, 256,
+    would run them all)."""
+    result = CliRunner().invoke(app, ["bench", "accuracy", "--virtual", "--requests", "60", "--qps", "8",
+                                      "--max-num-seqs", "2", "--max-num-batched-tokens", "512", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["completed"] == 60 and out["mean_running_at_dispatch"] <= 2 and out["max_waiting_at_dispatch"] > 2
+
+
 def test_bench_accuracy_tagger_lengths_need_prompt_text(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "accuracy", "--virtual", "--requests", "10",
                                       "--lengths", f"tagger:{tmp_path}"])  # synthetic-sharegpt: no prompt text

@@ -192,7 +192,7 @@ def test_each_decode_is_priced_with_the_batches_it_ran_in(monkeypatch: pytest.Mo
     given, decode = errors["decode_given_batches"], errors["decode"]
     assert decode["count"] == core.tracker.total_completed > 20
     assert given["count"] >= decode["count"] - 1  # the last request's last step may still be open
-    assert given["mape_pct"] < 0.5, given  # a step left out of a request's sum would cost ~1.5 %
+    assert given["mape_pct"] < 0.5 and abs(given["bias_pct"]) < 0.5, given
     assert decode["mape_pct"] > 20  # the simulation dispatches with a fixed guess of 90 ms
     assert "blockctl_agent_decode_given_batches_abs_pct_error" in render_metrics(core, 0.0)
 
