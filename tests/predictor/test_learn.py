@@ -250,3 +250,23 @@ def test_step_model_token_corrections_apply_at_their_token_counts_only() -> None
     assert fixed.linear_ms(1) == pytest.approx(max(0.0, TRUTH.linear_ms(1) - 0.5))
     assert fixed.linear_ms(3) == TRUTH.linear_ms(3) and fixed.linear_ms(100) == TRUTH.linear_ms(100)
     assert fixed.decode_coeffs(2)[0] == pytest.approx(TRUTH.decode_coeffs(2)[0] + 2.0)
+
+
+def test_decode_steps_that_may_carry_a_hidden_prefill_chunk_are_not_taken_as_pure() -> None:
+    core = AgentCore(AgentSettings("http://127.0.0.1:1", "i", PROFILE.name, CONFIG), PROFILE.model)
+    for rid in ("a", "b"):
+        core.admit(Tracked(rid, 0.0, 100, 50, stream=True), 0.0, dispatched=(0.01, 0.5))
+    core.admit(Tracked("long", 0.0, 400, 5, stream=True), 0.0, dispatched=(0.1, 0.2))  # its chunks run unseen
+    end = 0.0
+    for _ in range(10):
+        end += 0.02
+        core.token("a", end)
+        core.token("b", end + 1e-5)
+    learner = core.step_learner
+    assert learner is not None and not learner._decodes
+    core.complete("long", end, ok=False)
+    for _ in range(10):
+        end += 0.02
+        core.token("a", end)
+        core.token("b", end + 1e-5)
+    assert len(learner._decodes[2]) >= 9
