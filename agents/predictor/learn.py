@@ -6,8 +6,11 @@ one, or when it comes more than ``GROUP_SHARE`` of a predicted step after the gr
 that was already decoding saw exactly that step since its previous token, so the step took the median of
 those gaps (fragments of one step, read apart by a busy loop, each measure the same step). Its shape comes
 from the in-flight table: every stream that had its first token before (context = prompt + produced) decoded
-in it, the members whose first token it carries ran their prefill in it. Nothing is learned while a
-non-streaming request is in flight (its progress is unseen).
+in it, the members whose first token it carries ran their prefill's last chunk in it: the prompt less what
+the instance's prefix cache held (the shadow's hit; that part is read, not computed), or, for a prompt longer
+than the step's room, its last share. Nothing is learned while a non-streaming request is in flight (its
+progress is unseen), nor while a prompt longer than a step's room awaits its first token (its earlier chunks
+run in steps no stream marks).
 
 The learned model has two forms (:mod:`blockctl_agents.predictor.stepforms`), each linear in its coefficients
 (per-step constant, linear layers, prefill attention, decode context, per sequence, mixed step): ``line``, a
@@ -78,7 +81,8 @@ class _Step:
     start: float  # first token of the group
     members: set[str]
     gaps: dict[str, float]  # members that were decoding: time since their previous token
-    firsts: dict[str, int] = dataclasses.field(default_factory=dict)  # members whose first token this is: prompt
+    # members whose first token this is: (prompt tokens, the part the instance's prefix cache held)
+    firsts: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
 
 class StepLearner:
@@ -116,7 +120,7 @@ class StepLearner:
             step = self._open = _Step(now, set(), {})
         step.members.add(t.req_id)
         if t.last_token_at is None:
-            step.firsts[t.req_id] = t.prompt_tokens
+            step.firsts[t.req_id] = (t.prompt_tokens, _hit(t))
         else:
             step.gaps[t.req_id] = now - t.last_token_at
         return rebuilt
@@ -159,17 +163,23 @@ class StepLearner:
         duration = statistics.median(step.gaps.values())
         decoding = {t.req_id for t in inflight.values() if t.first_token_at is not None} - step.firsts.keys()
         decoding |= {m for m in step.members - step.firsts.keys() if m not in inflight}  # finished since
-        certain = 0 < duration < MAX_STEP_S and all(t.stream for t in inflight.values())
-        if not certain or not decoding:
+        room = max(1, self.config.max_num_batched_tokens - len(decoding))  # what decodes leave to prefills
+        certain = 0 < duration < MAX_STEP_S and all(t.stream for t in inflight.values()) and not any(
+            t.first_token_at is None and t.prompt_tokens - _hit(t) > room for t in inflight.values())
+        if not certain or not decoding:  # (a prompt longer than a step's room runs chunks the stream never shows)
             self.skipped += 1
             self._price(step, None)
             return None
         context = sum(t.prompt_tokens + t.produced for t in inflight.values() if t.req_id in decoding)
-        budget = self.config.max_num_batched_tokens
-        chunks = [min(p, budget) for p in step.firsts.values()]
-        shape = StepShape(prefill_tokens=sum(chunks), prefill_seqs=len(chunks),
-                          prefill_attn=sum(c * (c + 1) / 2 for c in chunks), decode_batch=len(decoding),
-                          decode_context=context)
+        pt = ps = pc = 0
+        attn = 0.0
+        for prompt, hit in step.firsts.values():  # each its last chunk: the uncached rest, or its final share
+            uncached = max(1, prompt - hit)
+            n = uncached if uncached <= room else (uncached - 1) % room + 1
+            pt, ps, pc, attn = pt + n, ps + 1, pc + prompt - n, attn + n * (prompt - n + (n + 1) * 0.5)
+        chunks = pt
+        shape = StepShape(prefill_tokens=pt, prefill_seqs=ps, prefill_attn=attn, prefill_cached=pc,
+                          decode_batch=len(decoding), decode_context=context)
         self._price(step, self.model.step_seconds(shape))
         if not chunks and all(t.first_token_at is not None for t in inflight.values()):  # no prefill could hide in it
             self._decodes.setdefault(len(decoding), deque(maxlen=TOKEN_WINDOW)).append((1e3 * duration, context))
@@ -257,6 +267,11 @@ class TtftLearner:
         r0, r1 = (float(v) for v in self.rls.theta)
         return {"request_overhead_ms": round(r0, 4), "ms_per_kilo_prompt_token": round(r1, 4),
                 "requests_learned": self.rls.updates, "requests_clipped": self.rls.clipped}
+
+
+def _hit(t: Tracked) -> int:
+    """Prompt tokens of ``t`` the instance's prefix cache held when it was sent (the shadow's guess)."""
+    return t.view_req.prefix_hit if t.view_req is not None else 0
 
 
 def render_learning(f: Families, steps: StepLearner, ttft: TtftLearner, instance: str) -> None:

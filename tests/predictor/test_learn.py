@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from blockctl.engine.steptime import StepTimeModel, StepTimeParams
-from blockctl.engine.types import EngineConfig, StepShape
+from blockctl.engine.types import EngineConfig, Request, StepShape
 from blockctl.predict.tracker import Tracked
 from blockctl_agents.predictor.core import AgentCore
 from blockctl_agents.predictor.learn import TtftLearner
@@ -44,9 +44,11 @@ def test_rls_recovers_coefficients_despite_outliers_and_stays_in_bounds() -> Non
     assert mape is not None and mape < 50
 
 
-def _simulate(core: AgentCore, rng: random.Random, steps: int, truth: StepTimeModel | None = None) -> None:
+def _simulate(core: AgentCore, rng: random.Random, steps: int, truth: StepTimeModel | None = None,
+              cached: float = 0.0) -> None:
     """Run a simulated engine with ``truth``'s step times: 1-8 streams, arrivals prefilled with the decodes, every
-    step's tokens delivered to the agent at its end (random order, sub-ms jitter)."""
+    step's tokens delivered to the agent at its end (random order, sub-ms jitter). ``cached``: the share of each
+    prompt the instance's prefix cache holds (whole blocks; the agent's shadow knows it), not prefilled."""
     now, next_id = 1000.0, 0
     active: dict[str, int] = {}  # id -> tokens left
     waiting: list[Tracked] = []
@@ -58,15 +60,20 @@ def _simulate(core: AgentCore, rng: random.Random, steps: int, truth: StepTimeMo
             t = Tracked(f"q{next_id}", now, rng.randint(16, 200), 64, stream=True)
             next_id += 1
             core.admit(t, now, dispatched=(0.01, 0.1))
+            hit = int(t.prompt_tokens * cached) // 16 * 16
+            if hit:
+                t.view_req = Request(t.req_id, t.prompt_tokens, 64, prefix_hit=hit)
             waiting.append(t)
         new = waiting[:]
         waiting.clear()
         decoding = list(active)
         ctx = sum(core.tracker.inflight[r].prompt_tokens + core.tracker.inflight[r].produced for r in decoding)
+        hits = [t.view_req.prefix_hit if t.view_req is not None else 0 for t in new]
         shape = StepShape(
-            prefill_tokens=sum(t.prompt_tokens for t in new), prefill_seqs=len(new),
-            prefill_attn=sum(t.prompt_tokens * (t.prompt_tokens + 1) / 2 for t in new),
-            decode_batch=len(decoding), decode_context=ctx,
+            prefill_tokens=sum(t.prompt_tokens - h for t, h in zip(new, hits, strict=True)), prefill_seqs=len(new),
+            prefill_attn=sum((t.prompt_tokens - h) * (h + (t.prompt_tokens - h + 1) / 2)
+                             for t, h in zip(new, hits, strict=True)),
+            prefill_cached=sum(hits), decode_batch=len(decoding), decode_context=ctx,
         )
         now += (truth or TRUTH).step_seconds(shape)
         for t in new:
@@ -173,10 +180,14 @@ def test_a_profile_request_overhead_seeds_the_first_token_prediction() -> None:
     assert abs((b.ttft_s - a.ttft_s) - 0.015) < 1e-6
 
 
-def test_an_exact_profile_stays_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("cached", [0.0, 0.75])
+def test_an_exact_profile_stays_in_use(monkeypatch: pytest.MonkeyPatch, cached: float) -> None:
+    """Also when most of each prompt comes from the prefix cache: the learner must read a first token's step
+    as the prefill of the uncached part only (priced as the whole prompt, the profile looked wrong and the
+    learner replaced it)."""
     monkeypatch.setattr(sys.modules[__name__], "TRUTH", PROFILE.model)  # the engine is what the profile says
     core = AgentCore(AgentSettings("http://127.0.0.1:1", "i", PROFILE.name, CONFIG), PROFILE.model)
-    _simulate(core, random.Random(5), 1500)
+    _simulate(core, random.Random(5), 1500, cached=cached)
     learned = core.learning_state()
     assert learned is not None and learned["steps"]["updates"] > 10
     assert learned["steps"]["using"] == "profile" and core.model is PROFILE.model
@@ -252,8 +263,11 @@ def test_step_model_token_corrections_apply_at_their_token_counts_only() -> None
     assert fixed.decode_coeffs(2)[0] == pytest.approx(TRUTH.decode_coeffs(2)[0] + 2.0)
 
 
-def test_decode_steps_that_may_carry_a_hidden_prefill_chunk_are_not_taken_as_pure() -> None:
-    core = AgentCore(AgentSettings("http://127.0.0.1:1", "i", PROFILE.name, CONFIG), PROFILE.model)
+def test_steps_that_may_carry_a_hidden_prefill_chunk_are_not_learned() -> None:
+    """A prompt longer than a step's token budget runs its earlier chunks in steps no first token marks: while
+    it awaits its first token, nothing is learned from the steps (nor taken as pure decodes)."""
+    config = dataclasses.replace(CONFIG, max_num_batched_tokens=256)
+    core = AgentCore(AgentSettings("http://127.0.0.1:1", "i", PROFILE.name, config), PROFILE.model)
     for rid in ("a", "b"):
         core.admit(Tracked(rid, 0.0, 100, 50, stream=True), 0.0, dispatched=(0.01, 0.5))
     core.admit(Tracked("long", 0.0, 400, 5, stream=True), 0.0, dispatched=(0.1, 0.2))  # its chunks run unseen
@@ -263,7 +277,7 @@ def test_decode_steps_that_may_carry_a_hidden_prefill_chunk_are_not_taken_as_pur
         core.token("a", end)
         core.token("b", end + 1e-5)
     learner = core.step_learner
-    assert learner is not None and not learner._decodes
+    assert learner is not None and not learner._decodes and learner.steps == 0 and learner.skipped >= 8
     core.complete("long", end, ok=False)
     for _ in range(10):
         end += 0.02
