@@ -1,5 +1,7 @@
 """Accuracy of the agent's predictions in virtual time: an engine model with the profile's step-time noise
-plays the instance, and the agent's core sees only what a real agent would (token events, metrics).
+plays the instance, and the agent's core sees only what a real agent would (token events, metrics); it learns
+from them as a live agent does (an exact profile stays in use), so its own error split (``errors.decode`` and
+``decode_given_batches``) says how much of the error is the traffic after dispatch.
 
 This isolates the prediction logic from the host: on a loaded machine a real-time emulator falls behind
 and its lag, not the predictor, dominates the error. Not modelled here: HTTP overhead (the learned offset
@@ -45,13 +47,27 @@ def run_virtual(
     dists: Sequence[LengthDist | None] | None = None,
     config: EngineConfig | None = None,
 ) -> list[Outcome]:
+    """The outcomes of :func:`run_virtual_agent`."""
+    return run_virtual_agent(profile, requests, offsets, seed=seed, hashes=hashes, dists=dists, config=config)[0]
+
+
+def run_virtual_agent(
+    profile: Profile,
+    requests: Sequence[tuple[int, int, int]],
+    offsets: Sequence[float],
+    *,
+    seed: int = 0,
+    hashes: Sequence[Sequence[int] | None] | None = None,
+    dists: Sequence[LengthDist | None] | None = None,
+    config: EngineConfig | None = None,
+) -> tuple[list[Outcome], AgentCore]:
     """Replay ``(prompt_tokens, true_output_tokens, predicted_output_tokens)`` arriving at ``offsets``.
 
     With ``hashes`` (each request's block hashes, prefixcache.block_hashes) the engine caches prefixes, as
     vLLM does by default, and the agent prices them from its shadow cache (fed as its proxy would). With
     ``dists`` (each request's predicted length as a distribution, None: exact) the agent keeps them as it keeps
     the ``x-blockctl-predicted-output-quantiles`` the router sends. ``config``: the engine's settings (default:
-    the profile's ``engine_defaults``)."""
+    the profile's ``engine_defaults``). Returns the outcomes and the agent's core (its errors, its learning)."""
     config = config or profile.engine_defaults()
     if hashes is not None:
         config = dataclasses.replace(config, enable_prefix_caching=True)
@@ -65,7 +81,7 @@ def run_virtual(
 
     def deliver(ev: _StepEvents) -> None:
         for rid in ev.produced:
-            core.tracker.token(rid, ev.end)
+            core.token(rid, ev.end)
         for rid, n in ev.finished:
             core.complete(rid, ev.end, ok=True, output_tokens=n)
         if ev.obs is not None:
@@ -132,4 +148,4 @@ def run_virtual(
                 tokens=req.num_output_tokens,
             )
         )
-    return outcomes
+    return outcomes, core

@@ -9,8 +9,8 @@ from the in-flight table: every stream that had its first token before (context 
 in it, the members whose first token it carries ran their prefill's last chunk in it: the prompt less what
 the instance's prefix cache held (the shadow's hit; that part is read, not computed), or, for a prompt longer
 than the step's room, its last share. Nothing is learned while a non-streaming request is in flight (its
-progress is unseen), nor while a prompt longer than a step's room awaits its first token (its earlier chunks
-run in steps no stream marks).
+progress is unseen), nor while a prompt longer than a step's room awaits its first token beside a batch with
+a free seat (its earlier chunks may run in steps no stream marks).
 
 The learned model has two forms (:mod:`blockctl_agents.predictor.stepforms`), each linear in its coefficients
 (per-step constant, linear layers, prefill attention, decode context, per sequence, mixed step): ``line``, a
@@ -164,8 +164,9 @@ class StepLearner:
         decoding = {t.req_id for t in inflight.values() if t.first_token_at is not None} - step.firsts.keys()
         decoding |= {m for m in step.members - step.firsts.keys() if m not in inflight}  # finished since
         room = max(1, self.config.max_num_batched_tokens - len(decoding))  # what decodes leave to prefills
-        certain = 0 < duration < MAX_STEP_S and all(t.stream for t in inflight.values()) and not any(
-            t.first_token_at is None and t.prompt_tokens - _hit(t) > room for t in inflight.values())
+        certain = 0 < duration < MAX_STEP_S and all(t.stream for t in inflight.values()) and not (
+            len(decoding) < self.config.max_num_seqs  # else the batch is full: nothing else runs
+            and any(t.first_token_at is None and t.prompt_tokens - _hit(t) > room for t in inflight.values()))
         if not certain or not decoding:  # (a prompt longer than a step's room runs chunks the stream never shows)
             self.skipped += 1
             self._price(step, None)

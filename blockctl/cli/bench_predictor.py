@@ -178,11 +178,12 @@ def accuracy(
     reqs = [(i.prompt_tokens, i.output_tokens, p) for i, p in zip(items, predicted, strict=True)]
     times = [float(o) for o in offsets]
     lag: dict[str, float | None] = {}
+    split: dict[str, Any] | None = None
     engine_settings = {k: v for k, v in (("max_num_seqs", max_num_seqs),
                                          ("max_num_batched_tokens", max_num_batched_tokens)) if v is not None}
     if virtual:
         from blockctl.engine.profile import load_profile
-        from blockctl_agents.predictor.bench_virtual import run_virtual
+        from blockctl_agents.predictor.bench_virtual import run_virtual_agent
 
         prof = load_profile(profile)
         config = prof.engine_defaults(**engine_settings)
@@ -192,7 +193,10 @@ def accuracy(
 
             bs = config.block_size
             hashes = [None if i.token_ids is None else block_hashes(list(i.token_ids), bs) for i in items]
-        outcomes = run_virtual(prof, reqs, times, seed=seed, hashes=hashes, dists=dists, config=config)
+        outcomes, core = run_virtual_agent(prof, reqs, times, seed=seed, hashes=hashes, dists=dists, config=config)
+        # the decode's error at dispatch, and the agent's model given the batches each request ran in: the
+        # difference is the traffic after dispatch (bench_endpoint's docstring)
+        split = {"agent": core.errors.decode.summary(), "given_batches": core.errors.decode_given_batches.summary()}
     else:
         flags = tuple(a for k, v in engine_settings.items() for a in (f"--{k.replace('_', '-')}", str(v)))
         with (
@@ -209,6 +213,7 @@ def accuracy(
         "qps": qps,
         **summarize(outcomes),
         **lag,
+        "decode_split": split,
         "target_e2e_mape_pct": E2E_MAPE_TARGET_PCT,
     }
     if json_out:
@@ -225,6 +230,9 @@ def accuracy(
         ("TTFT MAPE %", _fmt(ttft["mape_pct"])),
         ("TTFT median APE %", _fmt(ttft["mdape_pct"])),
     ]
+    if split is not None:
+        rows += [("decode MAPE % at dispatch", _fmt(split["agent"]["mape_pct"])),
+                 ("decode MAPE % given the batches", _fmt(split["given_batches"]["mape_pct"]))]
     late = lag.get("emulator_late_fraction")
     if late is not None:
         rows.append(("emulator lateness %", _fmt(100 * late)))
