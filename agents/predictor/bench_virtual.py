@@ -46,20 +46,6 @@ def run_virtual(
     hashes: Sequence[Sequence[int] | None] | None = None,
     dists: Sequence[LengthDist | None] | None = None,
     config: EngineConfig | None = None,
-) -> list[Outcome]:
-    """The outcomes of :func:`run_virtual_agent`."""
-    return run_virtual_agent(profile, requests, offsets, seed=seed, hashes=hashes, dists=dists, config=config)[0]
-
-
-def run_virtual_agent(
-    profile: Profile,
-    requests: Sequence[tuple[int, int, int]],
-    offsets: Sequence[float],
-    *,
-    seed: int = 0,
-    hashes: Sequence[Sequence[int] | None] | None = None,
-    dists: Sequence[LengthDist | None] | None = None,
-    config: EngineConfig | None = None,
 ) -> tuple[list[Outcome], AgentCore]:
     """Replay ``(prompt_tokens, true_output_tokens, predicted_output_tokens)`` arriving at ``offsets``.
 

@@ -183,7 +183,7 @@ def accuracy(
                                          ("max_num_batched_tokens", max_num_batched_tokens)) if v is not None}
     if virtual:
         from blockctl.engine.profile import load_profile
-        from blockctl_agents.predictor.bench_virtual import run_virtual_agent
+        from blockctl_agents.predictor.bench_virtual import run_virtual
 
         prof = load_profile(profile)
         config = prof.engine_defaults(**engine_settings)
@@ -193,7 +193,7 @@ def accuracy(
 
             bs = config.block_size
             hashes = [None if i.token_ids is None else block_hashes(list(i.token_ids), bs) for i in items]
-        outcomes, core = run_virtual_agent(prof, reqs, times, seed=seed, hashes=hashes, dists=dists, config=config)
+        outcomes, core = run_virtual(prof, reqs, times, seed=seed, hashes=hashes, dists=dists, config=config)
         # the decode's error at dispatch, and the agent's model given the batches each request ran in: the
         # difference is the traffic after dispatch (bench_endpoint's docstring)
         split = {"agent": core.errors.decode.summary(), "given_batches": core.errors.decode_given_batches.summary()}

@@ -16,7 +16,7 @@ def _run(qps: float, n: int, noisy_pct: float | None = None) -> dict:  # type: i
     predicted = true if noisy_pct is None else noisy_lengths(true, noisy_pct, seed=3)
     offsets = [float(t) for t in arrival_times("poisson", n, qps=qps, seed=3)]
     reqs = [(i.prompt_tokens, i.output_tokens, p) for i, p in zip(items, predicted, strict=True)]
-    return summarize(run_virtual(PROFILE, reqs, offsets, seed=3))
+    return summarize(run_virtual(PROFILE, reqs, offsets, seed=3)[0])
 
 
 def test_oracle_lengths_meet_the_e2e_target_under_load() -> None:
@@ -43,8 +43,8 @@ def test_the_agent_keeps_the_length_distributions_it_is_given() -> None:
     items = load_workload("synthetic-sharegpt", num_requests=150, seed=3)
     offsets = [float(t) for t in arrival_times("poisson", 150, qps=16, seed=3)]
     reqs = [(i.prompt_tokens, i.output_tokens, 200) for i in items]
-    exact = run_virtual(PROFILE, reqs, offsets, seed=3)
-    shaped = run_virtual(PROFILE, reqs, offsets, seed=3, dists=[prior(200)] * len(reqs))
+    exact = run_virtual(PROFILE, reqs, offsets, seed=3)[0]
+    shaped = run_virtual(PROFILE, reqs, offsets, seed=3, dists=[prior(200)] * len(reqs))[0]
     assert [o.e2e_s for o in exact] == [o.e2e_s for o in shaped]  # the engine runs the same
     differ = sum(a.predicted_e2e_s != b.predicted_e2e_s for a, b in zip(exact, shaped, strict=True))
     assert differ > 50
