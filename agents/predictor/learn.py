@@ -36,14 +36,8 @@ context) corrects the linear layers at ``n`` tokens (``StepTimeModel.token_ms``)
 ``TOKEN_MIN_SHARE`` of the step (step noise alone never gets there), so it prices every step of ``n`` tokens,
 decode or not. An exact profile stays exactly in use.
 
-**A request's decode, priced with the batches it ran in.** Each closed step is also priced by the model in
-use before it learns that step's window; every decoding member adds that price and its own gap to its
-running sums. When a request ends (and the step carrying its last token closes), the two sums compare the
-model with the engine over exactly the steps that request saw: its decode time *given the batches*, where
-the prediction at dispatch had to guess the batches (who else arrives and leaves while it runs). The gap
-between the two errors (``PredictionErrors.decode`` against ``decode_given_batches``) is what the future
-traffic costs a snapshot what-if, the rest is the model. A request that ran in a step that could not be
-read (a non-streaming request in flight, a stall) is not scored.
+**A request's decode, priced with the batches it ran in** (:mod:`blockctl_agents.predictor.givenbatches`):
+every closed step, priced by the model in use, goes to that module's sums.
 
 **First token.** ``actual TTFT - (predicted TTFT without overhead)`` — what the engine adds per request
 (API server, tokenising, queueing the model missed) — is learned as ``r0 + r1 * prompt_tokens/1e3`` by a
@@ -62,6 +56,7 @@ from blockctl.engine.types import EngineConfig, StepShape
 from blockctl.predict.tracker import Tracked
 from blockctl.promexpo import Families
 from blockctl_agents.predictor.accuracy import ErrorStats
+from blockctl_agents.predictor.givenbatches import GivenBatches
 from blockctl_agents.predictor.rls import ERROR_WINDOW, RobustRls
 from blockctl_agents.predictor.stepforms import RooflineForm, StepForm
 
@@ -104,10 +99,7 @@ class StepLearner:
         self._acc_profile_ms = 0.0  # ... and what the profile's model says they take
         self._profile_ape: deque[float] = deque(maxlen=ERROR_WINDOW)
         self.using = "profile"
-        # a request's decode priced step by step (module docstring): id -> [model s, measured s], None: unread
-        self.given_batches = given_batches if given_batches is not None else ErrorStats()
-        self._spans: dict[str, list[float] | None] = {}
-        self._ending: set[str] = set()  # finished, their last step still open
+        self.given = GivenBatches(given_batches if given_batches is not None else ErrorStats())
 
     def on_token(self, t: Tracked, now: float, inflight: dict[str, Tracked]) -> StepTimeModel | None:
         """Call before the tracker counts the token; returns a new model when one was rebuilt."""
@@ -126,29 +118,8 @@ class StepLearner:
         return rebuilt
 
     def finished(self, req_id: str, ok: bool) -> None:
-        """``req_id`` ended: score its decode given the batches (module docstring) once its last step closes."""
-        if ok and self._open is not None and req_id in self._open.gaps:
-            self._ending.add(req_id)
-        else:
-            self._settle(req_id, ok)
-
-    def _settle(self, req_id: str, ok: bool) -> None:
-        span = self._spans.pop(req_id, None)
-        if ok and span is not None and span[1] > 0:
-            self.given_batches.observe(span[0], span[1])
-
-    def _price(self, step: _Step, seconds: float | None) -> None:
-        """Add the closed ``step`` to its decoding members' sums (None: it could not be read), then settle
-        the members that ended with it."""
-        for rid, gap in step.gaps.items():
-            if seconds is None:
-                self._spans[rid] = None
-            elif (span := self._spans.setdefault(rid, [0.0, 0.0])) is not None:
-                span[0] += seconds
-                span[1] += gap
-        for rid in self._ending & step.gaps.keys():
-            self._ending.discard(rid)
-            self._settle(rid, True)
+        """``req_id`` ended: its decode given the batches is scored once the step with its last token closes."""
+        self.given.finished(req_id, ok, self._open is not None and req_id in self._open.gaps)
 
     def _window(self, step: _Step) -> float:
         batch = max(1, len(step.members))
@@ -169,7 +140,7 @@ class StepLearner:
             and any(t.first_token_at is None and t.prompt_tokens - _hit(t) > room for t in inflight.values()))
         if not certain or not decoding:  # (a prompt longer than a step's room runs chunks the stream never shows)
             self.skipped += 1
-            self._price(step, None)
+            self.given.step(step.gaps, None)
             return None
         context = sum(t.prompt_tokens + t.produced for t in inflight.values() if t.req_id in decoding)
         pt = ps = pc = 0
@@ -181,7 +152,7 @@ class StepLearner:
         chunks = pt
         shape = StepShape(prefill_tokens=pt, prefill_seqs=ps, prefill_attn=attn, prefill_cached=pc,
                           decode_batch=len(decoding), decode_context=context)
-        self._price(step, self.model.step_seconds(shape))
+        self.given.step(step.gaps, self.model.step_seconds(shape))
         if not chunks and all(t.first_token_at is not None for t in inflight.values()):  # no prefill could hide in it
             self._decodes.setdefault(len(decoding), deque(maxlen=TOKEN_WINDOW)).append((1e3 * duration, context))
         for form, acc in zip(self.forms, self._acc, strict=True):

@@ -233,7 +233,8 @@ def test_a_request_is_priced_once_the_step_with_its_last_token_closes() -> None:
     actual = 0.035 - 0.01  # a's first token to its last: the median gap of each step is a's (a's and b's agree)
     assert given.sum_abs_pct == pytest.approx(100 * abs(sum(step) - actual) / actual, rel=1e-3)
     core.complete("b", 0.0501, ok=False)
-    assert given.total == 1 and not core.step_learner._spans  # a failed request is dropped, not scored
+    assert core.step_learner is not None
+    assert given.total == 1 and not core.step_learner.given.tracked()  # a failed request is dropped, not scored
 
 
 def test_a_batch_size_the_engine_runs_off_its_curve_is_learned_apart() -> None:
