@@ -132,28 +132,35 @@ class StepLearner:
         if not step.gaps:
             return None
         duration = statistics.median(step.gaps.values())
-        decoding = {t.req_id for t in inflight.values() if t.first_token_at is not None} - step.firsts.keys()
+        decoding: set[str] = set()
+        awaiting: list[Tracked] = []  # no first token yet
+        streams, context = True, 0
+        for t in inflight.values():  # one pass: this runs on the agent's token path
+            streams = streams and t.stream
+            if t.first_token_at is None:
+                awaiting.append(t)
+            elif t.req_id not in step.firsts:
+                decoding.add(t.req_id)
+                context += t.prompt_tokens + t.produced
         decoding |= {m for m in step.members - step.firsts.keys() if m not in inflight}  # finished since
         room = max(1, self.config.max_num_batched_tokens - len(decoding))  # what decodes leave to prefills
-        certain = 0 < duration < MAX_STEP_S and all(t.stream for t in inflight.values()) and not (
+        certain = 0 < duration < MAX_STEP_S and streams and not (
             len(decoding) < self.config.max_num_seqs  # else the batch is full: nothing else runs
-            and any(t.first_token_at is None and t.prompt_tokens - _hit(t) > room for t in inflight.values()))
+            and any(t.prompt_tokens - _hit(t) > room for t in awaiting))
         if not certain or not decoding:  # (a prompt longer than a step's room runs chunks the stream never shows)
             self.skipped += 1
             self.given.step(step.gaps, None)
             return None
-        context = sum(t.prompt_tokens + t.produced for t in inflight.values() if t.req_id in decoding)
         pt = ps = pc = 0
         attn = 0.0
         for prompt, hit in step.firsts.values():  # each its last chunk: the uncached rest, or its final share
             uncached = max(1, prompt - hit)
             n = uncached if uncached <= room else (uncached - 1) % room + 1
             pt, ps, pc, attn = pt + n, ps + 1, pc + prompt - n, attn + n * (prompt - n + (n + 1) * 0.5)
-        chunks = pt
         shape = StepShape(prefill_tokens=pt, prefill_seqs=ps, prefill_attn=attn, prefill_cached=pc,
                           decode_batch=len(decoding), decode_context=context)
         self.given.step(step.gaps, self.model.step_seconds(shape))
-        if not chunks and all(t.first_token_at is not None for t in inflight.values()):  # no prefill could hide in it
+        if not pt and not awaiting:  # a pure-decode step no prefill could hide in
             self._decodes.setdefault(len(decoding), deque(maxlen=TOKEN_WINDOW)).append((1e3 * duration, context))
         for form, acc in zip(self.forms, self._acc, strict=True):
             for i, f in enumerate(form.features(shape)):
