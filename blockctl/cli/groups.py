@@ -21,6 +21,7 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
             "blockctl.cli.bench_run",
             "blockctl.cli.bench_predictor",
             "blockctl.cli.bench_compare",
+            "blockctl.cli.bench_bound",
             "blockctl.cli.bench_replies",
             "blockctl.cli.bench_engine",
             "blockctl.cli.bench_emulator",
