@@ -62,7 +62,8 @@ class AgentCore:
 
     def view(self, now: float) -> EngineView:
         tr = self.tracker
-        return build_view(tr.inflight.values(), now, self.settings.engine_config, self.obs, tr.last_finish_at)
+        return build_view(tr.inflight.values(), now, self.settings.engine_config, self.obs, tr.last_finish_at,
+                          self.shadow.shared_blocks)
 
     def predict(
         self, prompt_tokens: int, predicted_output_tokens: int, now: float, block_hashes: Sequence[int] = ()
@@ -77,9 +78,9 @@ class AgentCore:
             )
         view = self.view(now)
         length = max(1, min(predicted_output_tokens, cfg.max_model_len - prompt_tokens))
-        hit = self.shadow.hit(prompt_tokens, block_hashes) if block_hashes else 0
+        hit, held = self.shadow.hit(prompt_tokens, block_hashes) if block_hashes else (0, 0)
         new = Request(NEW_ID, prompt_tokens, length, prefix_hit=hit)
-        raw = ExpectedForecaster(view, self.model).predict(new)
+        raw = ExpectedForecaster(view, self.model).predict(new, held)
         self.predictions_total += 1
         ttft, e2e = self.calibration.apply(
             raw.ttft_s, raw.e2e_s, self.step_wait_s(view, now), self.overhead_s(prompt_tokens)

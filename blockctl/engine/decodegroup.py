@@ -15,6 +15,7 @@ path from the start). Same results as ``Engine`` up to float rounding (tested).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
@@ -149,8 +150,9 @@ def simulate(
     return None if cols is None else forecast(cols, new)
 
 
-def forecast(cols: Columns, new: Request) -> Prediction | None:
-    """``simulate`` for the state of ``cols`` and the request ``new``; ``cols`` is left as it was."""
+def forecast(cols: Columns, new: Request, extra_blocks: int = 0) -> Prediction | None:
+    """``simulate`` for the state of ``cols`` and the request ``new``; ``cols`` is left as it was.
+    ``extra_blocks``: free blocks beyond what the state leaves (see ``whatif.Forecaster.predict``)."""
     cfg, model = cols.cfg, cols.model
     bs, budget, max_seqs = cfg.block_size, cfg.max_num_batched_tokens, cfg.max_num_seqs
     total_blocks = cfg.num_gpu_blocks
@@ -173,7 +175,7 @@ def forecast(cols: Columns, new: Request) -> Prediction | None:
     order = list(range(n_run))  # running requests in admission order (finished ones skipped on hand-over)
     wi = n_run  # head of the waiting queue
     front: list[int] = []  # preempted requests, queued ahead of wi (admission order)
-    free = total_blocks - used
+    free = total_blocks - used + extra_blocks
     g = 0
     now = 0.0
     t_sched = t_first = -1.0
@@ -329,7 +331,8 @@ def forecast(cols: Columns, new: Request) -> Prediction | None:
             sumc0 += ci
             batch += 1
     # Hand-over: rebuild the state as Requests and let the exact engine go on from here.
-    eng = Engine(cfg, model, now=now)
+    eng = Engine(dataclasses.replace(cfg, num_gpu_blocks=total_blocks + extra_blocks) if extra_blocks else cfg,
+                 model, now=now)
     reqs = [Request(req_id=str(i), prompt_tokens=prompt[i], output_tokens=out[i]) for i in range(len(prompt))]
     for i in order:
         if fin[i] < 0:

@@ -69,7 +69,7 @@ class PrefixCache:
     free blocks are a count. ``free`` is the length of vLLM's free queue (what admission checks against)."""
 
     __slots__ = ("_bs", "_by_hash", "_hash_of", "_held", "_next_id", "_next_uid", "_refs", "blank",
-                 "evictable", "hits", "queries", "total")
+                 "evictable", "hits", "queries", "shared", "total")
 
     def __init__(self, num_blocks: int, block_size: int) -> None:
         self.total = num_blocks
@@ -84,6 +84,9 @@ class PrefixCache:
         self._next_uid = 0
         self.queries = 0  # vllm:prefix_cache_queries (tokens)
         self.hits = 0  # vllm:prefix_cache_hits (tokens)
+        # references beyond a block's first, over all blocks: what counting each holder's blocks apart
+        # (as a what-if does) counts twice
+        self.shared = 0
 
     @property
     def free(self) -> int:
@@ -130,9 +133,11 @@ class PrefixCache:
                 evictable += 1
         return found, evictable
 
-    def probe(self, prompt_tokens: int, hashes: Sequence[int]) -> int:
-        """Tokens of a new prompt (with these block hashes) that the cache holds now."""
-        return len(self.lookup(Request("probe", prompt_tokens, 1, block_hashes=hashes))[0]) * self._bs
+    def probe(self, prompt_tokens: int, hashes: Sequence[int]) -> tuple[int, int]:
+        """Tokens of a new prompt (with these block hashes) that the cache holds now, and how many of those
+        blocks running requests hold (a request admitted now would share them rather than take free ones)."""
+        found, evictable = self.lookup(Request("probe", prompt_tokens, 1, block_hashes=hashes))
+        return len(found) * self._bs, len(found) - evictable
 
     def admit(self, r: Request, hit: list[int], new_tokens: int) -> None:
         """``r`` is admitted with ``hit`` blocks found by ``lookup`` and ``new_tokens`` to compute now; the
@@ -142,6 +147,8 @@ class PrefixCache:
         for b in hit:
             if b in ev:
                 del ev[b]
+            elif refs[b]:
+                self.shared += 1
             refs[b] += 1
         held.ids.extend(hit)
         if r.num_preemptions == 0:
@@ -205,6 +212,8 @@ class PrefixCache:
             refs[b] = c
             if c == 0:
                 ev[b] = None
+            else:
+                self.shared -= 1
         ids.clear()
 
     def forget(self, r: Request) -> None:

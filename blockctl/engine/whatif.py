@@ -67,9 +67,18 @@ class Forecaster:
         self.config, self.model, self.running, self.waiting = config, model, running, waiting
         self._cols = columns(config, model, running, waiting)
 
-    def predict(self, new: Request) -> Prediction:
-        fast = None if self._cols is None else forecast(self._cols, new)
-        return fast if fast is not None else predict_exact(self.config, self.model, self.running, self.waiting, new)
+    def predict(self, new: Request, extra_blocks: int = 0) -> Prediction:
+        """``extra_blocks``: KV blocks the state's requests leave free beyond their own count, because the new
+        request would share that many of its prefix-cache hit with running requests instead of taking them."""
+        fast = None if self._cols is None else forecast(self._cols, new, extra_blocks)
+        if fast is not None:
+            return fast
+        config = self.config
+        if extra_blocks:
+            config = dataclasses.replace(config, num_gpu_blocks=config.num_gpu_blocks + extra_blocks)
+        exact = predict_exact(config, self.model, self.running, self.waiting, new)
+        return dataclasses.replace(exact, kv_free_blocks=exact.kv_free_blocks - extra_blocks) if extra_blocks \
+            else exact
 
 
 def restore_state(

@@ -50,14 +50,15 @@ class ExpectedForecaster:
         self._point = Forecaster(view.config, model, view.running, view.waiting)
         self._draws: list[Forecaster] | None = None  # built on the first queued forecast
 
-    def predict(self, new: Request) -> Prediction:
-        point = self._point.predict(new)
+    def predict(self, new: Request, extra_blocks: int = 0) -> Prediction:
+        """``extra_blocks``: as ``Forecaster.predict``."""
+        point = self._point.predict(new, extra_blocks)
         view = self._view
         if point.queue_s <= 0.0 or self.samples < 2 or not view.lengths or len(view.running) > FEW_RUNNING:
             return point
         if self._draws is None:
             self._draws = self._drawn()
-        preds = [f.predict(new) for f in self._draws]
+        preds = [f.predict(new, extra_blocks) for f in self._draws]
         k = len(preds)
         return dataclasses.replace(
             point,

@@ -31,9 +31,15 @@ class ShadowCache:
     def hashes(self, token_ids: Sequence[int]) -> list[int]:
         return block_hashes(token_ids, self._bs)
 
-    def hit(self, prompt_tokens: int, hashes: Sequence[int]) -> int:
-        """Tokens of a prompt with these block hashes the instance's cache holds now (what a what-if uses)."""
+    def hit(self, prompt_tokens: int, hashes: Sequence[int]) -> tuple[int, int]:
+        """Tokens of a prompt with these block hashes the instance's cache holds now (what a what-if uses), and
+        how many of those blocks in-flight requests hold: admitted, it would share them, not take free ones."""
         return self.cache.probe(prompt_tokens, hashes)
+
+    @property
+    def shared_blocks(self) -> int:
+        """Blocks the in-flight requests share, counted once per holder beyond the first (``build_view``)."""
+        return self.cache.shared
 
     def admit(self, req_id: str, prompt_tokens: int, hashes: Sequence[int]) -> int:
         """A prompt forwarded to the engine: its hit (tokens) is counted and its blocks are held."""

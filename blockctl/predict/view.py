@@ -14,6 +14,9 @@ Reconciliation with the engine's ``/metrics`` (used only when the scrape is at m
   than the view accounts for by over ``HIDDEN_TOLERANCE`` of the cache (traffic that bypassed the agent, or a
   cache smaller than configured), the what-if runs on a cache shrunk by that hidden usage (to half at most).
   Only when no request left since the scrape: otherwise the excess may be blocks freed in between.
+* Shared blocks: requests whose prompts share cached blocks hold them once in the engine (vLLM counts
+  references), but the engine model counts each request's blocks apart. The agent's shadow cache counts the
+  references beyond each block's first (``shared_blocks``); the what-if's cache grows by that many.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class EngineView:
 
     running: list[Request]
     waiting: list[Request]
-    config: EngineConfig  # num_gpu_blocks possibly shrunk by hidden usage
+    config: EngineConfig  # num_gpu_blocks possibly shrunk by hidden usage, grown by shared blocks
     kv_free_blocks: int
     kv_total_blocks: int
     waiting_prompt_blocks: int
@@ -99,6 +102,7 @@ def build_view(
     config: EngineConfig,
     obs: EngineObservation | None,
     last_finish_at: float | None = None,
+    shared_blocks: int = 0,
 ) -> EngineView:
     # One pass over the table (this runs for every instance on every arrival in the simulator): progress,
     # lengths, KV blocks and the requests unstarted at the scrape, with the rules of the helpers above inlined.
@@ -187,6 +191,8 @@ def build_view(
             hidden = int(used_metric - used_view)
             # floor at half the cache, so one large request the engine holds always fits the what-if
             sim_config = dataclasses.replace(config, num_gpu_blocks=max(total_blocks // 2, total_blocks - hidden))
+    if shared_blocks > 0:
+        sim_config = dataclasses.replace(sim_config, num_gpu_blocks=sim_config.num_gpu_blocks + shared_blocks)
     return EngineView(
         running=running,
         waiting=waiting,

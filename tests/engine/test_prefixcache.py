@@ -12,7 +12,7 @@ from blockctl.engine.decodegroup import simulate
 from blockctl.engine.prefixcache import PrefixCache, block_hashes
 from blockctl.engine.profile import DEFAULT_PROFILE, load_profile
 from blockctl.engine.types import EngineConfig, Request
-from blockctl.engine.whatif import predict_exact
+from blockctl.engine.whatif import Forecaster, predict_exact
 from tests.engine.helpers import flat_model
 
 BS = 4
@@ -173,3 +173,54 @@ def test_the_what_if_takes_hits_from_requests_even_under_a_caching_config() -> N
     caching = dataclasses.replace(plain, enable_prefix_caching=True)
     new = Request("n", 3000, 10, prefix_hit=2992)
     assert predict_exact(caching, prof.model, [], [], new) == predict_exact(plain, prof.model, [], [], new)
+
+
+def test_shared_counts_the_references_beyond_each_blocks_first() -> None:
+    cache = PrefixCache(20, BS)
+    a, b, c = (_req(n, [*range(8), *tail]) for n, tail in (("a", [50]), ("b", [60]), ("c", [70])))
+    cache.admit(a, [], 9)
+    for r in (b, c):
+        hit, _ = cache.lookup(r)
+        cache.admit(r, hit, 1)
+    assert cache.shared == 4  # two shared blocks, each held by three requests
+    assert cache.probe(9, block_hashes([*range(8), 99], BS)) == (8, 2)  # both hit blocks held: shared
+    for r in (a, b):
+        cache.release(r, 3)
+        cache.forget(r)
+    assert cache.shared == 0 and cache.probe(9, block_hashes([*range(8), 99], BS)) == (8, 2)
+    cache.release(c, 3)
+    cache.forget(c)
+    assert cache.shared == 0 and cache.probe(9, block_hashes([*range(8), 99], BS)) == (8, 0)  # free: taken
+
+
+def test_a_new_request_sharing_a_running_requests_prefix_is_predicted_as_the_engine_runs_it() -> None:
+    """The engine holds a running request's 400-token prompt once; a new request with the same prompt
+    shares it and needs only its own blocks. The what-if, counting each request's blocks apart, must be told
+    (``extra_blocks``) or it predicts a wait for the running request to finish."""
+    prompt = list(range(400))
+    eng = _engine(blocks=120, seqs=4, budget=512)  # 100 blocks of prompt + room for 20 more
+    first = Request("a", 401, 60, block_hashes=block_hashes([*prompt, 1], BS))
+    eng.add(first)
+    while first.num_output_tokens < 5:
+        eng.step()
+    running = [Request("a", 401, 60, num_computed_tokens=first.num_computed_tokens,
+                       num_output_tokens=first.num_output_tokens)]
+    cache = eng.cache
+    assert cache is not None
+    hit, held = cache.probe(401, block_hashes([*prompt, 2], BS))
+    assert (hit, held) == (400, 100)
+    new = Request("n", 401, 10, prefix_hit=hit)
+    cfg = dataclasses.replace(eng.config, enable_prefix_caching=False)
+    blind = Forecaster(cfg, eng.model, running, []).predict(new)
+    told = Forecaster(cfg, eng.model, running, []).predict(new, held)
+    exact = predict_exact(dataclasses.replace(cfg, num_gpu_blocks=cfg.num_gpu_blocks + held), eng.model, running,
+                          [], new)
+    start = eng.now
+    second = Request("n", 401, 10, arrival_time=start, block_hashes=block_hashes([*prompt, 2], BS))
+    eng.add(second)
+    eng.run_until_finished(second)
+    assert second.first_token_time is not None and second.finish_time is not None
+    assert blind.queue_s > 0.0  # waits for "a" to free its blocks, which the engine never needed
+    assert told.queue_s == 0.0 and told.e2e_s == pytest.approx(exact.e2e_s, rel=1e-9)
+    assert told.ttft_s == pytest.approx(second.first_token_time - start, rel=1e-6)
+    assert told.e2e_s == pytest.approx(second.finish_time - start, rel=1e-6)

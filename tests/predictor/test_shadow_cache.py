@@ -4,15 +4,18 @@ pricing a prompt whose prefix the instance holds."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import httpx
 import openai
 import pytest
 
 from blockctl.engine.prefixcache import block_hashes
+from blockctl.predict.tracker import Tracked
 from blockctl.tokens import get_counter
 from blockctl_agents.emulator.app import create_app as create_emulator
 from blockctl_agents.predictor.app import create_app
+from blockctl_agents.predictor.core import AgentCore
 from tests.conftest import serve_app
 
 from .helpers import PROFILE, TOKEN, settings
@@ -58,3 +61,28 @@ async def test_the_shadow_counts_the_hits_the_engine_counts_and_the_what_if_uses
     assert warm["block_size"] == 16 and "prefix_hit_tokens" not in plain
     assert load["prefix_hit_tokens"] == (len(ids) - 1) // 16 * 16 and load["block_size"] == 16
     assert bad.status_code == 400 and "block_hashes" in bad.json()["error"]["message"]
+
+
+def test_the_agent_counts_a_prompt_its_requests_share_once() -> None:
+    """Two requests decode with one 1,600-token prompt on a cache that holds it about twice; a third with the
+    same prompt fits beside them (the engine holds the prompt once), which the agent's what-if must see."""
+    cfg = dataclasses.replace(PROFILE.engine_defaults(), num_gpu_blocks=230)
+    core = AgentCore(dataclasses.replace(settings("http://127.0.0.1:1"), engine_config=cfg), PROFILE.model)
+    system = list(range(5000, 6600))
+    now = 100.0
+    for i in range(2):
+        t = Tracked(f"r{i}", now - 2, 1610, 200, stream=True)
+        core.admit(t, now - 2, dispatched=(0.1, 3.0))
+        core.cache_prompt(t.req_id, 1610, block_hashes([*system, *range(10 * i, 10 * i + 10)], 16)[:100])
+        t.produced, t.first_token_at, t.last_token_at = 50, now - 1.5, now - 0.01
+    assert core.shadow.shared_blocks == 100
+    hashes = block_hashes([*system, *range(90, 100)], 16)[:100]
+    told, _ = core.predict(1610, 200, now, hashes)
+    assert told.prefix_hit == 1600 and told.queue_s == 0.0
+    blind_core = AgentCore(dataclasses.replace(settings("http://127.0.0.1:1"), engine_config=cfg), PROFILE.model)
+    for i in range(2):  # the same two requests, their prompts not hashed: no sharing known
+        t = Tracked(f"r{i}", now - 2, 1610, 200, stream=True)
+        blind_core.admit(t, now - 2, dispatched=(0.1, 3.0))
+        t.produced, t.first_token_at, t.last_token_at = 50, now - 1.5, now - 0.01
+    blind, _ = blind_core.predict(1610, 200, now)
+    assert blind.queue_s > 1.0  # counted apart, the prompts fill the cache: it waits for one to finish

@@ -204,12 +204,12 @@ class ClusterSim:
             view = agent.view()
             whatif = ExpectedForecaster(view, inst.model)
             inst.observed = (key, view, whatif)
-        hit = agent.prefix_hit(prompt_tokens, block_hashes)
+        hit, held = agent.prefix_hit(prompt_tokens, block_hashes)
         prediction: Prediction | None = None
         if with_prediction:
             cap = max(1, inst.config.max_model_len - prompt_tokens)
             new = Request("new", prompt_tokens, min(told, cap), prefix_hit=hit)
-            p = whatif.predict(new)
+            p = whatif.predict(new, held)
             lag = max(0.0, engine.now - t)
             prefill = inst.model.prefill_seconds(prompt_tokens, hit, len(view.running),
                                                  inst.config.max_num_batched_tokens) if block_hashes else 0.0

@@ -66,10 +66,11 @@ class SimAgent:
             if hit:  # while it waits, later what-ifs start its prefill after the part found cached
                 t.view_req = Request(req.req_id, req.prompt_tokens, told, prefix_hit=hit)
 
-    def prefix_hit(self, prompt_tokens: int, block_hashes: Sequence[int] | None) -> int:
-        """Tokens of a new prompt with these block hashes that the shadow says the engine holds now."""
+    def prefix_hit(self, prompt_tokens: int, block_hashes: Sequence[int] | None) -> tuple[int, int]:
+        """Tokens of a new prompt with these block hashes that the shadow says the engine holds now, and the
+        blocks of them in-flight requests hold (``ShadowCache.hit``)."""
         if self.shadow is None or not block_hashes:
-            return 0
+            return 0, 0
         return self.shadow.hit(prompt_tokens, self._prompt_blocks(prompt_tokens, block_hashes))
 
     def _prompt_blocks(self, prompt_tokens: int, block_hashes: Sequence[int]) -> Sequence[int]:
@@ -113,4 +114,5 @@ class SimAgent:
         """The agent's view as of the end of the engine's latest step (see ``build_view``)."""
         self._stream()
         tr = self.tracker
-        return build_view(tr.inflight.values(), self.engine.now, self.config, self.obs, tr.last_finish_at)
+        shared = self.shadow.shared_blocks if self.shadow is not None else 0
+        return build_view(tr.inflight.values(), self.engine.now, self.config, self.obs, tr.last_finish_at, shared)
