@@ -145,11 +145,13 @@ def search_capacity(
     max_qps: float = 1e6,
     rel_resolution: float = 0.0,
     growth: float = 2.0,
+    start_held: bool = False,
 ) -> CapacityResult:
     """``bisect_capacity`` asking ``width`` QPS at a time (``holds_many`` may run them in parallel).
 
     Brackets with ``width`` geometric steps per round, then splits the bracket into ``width + 1`` equal parts
-    per round; with ``width`` 1 it is plain bracketing and bisection. The answer is a QPS that was run and held.
+    per round; with ``width`` 1 it is plain bracketing and bisection. The answer is a QPS that was run and held
+    (``start_held``: ``start`` was run and held already; it is not run again).
     """
     if start <= 0 or resolution <= 0 or growth <= 1.0 or width < 1:
         raise ConfigError("start and resolution must be positive, growth above 1", key="--resolution")
@@ -164,7 +166,7 @@ def search_capacity(
     lo: float | None = None
     hi: float | None = None
     first = min(max(start, floor), max_qps)
-    oks = run([first])
+    oks = [True] if start_held else run([first])
     if oks[0]:
         lo = first
         while hi is None:

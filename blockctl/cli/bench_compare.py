@@ -281,7 +281,7 @@ def _print_capacities(found: dict[str, PolicyCapacity], slo: str, elapsed: float
     for name, r in found.items():
         ratio = f"{r.capacity / first:.3f}" if first > 0 and not r.capped else "-"
         cap = f"≥ {r.capacity:.2f} (ceiling)" if r.capped else f"{r.capacity:.2f}" + (
-            " (= saturation)" if r.at_saturation else "")
+            " (held at saturation)" if r.at_saturation else "")
         sat = "-" if r.saturation is None else f"{r.saturation.completed_rps:.2f}"
         n_sat = 0 if r.saturation is None else len(r.saturation.probes)
         table.add_row(name, cap, ratio, sat, f"{len(r.probes)} + {n_sat}")

@@ -90,13 +90,17 @@ def test_abort_windows_match_what_evaluate_judges() -> None:
         assert w.allowed == SLO.max_violations(3000 - w.start)
 
 
-def _fake_cluster(capacity: float, saturation: float) -> tuple[list[tuple[float, bool]], object]:
+def _fake_cluster(capacity: float, saturation: float, thrashing: float | None = None,
+                  ) -> tuple[list[tuple[float, bool]], object]:
+    """Holds its SLO up to ``capacity`` while stable; completes at most ``saturation`` req/s, and only
+    ``thrashing`` req/s once offered more than ``capacity`` (when given)."""
     calls: list[tuple[float, bool]] = []
 
     def probe(q: float, sat: bool) -> ProbeOutcome:
         calls.append((q, sat))
-        done = min(q, saturation)
-        return ProbeOutcome(q, q <= capacity, done >= 0.97 * q, {"x": 0.0}, {"x": 0.0}, done, q, 100)
+        done = min(q, saturation if thrashing is None or q <= capacity else thrashing)
+        stable = done >= 0.97 * q
+        return ProbeOutcome(q, q <= capacity and stable, stable, {"x": 0.0}, {"x": 0.0}, done, q, 100)
 
     return calls, probe
 
@@ -126,6 +130,20 @@ def test_a_hint_measures_saturation_in_one_probe_and_a_ceiling_is_never_a_measur
     calls, probe = _fake_cluster(1e9, 200.0)  # holds whatever it is offered, up to its saturation
     plan = Plan(start=96.0)
     held = find_capacity(probe, plan, find_saturation(probe, plan))  # type: ignore[arg-type]
-    assert held.capacity == 200.0 and held.at_saturation and not held.capped
+    assert 200.0 <= held.capacity <= 200.0 / 0.97 and held.at_saturation and not held.capped
     assert overloaded(ProbeOutcome(10.0, False, False, {}, {}, 8.0, 10.0)) and not overloaded(
         ProbeOutcome(10.0, True, True, {}, {}, 9.9, 10.0))
+
+
+def test_an_engine_that_thrashes_when_overloaded_is_searched_above_its_saturation() -> None:
+    """Sustains 42 req/s, but offered more completes only 39.5 (KV thrash): the saturation probe measures
+    39.5, the capacity is still 42."""
+    calls, probe = _fake_cluster(42.0, 1e9, thrashing=39.5)
+    plan = Plan(start=24.0, resolution=0.1, rel_resolution=0.0)
+    sat = find_saturation(probe, plan, hint=39.0)  # type: ignore[arg-type]
+    assert sat is not None and sat.completed_rps == 39.5
+    res = find_capacity(probe, plan, sat)  # type: ignore[arg-type]
+    assert res.at_saturation and not res.capped
+    assert 42.0 - 0.1 <= res.capacity <= 42.0
+    runs = [q for q, s in calls if not s]
+    assert len(runs) == len(set(runs))  # the saturation rate that held is not run twice
