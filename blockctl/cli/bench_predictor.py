@@ -148,6 +148,9 @@ def accuracy(
                                             help="The emulated engine's setting (default: the profile's, 256)."),
     max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens", min=1,
                                                       help="The emulated engine's setting (default 2048)."),
+    caching: bool = typer.Option(True, "--enable-prefix-caching/--no-enable-prefix-caching",
+                                 help="The emulated engine's prefix cache (vLLM's default: on); off, prompts that "
+                                      "share prefixes are all computed: the same traffic with nothing shared."),
     concurrency: str = typer.Option("2-8", help="With --endpoint: requests in flight, LO-HI, redrawn every 10."),
     open_loop: bool = typer.Option(False, "--open-loop",
                                    help="With --endpoint: Poisson arrivals at --qps instead of the closed loop."),
@@ -188,7 +191,7 @@ def accuracy(
         prof = load_profile(profile)
         config = prof.engine_defaults(**engine_settings)
         hashes = None
-        if any(i.token_ids is not None for i in items):  # a shared-prefix workload: caching on, as vLLM's default
+        if caching and any(i.token_ids is not None for i in items):  # shared prefixes: cached, vLLM's default
             from blockctl.engine.prefixcache import block_hashes
 
             bs = config.block_size
@@ -199,6 +202,7 @@ def accuracy(
         split = {"agent": core.errors.decode.summary(), "given_batches": core.errors.decode_given_batches.summary()}
     else:
         flags = tuple(a for k, v in engine_settings.items() for a in (f"--{k.replace('_', '-')}", str(v)))
+        flags += () if caching else ("--no-enable-prefix-caching",)
         with (
             tempfile.TemporaryDirectory(prefix="blockctl-bench-") as tmp,
             local_instance(Path(tmp), profile=profile, seed=seed, engine_args=flags) as inst,
@@ -211,6 +215,7 @@ def accuracy(
         "workload": workload,
         "lengths": str(spec),
         "qps": qps,
+        "prefix_caching": caching,
         **summarize(outcomes),
         **lag,
         "decode_split": split,
@@ -237,7 +242,8 @@ def accuracy(
     if late is not None:
         rows.append(("emulator lateness %", _fmt(100 * late)))
     mode = "virtual time" if virtual else "real time"
-    console.print(metric_table(f"prediction accuracy ({mode}, {workload}, {spec}, {qps:g} req/s)", rows))
+    off = "" if caching else ", prefix caching off"
+    console.print(metric_table(f"prediction accuracy ({mode}, {workload}, {spec}, {qps:g} req/s{off})", rows))
     _verdict(
         e2e["mape_pct"],
         E2E_MAPE_TARGET_PCT,

@@ -137,3 +137,15 @@ def test_bench_accuracy_endpoint_rejects_a_bad_concurrency() -> None:
     result = CliRunner().invoke(app, ["bench", "accuracy", "--endpoint", "http://127.0.0.1:1", "--concurrency", "5-2"])
     assert result.exit_code == 1
     assert "--concurrency" in result.output
+
+
+def test_bench_accuracy_virtual_without_the_prefix_cache_computes_every_shared_prompt() -> None:
+    """The same shared-prefix traffic with vLLM's prefix cache off: nothing hits, so every 2,048-token system
+    prompt is prefilled and the replies take longer."""
+    args = ["bench", "accuracy", "--virtual", "--requests", "60", "--qps", "4", "--workload",
+            "generated-shared-prefix", "--json"]
+    runner = CliRunner()
+    on = json.loads(runner.invoke(app, args).stdout)
+    off = json.loads(runner.invoke(app, [*args, "--no-enable-prefix-caching"]).stdout)
+    assert on["prefix_caching"] and not off["prefix_caching"] and off["completed"] == 60
+    assert off["actual_e2e_p50_s"] > 1.1 * on["actual_e2e_p50_s"], (on, off)
