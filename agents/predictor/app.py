@@ -230,7 +230,7 @@ def create_app(settings: AgentSettings, model: StepTimeModel | None = None) -> S
                 return bad_request_response(exc)
             except ValueError as exc:
                 return error_response(400, str(exc))
-            answer["prefix_hit_tokens"] = core.shadow.hit(prompt, hashes)[0] if hashes else 0
+            answer["prefix_hit_tokens"] = core.shadow.match(prompt, hashes)[0] if hashes else 0
             answer["block_size"] = core.settings.engine_config.block_size
         return JSONResponse(answer)
 

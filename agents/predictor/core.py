@@ -78,7 +78,7 @@ class AgentCore:
             )
         view = self.view(now)
         length = max(1, min(predicted_output_tokens, cfg.max_model_len - prompt_tokens))
-        hit, held = self.shadow.hit(prompt_tokens, block_hashes) if block_hashes else (0, 0)
+        hit, held = self.shadow.match(prompt_tokens, block_hashes) if block_hashes else (0, 0)
         new = Request(NEW_ID, prompt_tokens, length, prefix_hit=hit)
         raw = ExpectedForecaster(view, self.model).predict(new, held)
         self.predictions_total += 1

@@ -5,10 +5,11 @@ they run. This computes, from the workload's requests and the step-time model al
 routing can sustain (`blockctl bench bound`), so a capacity figure can be read against the room that was left:
 
 - **Time.** An instance's mean step lasts at least the decode-only step of its mean batch ``B`` (the model is
-  convex in the batch), stretched by the prefill work no cache can spare: the tokens of each prompt that no
-  earlier request of the workload had (its last token always computed), at the least a prefill token adds
-  beside ``B`` decodes (the linear layers' slope there; attention and the rest only add). Each step gives each
-  of the ``B`` sequences one token, so ``B`` follows by Little's law from the rate and the mean output length.
+  convex in the batch), plus what the linear layers add for the mean prefill tokens per step (convex in the
+  tokens too; attention and the rest only add), counting only the prefill work no cache can spare: the tokens
+  of each prompt that no earlier request of the workload had (its last token always computed). Each step gives
+  each of the ``B`` sequences one token, so ``B`` follows by Little's law from the rate and the mean output
+  length.
 - **Seats.** ``B <= max_num_seqs``.
 - **KV blocks.** A request holds its blocks at least while it decodes (``output`` steps). Its generated
   tokens' blocks are its own; its prompt's full blocks can be shared. However routing places requests, a

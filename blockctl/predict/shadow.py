@@ -31,7 +31,7 @@ class ShadowCache:
     def hashes(self, token_ids: Sequence[int]) -> list[int]:
         return block_hashes(token_ids, self._bs)
 
-    def hit(self, prompt_tokens: int, hashes: Sequence[int]) -> tuple[int, int]:
+    def match(self, prompt_tokens: int, hashes: Sequence[int]) -> tuple[int, int]:
         """Tokens of a prompt with these block hashes the instance's cache holds now (what a what-if uses), and
         how many of those blocks in-flight requests hold: admitted, it would share them, not take free ones."""
         return self.cache.probe(prompt_tokens, hashes)

@@ -204,7 +204,7 @@ class ClusterSim:
             view = agent.view()
             whatif = ExpectedForecaster(view, inst.model)
             inst.observed = (key, view, whatif)
-        hit, held = agent.prefix_hit(prompt_tokens, block_hashes)
+        hit, held = agent.prefix_match(prompt_tokens, block_hashes)
         prediction: Prediction | None = None
         if with_prediction:
             cap = max(1, inst.config.max_model_len - prompt_tokens)

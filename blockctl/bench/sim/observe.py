@@ -66,12 +66,12 @@ class SimAgent:
             if hit:  # while it waits, later what-ifs start its prefill after the part found cached
                 t.view_req = Request(req.req_id, req.prompt_tokens, told, prefix_hit=hit)
 
-    def prefix_hit(self, prompt_tokens: int, block_hashes: Sequence[int] | None) -> tuple[int, int]:
+    def prefix_match(self, prompt_tokens: int, block_hashes: Sequence[int] | None) -> tuple[int, int]:
         """Tokens of a new prompt with these block hashes that the shadow says the engine holds now, and the
-        blocks of them in-flight requests hold (``ShadowCache.hit``)."""
+        blocks of them in-flight requests hold (``ShadowCache.match``)."""
         if self.shadow is None or not block_hashes:
             return 0, 0
-        return self.shadow.hit(prompt_tokens, self._prompt_blocks(prompt_tokens, block_hashes))
+        return self.shadow.match(prompt_tokens, self._prompt_blocks(prompt_tokens, block_hashes))
 
     def _prompt_blocks(self, prompt_tokens: int, block_hashes: Sequence[int]) -> Sequence[int]:
         return block_hashes[: prompt_tokens // self.config.block_size]  # the prompt's, never a reply's
