@@ -172,7 +172,8 @@ def register(group: typer.Typer) -> None:
             False, "--json", help="Print per policy {capacity, capped, saturation, probes} as JSON."),
     ) -> None:
         """Per policy: its saturation throughput, then the highest QPS at which the run is stable and the SLO
-        holds at steady state (warm-up left out), by bracketing then bisection below saturation."""
+        holds at steady state (warm-up left out), by bracketing then bisection below saturation, and above it
+        where the SLO held there (overloaded engines that thrash complete less than they sustain)."""
         names = parse_policies(policies)
         slos = tuple(parse_slos(slo))
         if not (resolution > 0 and rel_resolution >= 0):
