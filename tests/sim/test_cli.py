@@ -28,7 +28,7 @@ def test_capacity_json_gives_each_policy_its_capacity_saturation_and_probes(tmp_
     saved = json.loads(probes.read_text())["policies"]
     for name, r in caps.items():
         assert set(r) >= {"capacity", "capped", "saturation", "probes"} and r == saved[name]
-        assert 0 < r["capacity"] and not r["capped"]
+        assert r["capacity"] > 0 and not r["capped"]
         assert r["capacity"] <= r["saturation"] or r["at_saturation"]  # above it only if it held there
         held = [p for p in r["probes"] if p["held"]]
         assert any(p["qps"] == r["capacity"] for p in held)  # the answer was run and held
