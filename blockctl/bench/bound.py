@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from blockctl.bench.workloads.types import WorkItem
-from blockctl.engine.prefixcache import block_hashes
 from blockctl.engine.steptime import StepTimeModel
 from blockctl.engine.types import EngineConfig, StepShape
 from blockctl.errors import ConfigError
@@ -64,16 +63,17 @@ def _ceil_sum(m: int, bs: int) -> int:
     return bs * q * (q + 1) // 2 + r * (q + 1)
 
 
-def shapes(items: Sequence[WorkItem], block_size: int, *, caching: bool = True) -> Shapes:
-    """The workload's shapes, in its order (which is arrival order: "earlier" above). Without ``caching`` (or
-    for items without token ids) nothing is shared and every prompt token is computed."""
+def shapes(items: Sequence[WorkItem], hashes: Sequence[Sequence[int] | None] | None, block_size: int) -> Shapes:
+    """The workload's shapes, in its order (which is arrival order: "earlier" above). ``hashes``: each item's
+    block hashes over its token ids (prompt, and reply when known), as the simulator's ``prepare`` gives them;
+    None (the engines cache nothing) or an item's None: nothing is shared, every prompt token computed."""
     if not items:
         raise ConfigError("the workload has no requests", key="--workload")
     bs = block_size
     weights: dict[int, float] = {}
     seen: set[int] = set()
     out = ctx = private = unseen = prompt = 0.0
-    for it in items:
+    for i, it in enumerate(items):
         p, o = it.prompt_tokens, it.output_tokens
         out += o
         prompt += p
@@ -81,19 +81,19 @@ def shapes(items: Sequence[WorkItem], block_size: int, *, caching: bool = True) 
         full = p // bs
         # the blocks beyond the prompt's full ones: its partial last block and the generated tokens'
         private += _ceil_sum(p + o, bs) - _ceil_sum(p, bs) - o * full
-        if it.token_ids is None or not caching:
+        chain = None if hashes is None else hashes[i]
+        if chain is None:
             private += o * full
             unseen += p
             continue
-        ids = list(it.token_ids)
-        hashes = block_hashes(ids[:p], bs)
+        prompt_chain = chain[:full]  # chained hashes: a prefix's are the first ones of the whole
         hit = 0
-        while hit < min(len(hashes), (p - 1) // bs) and hashes[hit] in seen:
+        while hit < min(len(prompt_chain), (p - 1) // bs) and prompt_chain[hit] in seen:
             hit += 1
         unseen += p - hit * bs
-        for h in hashes:
+        for h in prompt_chain:
             weights[h] = weights.get(h, 0.0) + o
-        seen.update(block_hashes(ids, bs))  # prompt and reply blocks: what an unbounded cache would keep
+        seen.update(chain)  # prompt and reply blocks: what an unbounded cache would keep
     n = len(items)
     return Shapes(n, out / n, ctx / max(out, 1.0), private / n, unseen / n, prompt / n,
                   np.fromiter(weights.values(), dtype=float, count=len(weights)))

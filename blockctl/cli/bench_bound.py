@@ -7,10 +7,10 @@ import dataclasses
 import typer
 from rich.table import Table
 
-from blockctl.bench.sim.run import SimSetup
-from blockctl.bench.workloads import WORKLOADS, load_workload
+from blockctl.bench.sim.run import SimSetup, prepare
+from blockctl.bench.workloads import WORKLOADS
 from blockctl.cli.ui import console, handle_errors, print_json
-from blockctl.engine.profile import DEFAULT_PROFILE, load_profile
+from blockctl.engine.profile import DEFAULT_PROFILE
 from blockctl.errors import ConfigError
 
 
@@ -35,15 +35,15 @@ def register(group: typer.Typer) -> None:
         could lose left out. Read a capacity figure against it."""
         from blockctl.bench.bound import ceiling, shapes
 
+        # the simulator's own preparation: the requests, settings and block hashes a capacity run uses
         setup = SimSetup(instances, profile, max_num_seqs, max_num_batched_tokens, num_gpu_blocks, workload,
-                         requests, seed=seed)
+                         requests, seed=seed, prefix_caching=caching)
         setup.validate()
         if len(set(setup.profile_names())) > 1:
             raise ConfigError("the bound takes one profile for every instance", key="--profile")
-        prof = load_profile(profile)
-        config = setup.engine_config(prof)
-        items = load_workload(workload, num_requests=requests, seed=seed)
-        b = ceiling(shapes(items, config.block_size, caching=caching), config, prof.model, instances)
+        prep = prepare(setup)
+        items, config, prof = prep.items, prep.config, prep.profile
+        b = ceiling(shapes(items, prep.hashes, config.block_size), config, prof.model, instances)
         if as_json:
             print_json({"workload": workload, "requests": len(items), "instances": instances, "profile": prof.name,
                         "max_num_seqs": config.max_num_seqs, "max_num_batched_tokens": config.max_num_batched_tokens,

@@ -12,6 +12,7 @@ from blockctl.bench.bound import ceiling, shapes
 from blockctl.bench.sim.run import SimSetup, prepare, run_policy
 from blockctl.bench.workloads.types import WorkItem
 from blockctl.cli.main import app
+from blockctl.engine.prefixcache import block_hashes
 from blockctl.engine.profile import DEFAULT_PROFILE, load_profile
 from blockctl.engine.types import EngineConfig
 
@@ -28,7 +29,8 @@ def test_no_policy_outruns_the_bound_and_the_best_comes_close(workload: str, blo
                      workload=workload, requests=requests, seed=3)
     prepared = prepare(setup)
     prof = prepared.profile
-    bound = ceiling(shapes(prepared.items, prepared.config.block_size), prepared.config, prof.model, 2)
+    bound = ceiling(shapes(prepared.items, prepared.hashes, prepared.config.block_size), prepared.config,
+                    prof.model, 2)
     assert bound.limit == "kv blocks"
     best = 0.0
     for policy in ("least-outstanding", "cache-aware"):  # offered twice the bound: the engines never run dry
@@ -46,9 +48,13 @@ def _shared(n: int, prefix: int, tail: int, out: int) -> list[WorkItem]:
             for i in range(n)]
 
 
+def _hashes(items: list[WorkItem]) -> list[list[int] | None]:
+    return [None if i.token_ids is None else block_hashes(list(i.token_ids), 16) for i in items]
+
+
 def test_a_prefix_every_request_shares_is_held_once() -> None:
     items = _shared(200, 1600, 16, 100)
-    sh = shapes(items, 16)
+    sh = shapes(items, _hashes(items), 16)
     # 100 shared blocks, each held by all 200 requests; 200 tails, each by one
     weights = sorted(sh.shared_weights.tolist())
     assert weights == [100.0] * 200 + [200 * 100.0] * 100
@@ -58,7 +64,7 @@ def test_a_prefix_every_request_shares_is_held_once() -> None:
     prof = load_profile(DEFAULT_PROFILE)
     cfg = EngineConfig(num_gpu_blocks=2000, max_num_seqs=256, max_num_batched_tokens=2048)
     cached = ceiling(sh, cfg, prof.model, 1)
-    plain = ceiling(shapes(items, 16, caching=False), cfg, prof.model, 1)
+    plain = ceiling(shapes(items, None, 16), cfg, prof.model, 1)
     assert plain.limit == "kv blocks" and plain.batch < 20  # ~105 blocks each: 2000 blocks hold about 19
     assert cached.batch > 5 * plain.batch and cached.requests_per_s > 2 * plain.requests_per_s
     assert cached.limit == "time"  # the shared prompt held once, the step's compute binds before KV does
@@ -68,7 +74,7 @@ def test_a_prefix_every_request_shares_is_held_once() -> None:
 def test_the_bound_says_what_binds() -> None:
     prof = load_profile(DEFAULT_PROFILE)
     items = _shared(100, 0, 1000, 200)  # nothing shared
-    sh = shapes(items, 16)
+    sh = shapes(items, _hashes(items), 16)
     roomy = ceiling(sh, EngineConfig(num_gpu_blocks=10**6, max_num_seqs=8, max_num_batched_tokens=2048),
                     prof.model, 1)
     assert roomy.limit == "seats" and roomy.batch == pytest.approx(8, rel=1e-3)
