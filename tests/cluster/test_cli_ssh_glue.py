@@ -4,6 +4,8 @@ starts and stops the local scheduler daemons the spec asks for."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +84,15 @@ def test_up_needs_exactly_one_of_local_or_config(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["up", "--state-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert "give exactly one of --local or -c FILE" in result.output
+
+
+def test_reaching_a_host_prints_no_library_warning() -> None:
+    """asyncssh's DSA support warns under cryptography 51; blockctl never offers DSA, so a user never sees it."""
+    run = subprocess.run(
+        [sys.executable, "-W", "error", "-c", "import blockctl.cluster.ssh.connection"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""

@@ -10,11 +10,16 @@ import asyncio
 import contextlib
 import secrets
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncssh
+with warnings.catch_warnings():
+    # cryptography 51 deprecates DSA and warns when asyncssh imports its DSA support; blockctl never uses DSA keys,
+    # and the warning would print on every command that reaches a host.
+    warnings.filterwarnings("ignore", message="DSA is deprecated")
+    import asyncssh
 
 from blockctl.cluster.spec import HostSpec, SshSpec
 from blockctl.cluster.ssh.hostlog import HostLog, tail_text
