@@ -15,7 +15,6 @@ path from the start). Same results as ``Engine`` up to float rounding (tested).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
@@ -331,8 +330,7 @@ def forecast(cols: Columns, new: Request, extra_blocks: int = 0) -> Prediction |
             sumc0 += ci
             batch += 1
     # Hand-over: rebuild the state as Requests and let the exact engine go on from here.
-    eng = Engine(dataclasses.replace(cfg, num_gpu_blocks=total_blocks + extra_blocks) if extra_blocks else cfg,
-                 model, now=now)
+    eng = Engine(cfg.grown(extra_blocks), model, now=now)
     reqs = [Request(req_id=str(i), prompt_tokens=prompt[i], output_tokens=out[i]) for i in range(len(prompt))]
     for i in order:
         if fin[i] < 0:

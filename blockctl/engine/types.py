@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -18,6 +19,11 @@ class EngineConfig:
     max_model_len: int = 4096  # prompt + output must fit
     enable_prefix_caching: bool = False  # vLLM's automatic prefix cache (engine/prefixcache.py); vLLM's
     # default is on: the emulator turns it on unless --no-enable-prefix-caching
+
+    def grown(self, blocks: int) -> EngineConfig:
+        """This setting with ``blocks`` more KV blocks (itself for 0): how a what-if, which counts each request's
+        blocks apart, stands for blocks that requests sharing a prompt hold once."""
+        return dataclasses.replace(self, num_gpu_blocks=self.num_gpu_blocks + blocks) if blocks else self
 
 
 class Phase(IntEnum):

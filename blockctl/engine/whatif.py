@@ -71,14 +71,8 @@ class Forecaster:
         """``extra_blocks``: KV blocks the state's requests leave free beyond their own count, because the new
         request would share that many of its prefix-cache hit with running requests instead of taking them."""
         fast = None if self._cols is None else forecast(self._cols, new, extra_blocks)
-        if fast is not None:
-            return fast
-        config = self.config
-        if extra_blocks:
-            config = dataclasses.replace(config, num_gpu_blocks=config.num_gpu_blocks + extra_blocks)
-        exact = predict_exact(config, self.model, self.running, self.waiting, new)
-        return dataclasses.replace(exact, kv_free_blocks=exact.kv_free_blocks - extra_blocks) if extra_blocks \
-            else exact
+        return fast if fast is not None else predict_exact(self.config, self.model, self.running, self.waiting,
+                                                           new, extra_blocks)
 
 
 def restore_state(
@@ -106,11 +100,13 @@ def predict_exact(
     running: Sequence[Request],
     waiting: Sequence[Request],
     new: Request,
+    extra_blocks: int = 0,
 ) -> Prediction:
     """``predict`` by restoring the state into an ``Engine`` and running it (the reference the fast path is
-    tested against, and its fallback for states the decode group cannot express)."""
-    eng = restore_state(config, model, running, waiting)
-    free_now = eng.free_blocks
+    tested against, and its fallback for states the decode group cannot express); ``extra_blocks`` as
+    ``Forecaster.predict``."""
+    eng = restore_state(config.grown(extra_blocks), model, running, waiting)
+    free_now = eng.free_blocks - extra_blocks
     target = Request(req_id=new.req_id, prompt_tokens=new.prompt_tokens, output_tokens=new.output_tokens,
                      prefix_hit=new.prefix_hit)
     eng.add(target)

@@ -191,8 +191,7 @@ def build_view(
             hidden = int(used_metric - used_view)
             # floor at half the cache, so one large request the engine holds always fits the what-if
             sim_config = dataclasses.replace(config, num_gpu_blocks=max(total_blocks // 2, total_blocks - hidden))
-    if shared_blocks > 0:
-        sim_config = dataclasses.replace(sim_config, num_gpu_blocks=sim_config.num_gpu_blocks + shared_blocks)
+    sim_config = sim_config.grown(shared_blocks)
     return EngineView(
         running=running,
         waiting=waiting,
